@@ -1,0 +1,62 @@
+# fruitstream: `make run` starts the app on the embedded default, `make test` runs every check.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+DATA ?= ../shared/datasets/fruits15
+# Quality gate: just under the shipped model's measured figures (see the model card).
+GATE_STUDIO ?= 0.98
+GATE_GROCERY ?= 0.85
+GATE_NOT_FRUIT ?= 0.95
+
+.PHONY: help venv install install-dev run ui lint test unit integration quality train-smoke \
+        train bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check uv
+
+venv: $(BIN)/python  ## create the virtual environment (.venv) with uv in it
+
+install: venv  ## install fruitstream with the UI (inference only: no torch)
+	$(UV) pip install --quiet --python $(BIN)/python -e '.[ui]'
+
+install-dev: venv  ## install everything the tests need (dev, train, ui extras)
+	$(UV) pip install --quiet --python $(BIN)/python -e '.[dev,train,ui]'
+
+run: install  ## set up and start the app on the embedded default
+	$(BIN)/fruitstream submit $(DATA)/grocery/val --wait
+
+lint:  ## ruff lint, format check, mypy
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+unit:  ## unit tests
+	$(BIN)/pytest tests/unit
+
+integration:  ## integration tests (real model, real files, real processes)
+	$(BIN)/pytest tests/integration
+
+quality:  ## quality gate: evaluate the shipped model on held-out sets
+	$(BIN)/fruitstream evaluate $(DATA)/studio/test --min-accuracy $(GATE_STUDIO)
+	$(BIN)/fruitstream evaluate $(DATA)/grocery/val --min-accuracy $(GATE_GROCERY)
+	$(BIN)/fruitstream evaluate $(DATA)/not-fruit/val --min-rejection $(GATE_NOT_FRUIT)
+
+test: install-dev  ## set up and run every check: lint, types, tests, quality gate
+	$(MAKE) lint
+	$(BIN)/pytest
+	$(MAKE) quality
+
+train:  ## train the shipped model from scratch (extra 'train'; minutes on 2 CPU cores)
+	$(BIN)/fruitstream train --data $(DATA) --out src/fruitstream/models/fruits15
+
+bench:  ## benchmark the shipped model (raw throughput, load time, end-to-end latency)
+	$(BIN)/fruitstream bench $(DATA)/grocery/val
+
+clean:  ## remove the virtual environment, caches and local data
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts data test-artifacts

@@ -1,0 +1,7 @@
+"""``python -m fruitstream``: the same as the ``fruitstream`` command."""
+
+import sys
+
+from fruitstream.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Backend adapters, one module per backend, each implementing the ports in ``ports``."""

@@ -1,0 +1,109 @@
+"""Durable embedded queue: a table in the results database, with leases instead of deletes.
+
+A taken message is leased to one worker; it is deleted only when acknowledged, after its
+result is written. A worker killed mid-batch leaves leases that expire, and the messages go
+to the next taker: nothing submitted is lost, and the result upsert keeps one row per image.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from fruitstream.adapters.sql import SqlDatabase, queue_table
+from fruitstream.domain import ImageMessage
+from fruitstream.errors import QueueError, ResultStoreError
+from fruitstream.ports import Delivery, Health
+
+
+class SqlQueue:
+    """Publisher and Consumer over ``queue_table``."""
+
+    def __init__(self, db: SqlDatabase, owner: str = "", lease_seconds: float = 120.0) -> None:
+        self.db = db
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+
+    def publish(self, messages: Sequence[ImageMessage]) -> dict[str, str]:
+        if not messages:
+            return {}
+        now = time.time()
+        rows = [
+            {"image_id": m.image_id, "payload": m.to_json(), "enqueued_at": now} for m in messages
+        ]
+        try:
+            with self.db.begin() as conn:
+                conn.execute(sa.insert(queue_table), rows)
+        except ResultStoreError as exc:
+            return {m.image_id: f"could not queue: {exc}" for m in messages}
+        return {}
+
+    def publish_raw(self, key: str, payload: bytes) -> None:
+        """Put arbitrary bytes on the queue (tests use it to send poison messages)."""
+        with self.db.begin() as conn:
+            conn.execute(
+                sa.insert(queue_table).values(
+                    image_id=key, payload=payload, enqueued_at=time.time()
+                )
+            )
+
+    def take(self, max_messages: int, timeout: float = 0.0) -> list[Delivery]:
+        """Lease up to ``max_messages``, waiting up to ``timeout`` seconds for the first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self._lease(max_messages)
+            if got or time.monotonic() >= deadline:
+                return got
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    def _lease(self, n: int) -> list[Delivery]:
+        now = time.time()
+        free = sa.or_(queue_table.c.leased_until.is_(None), queue_table.c.leased_until < now)
+        pick = sa.select(queue_table.c.seq).where(free).order_by(queue_table.c.seq).limit(n)
+        if self.db.dialect == "postgresql":
+            pick = pick.with_for_update(skip_locked=True)
+        stmt = (
+            sa.update(queue_table)
+            .where(queue_table.c.seq.in_(pick.scalar_subquery()))
+            .values(
+                leased_until=now + self.lease_seconds,
+                lease_owner=self.owner,
+                attempts=queue_table.c.attempts + 1,
+            )
+            .returning(queue_table.c.seq, queue_table.c.payload, queue_table.c.attempts)
+        )
+        try:
+            with self.db.begin() as conn:
+                rows = sorted(conn.execute(stmt).all(), key=lambda r: r.seq)
+        except ResultStoreError as exc:
+            raise QueueError(f"cannot take from the local queue: {exc}") from exc
+        return [Delivery(raw=bytes(r.payload), handle=r.seq, attempts=r.attempts) for r in rows]
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        seqs = [d.handle for d in deliveries]
+        try:
+            with self.db.begin() as conn:
+                conn.execute(
+                    sa.delete(queue_table).where(
+                        queue_table.c.seq.in_(seqs), queue_table.c.lease_owner == self.owner
+                    )
+                )
+        except ResultStoreError as exc:
+            raise QueueError(f"cannot acknowledge on the local queue: {exc}") from exc
+
+    def depth(self) -> int:
+        with self.db.begin() as conn:
+            return int(
+                conn.execute(sa.select(sa.func.count()).select_from(queue_table)).scalar_one()
+            )
+
+    def health(self) -> Health:
+        try:
+            depth = self.depth()
+        except ResultStoreError as exc:
+            return Health("queue", False, str(exc))
+        return Health("queue", True, f"local queue, {depth} waiting", {"depth": depth})

@@ -1,0 +1,72 @@
+"""In-memory adapters: the test fakes for unit tests of logic (no durability, one process)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from fruitstream.domain import ImageMessage
+from fruitstream.errors import NotFoundError
+from fruitstream.ports import Delivery, Health
+
+
+class MemoryObjectStore:
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        self.objects[key] = data
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.objects[key]
+        except KeyError:
+            raise NotFoundError(f"object {key} does not exist in the store") from None
+
+    def url(self, key: str) -> str | None:
+        return None
+
+    def health(self) -> Health:
+        return Health("storage", True, f"memory, {len(self.objects)} objects")
+
+
+class MemoryQueue:
+    """Publisher and Consumer; ``fail_ids`` makes ``publish`` refuse chosen messages."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[int, bytes]] = []
+        self._taken: dict[int, bytes] = {}
+        self._seq = 0
+        self._lock = threading.Lock()
+        self.fail_ids: set[str] = set()
+
+    def publish(self, messages: Sequence[ImageMessage]) -> dict[str, str]:
+        failed = {
+            m.image_id: "refused by the test queue" for m in messages if m.image_id in self.fail_ids
+        }
+        for m in messages:
+            if m.image_id not in failed:
+                self.publish_raw(m.to_json())
+        return failed
+
+    def publish_raw(self, payload: bytes) -> None:
+        with self._lock:
+            self._seq += 1
+            self._items.append((self._seq, payload))
+
+    def take(self, max_messages: int, timeout: float = 0.0) -> list[Delivery]:
+        with self._lock:
+            batch, self._items = self._items[:max_messages], self._items[max_messages:]
+            self._taken.update(batch)
+        return [Delivery(raw=payload, handle=seq) for seq, payload in batch]
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        with self._lock:
+            for d in deliveries:
+                self._taken.pop(d.handle, None)
+
+    def depth(self) -> int:
+        return len(self._items) + len(self._taken)
+
+    def health(self) -> Health:
+        return Health("queue", True, f"memory, {self.depth()} waiting", {"depth": self.depth()})

@@ -1,0 +1,120 @@
+"""Wires the classifier and the adapters from settings; one classifier per process."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fruitstream.adapters.local_queue import SqlQueue
+from fruitstream.adapters.local_store import LocalObjectStore
+from fruitstream.adapters.sql import SqlDatabase
+from fruitstream.classifier import Classifier
+from fruitstream.config import Settings
+from fruitstream.errors import BackendError, ConfigError
+from fruitstream.model.bundle import ModelBundle, default_bundle_dir
+from fruitstream.pipeline import Pipeline
+from fruitstream.ports import Consumer, Health, ObjectStore, Publisher
+from fruitstream.worker import Worker, worker_id
+
+_classifiers: dict[tuple[object, ...], Classifier] = {}
+_lock = threading.Lock()
+
+# A worker whose last heartbeat is older than this is reported as down.
+HEARTBEAT_STALE_SECONDS = 15.0
+
+
+def build_classifier(settings: Settings, model_dir: str | Path | None = None) -> Classifier:
+    """The process-wide classifier for these settings (loaded once, then shared)."""
+    path = Path(model_dir or settings.model_dir or default_bundle_dir()).resolve()
+    key = (str(path), settings.threads, settings.batch_size, settings.limits)
+    with _lock:
+        clf = _classifiers.get(key)
+        if clf is None:
+            clf = Classifier(
+                ModelBundle.load(path),
+                limits=settings.limits,
+                threads=settings.threads,
+                batch_size=settings.batch_size,
+            )
+            _classifiers[key] = clf
+        return clf
+
+
+def model_bundle(settings: Settings) -> ModelBundle:
+    return ModelBundle.load(settings.model_dir or default_bundle_dir())
+
+
+@dataclass
+class Backends:
+    """The adapters chosen by configuration, built once and shared."""
+
+    settings: Settings
+    store: ObjectStore
+    publisher: Publisher
+    db: SqlDatabase
+    extra_health: list[Health] = field(default_factory=list)
+
+    def pipeline(self) -> Pipeline:
+        bundle = model_bundle(self.settings)
+        return Pipeline(
+            self.store,
+            self.publisher,
+            self.db,
+            self.db,
+            self.settings.limits,
+            model_version=f"{bundle.name}:{bundle.version}",
+        )
+
+    def consumer(self, owner: str) -> Consumer:
+        if self.settings.queue != "local":
+            raise ConfigError(
+                "the embedded worker consumes the local queue only; with Kafka, run the Spark "
+                "job (fruitstream spark-job)"
+            )
+        return SqlQueue(self.db, owner=owner, lease_seconds=self.settings.lease_seconds)
+
+    def worker(self, classifier: Classifier | None = None) -> Worker:
+        name = worker_id()
+        return Worker(
+            self.consumer(name),
+            self.store,
+            self.db,
+            classifier or build_classifier(self.settings),
+            heartbeats=self.db,
+            batch_size=self.settings.worker_batch_size,
+            poll_seconds=self.settings.worker_poll_seconds,
+            top_k=self.settings.top_k,
+            name=name,
+        )
+
+    def live_workers(self) -> list[tuple[str, str, datetime, dict[str, object]]]:
+        now = datetime.now(UTC)
+        try:
+            beats = self.db.latest()
+        except BackendError:
+            return []
+        return [b for b in beats if (now - b[2]).total_seconds() < HEARTBEAT_STALE_SECONDS]
+
+    def health(self) -> list[Health]:
+        checks = [self.store.health(), self.publisher.health(), self.db.health()]
+        live = self.live_workers()
+        if live:
+            rate = sum(float(str(b[3].get("rate", 0.0))) for b in live)
+            detail = f"{len(live)} alive, last beat {live[0][2]:%H:%M:%S} UTC"
+            checks.append(
+                Health("workers", True, detail, {"rate": rate, "kinds": [b[1] for b in live]})
+            )
+        else:
+            checks.append(
+                Health("workers", False, "no worker heartbeat in the last 15 s (none running)")
+            )
+        return checks + self.extra_health
+
+
+def build_backends(settings: Settings) -> Backends:
+    db = SqlDatabase.from_url(settings.sqlalchemy_url)
+    store: ObjectStore = LocalObjectStore(settings.data_dir / "objects")
+    publisher: Publisher = SqlQueue(db, lease_seconds=settings.lease_seconds)
+    return Backends(settings, store, publisher, db)

@@ -1,0 +1,392 @@
+"""Command line: parse arguments, call the services, turn domain errors into exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from fruitstream import __version__
+from fruitstream.errors import FruitstreamError
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _settings() -> Any:
+    from fruitstream.config import load_settings
+
+    return load_settings()
+
+
+def _classifier(args: argparse.Namespace) -> Any:
+    from fruitstream.bootstrap import build_classifier
+
+    return build_classifier(_settings(), model_dir=getattr(args, "model", None))
+
+
+def _progress(total: int, desc: str) -> Any:
+    """A progress bar on a terminal for long runs, nothing otherwise."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=total < 10 or not sys.stderr.isatty())
+
+
+# --- classify --------------------------------------------------------------------------------
+
+
+def _describe(path: str, rec: dict[str, Any]) -> str:
+    if rec["error"]:
+        return f"{path}: error: {rec['error']}"
+    pct = f"{rec['confidence'] * 100:.1f}%"
+    if not rec["known"]:
+        return f"{path}: not one of the known fruits (closest: {rec['label']} {pct})"
+    return f"{path}: {rec['label']} {pct}"
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from fruitstream.service import classify_files
+
+    clf = _classifier(args)
+    records = []
+    with _progress(0, "classifying") as bar:
+        for rec in classify_files(clf, [Path(p) for p in args.paths], top_k=args.top_k, bar=bar):
+            records.append(rec)
+            if not args.json:
+                bar.write(_describe(rec["path"], rec), file=sys.stdout)
+    if args.json:
+        json.dump(records, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    if not records:
+        print("no files to classify", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return EXIT_SOME_FAILED if any(r["error"] for r in records) else EXIT_OK
+
+
+# --- evaluate ---------------------------------------------------------------------------------
+
+
+def _format_report(r: dict[str, Any]) -> Iterator[str]:
+    yield f"model: {r['model']}"
+    if "accuracy" in r:
+        yield f"images: {r['n']} (failed to read: {r['failed']})"
+        yield f"top-1 accuracy: {r['accuracy']:.4f}"
+        yield f"fruit photos called unknown: {r['rejection_rate']:.4f}"
+        yield "per class:"
+        for label, pc in r["per_class"].items():
+            yield f"  {label:<12} {pc['accuracy']:.4f}  (n={pc['n']})"
+        labels = r["labels"]
+        yield "confusion (rows: truth, columns: predicted, in label order):"
+        for label, row in zip(labels, r["confusion"], strict=True):
+            if sum(row):
+                yield f"  {label:<12} " + " ".join(f"{v:4d}" for v in row)
+    if "not_fruit" in r:
+        nf = r["not_fruit"]
+        yield f"not-fruit photos: {nf['n']}, rejected (known=false): {nf['rejection_rate']:.4f}"
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fruitstream.evaluation import evaluate
+
+    clf = _classifier(args)
+    with _progress(0, "evaluating") as bar:
+        report = evaluate(
+            clf,
+            Path(args.dir),
+            Path(args.not_fruit) if args.not_fruit else None,
+            progress=bar.update,
+        )
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(_format_report(report)))
+    failures = []
+    if args.min_accuracy is not None and report.get("accuracy", 0.0) < args.min_accuracy:
+        failures.append(f"accuracy {report.get('accuracy', 0.0):.4f} < {args.min_accuracy}")
+    if args.min_rejection is not None:
+        rej = report.get("not_fruit", {}).get("rejection_rate", 0.0)
+        if rej < args.min_rejection:
+            failures.append(f"not-fruit rejection {rej:.4f} < {args.min_rejection}")
+    if args.max_fruit_rejection is not None:
+        rej = report.get("rejection_rate", 0.0)
+        if rej > args.max_fruit_rejection:
+            failures.append(f"fruit rejection {rej:.4f} > {args.max_fruit_rejection}")
+    for failure in failures:
+        print(f"quality gate failed: {failure}", file=sys.stderr)
+    return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+# --- train ------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fruitstream.training.cli import run_training
+
+    run_training(args)
+    return EXIT_OK
+
+
+# --- bench ------------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from fruitstream.bench import classifier_benchmark, format_classifier_benchmark
+    from fruitstream.dataset import image_files
+    from fruitstream.model.bundle import ModelBundle, default_bundle_dir
+
+    settings = _settings()
+    bundle = ModelBundle.load(args.model or settings.model_dir or default_bundle_dir())
+    files: list[Path] = []
+    for p in args.images or []:
+        files.extend(image_files(Path(p)) if Path(p).is_dir() else [Path(p)])
+    files = files[: args.max_files]
+    result = classifier_benchmark(bundle, files, repeats=args.repeats, threads=settings.threads)
+    print(json.dumps(result, indent=2) if args.json else format_classifier_benchmark(result))
+    return EXIT_OK
+
+
+# --- pipeline -------------------------------------------------------------------------------
+
+
+def _backends() -> Any:
+    from fruitstream.bootstrap import build_backends
+
+    return build_backends(_settings())
+
+
+def _read_uploads(paths: Sequence[str]) -> tuple[list[Any], dict[str, str]]:
+    from fruitstream.dataset import expand_paths
+    from fruitstream.pipeline import Upload
+
+    uploads, unreadable = [], {}
+    for path in expand_paths(Path(p) for p in paths):
+        try:
+            uploads.append(Upload(path.name, path.read_bytes()))
+        except OSError as exc:
+            unreadable[str(path)] = f"cannot read file: {exc.strerror or exc}"
+    return uploads, unreadable
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import threading
+    import time
+
+    backends = _backends()
+    uploads, unreadable = _read_uploads(args.paths)
+    for path, reason in unreadable.items():
+        print(f"{path}: {reason}", file=sys.stderr)
+    if not uploads:
+        print("fruitstream: error: no files to submit", file=sys.stderr)
+        return EXIT_USAGE
+    pipeline = backends.pipeline()
+    report = pipeline.submit(uploads, name=args.name or "")
+    print(report.session_id)
+    for name, reason in {**report.rejected, **report.not_sent}.items():
+        print(f"{name}: {reason}", file=sys.stderr)
+
+    stop = threading.Event()
+    helper = None
+    if backends.settings.queue == "local" and not backends.live_workers():
+        # Nothing else is running: classify here, so that a fresh machine just works.
+        worker = backends.worker()
+        helper = threading.Thread(
+            target=worker.run,
+            args=(stop, lambda: pipeline.progress(report.session_id).complete),
+            daemon=True,
+        )
+        helper.start()
+    if args.wait or helper is not None:
+        with _progress(report.submitted, "classifying") as bar:
+            while True:
+                progress = pipeline.progress(report.session_id)
+                bar.n = progress.done
+                bar.refresh()
+                if progress.complete:
+                    break
+                time.sleep(0.2)
+        stop.set()
+        if helper is not None:
+            helper.join()
+    if args.wait:
+        _print_summary(pipeline.results_of(report.session_id))
+    return EXIT_SOME_FAILED if report.rejected or report.not_sent or unreadable else EXIT_OK
+
+
+def _print_summary(rows: Sequence[Any]) -> None:
+    from fruitstream.stats import session_stats
+
+    stats = session_stats(rows)
+    print(
+        f"{stats.total} photos: {stats.ok} classified, {stats.unknown} not a known fruit, "
+        f"{stats.errors} errors"
+    )
+    for label, count in stats.per_label.items():
+        print(f"  {label:<12} {count}")
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    backends = _backends()
+    worker = backends.worker()
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        print(f"worker: signal {signum}, finishing the batch in hand", file=sys.stderr)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    print(f"worker {worker.name} running; Ctrl-C to stop", file=sys.stderr)
+    stats = worker.run(stop)
+    print(f"worker stopped: {stats.processed} photos, {stats.errors} errors", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    import csv
+
+    from fruitstream.stats import CSV_FIELDS, csv_record
+
+    rows = _backends().pipeline().results_of(args.session)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows], indent=2))
+    elif args.csv:
+        with open(args.csv, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+            writer.writeheader()
+            writer.writerows(csv_record(r) for r in rows)
+        print(f"{len(rows)} rows written to {args.csv}")
+    else:
+        for r in rows:
+            if r.status == "error":
+                print(f"{r.filename}: error: {r.error}")
+            else:
+                note = "" if r.known else " (not one of the known fruits)"
+                print(f"{r.filename}: {r.label} {r.confidence * 100:.1f}%{note}")
+        _print_summary(rows)
+    return EXIT_OK
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    backends = _backends()
+    for s in backends.db.sessions(limit=args.limit):
+        p = backends.db.progress(s.session_id)
+        print(
+            f"{s.session_id}  {s.created_at:%Y-%m-%d %H:%M:%S}  {p.done}/{s.submitted} done"
+            f"  {p.errors} errors  {s.name}"
+        )
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    checks = _backends().health()
+    for h in checks:
+        print(f"{'ok  ' if h.ok else 'DOWN'}  {h.name:<18} {h.detail}")
+    core = [h for h in checks if h.name in {"storage", "queue", "results database"}]
+    return EXIT_OK if all(h.ok for h in core) else EXIT_SOME_FAILED
+
+
+# --- config -----------------------------------------------------------------------------------
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    for key, value in _settings().masked().items():
+        print(f"FRUITSTREAM_{key.upper()}={'' if value is None else value}")
+    return EXIT_OK
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fruitstream", description="Recognize fruit in photos, one or thousands."
+    )
+    parser.add_argument("--version", action="version", version=f"fruitstream {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("classify", help="classify image files or folders at once, in process")
+    p.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
+    p.add_argument("--top-k", type=int, default=3, help="how many guesses to list (default 3)")
+    p.add_argument("--json", action="store_true", help="print one JSON array")
+    p.add_argument("--model", help="model bundle folder (default: the shipped model)")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("evaluate", help="accuracy and rejection rates on labelled folders")
+    p.add_argument("dir", help="folder of <class>/ folders (and optionally not-fruit/)")
+    p.add_argument("--not-fruit", help="folder of photos that are none of the fruits")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--model")
+    p.add_argument("--min-accuracy", type=float, help="exit 1 when top-1 is below this")
+    p.add_argument("--min-rejection", type=float, help="exit 1 when not-fruit rejection is below")
+    p.add_argument(
+        "--max-fruit-rejection", type=float, help="exit 1 when more fruit photos are rejected"
+    )
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("train", help="fine-tune the classifier (needs the 'train' extra)")
+    from fruitstream.training.options import add_train_arguments
+
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("bench", help="benchmark the model: raw throughput, load, end to end")
+    p.add_argument("images", nargs="*", help="real image files or folders for end to end")
+    p.add_argument("--model")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--max-files", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("submit", help="send photos through the batch pipeline")
+    p.add_argument("paths", nargs="+", help="image files or folders")
+    p.add_argument("--wait", action="store_true", help="show progress until done, then a summary")
+    p.add_argument("--name", help="a name for the session")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("worker", help="classify queued photos until stopped (embedded queue)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("results", help="the results of one session")
+    p.add_argument("session")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--json", action="store_true")
+    group.add_argument("--csv", metavar="FILE")
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("sessions", help="past sessions, newest first")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_sessions)
+
+    p = sub.add_parser("status", help="each backend: reachable or not, queue depth, workers")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("config", help="print the effective configuration, secrets masked")
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except FruitstreamError as exc:
+        print(f"fruitstream: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("fruitstream: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

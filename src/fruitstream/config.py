@@ -1,0 +1,123 @@
+"""Settings from ``FRUITSTREAM_*`` environment variables and an optional ``.env`` file.
+
+Defaults give the embedded set-up: a local folder, a SQLite database, no server at all.
+Secrets are ``SecretStr``: they print as ``**********`` and never reach logs or errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fruitstream.errors import ConfigError
+from fruitstream.imaging import ImageLimits
+
+MASK = "**********"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FRUITSTREAM_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Where the embedded set-up keeps its objects, database and queue.
+    data_dir: Path = Path("data")
+    # A model bundle folder; empty means the model shipped in the package.
+    model_dir: Path | None = None
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(default=50_000_000, gt=0)
+    threads: int = Field(default=0, ge=0)
+    batch_size: int = Field(default=32, gt=0)
+    top_k: int = Field(default=3, gt=0)
+
+    # Backends: embedded by default, distributed when configured.
+    storage: Literal["local"] = "local"
+    queue: Literal["local"] = "local"
+    # SQLAlchemy URL; it may hold a password, so it is a secret. Empty: SQLite in data_dir.
+    database_url: SecretStr | None = None
+
+    # Worker
+    worker_batch_size: int = Field(default=32, gt=0)
+    worker_poll_seconds: float = Field(default=0.2, gt=0)
+    # A taken message not acknowledged within this time goes back to the queue.
+    lease_seconds: float = Field(default=120.0, gt=0)
+
+    # S3-compatible object storage
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "fruitstream"
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_presign_seconds: int = Field(default=3600, gt=0)
+
+    # Kafka
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_topic: str = "fruit-images"
+    kafka_partitions: int = Field(default=3, gt=0)
+    kafka_replication_factor: int = Field(default=1, gt=0)
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+
+    # Spark
+    spark_master: str = "local[2]"
+    spark_checkpoint: str = "data/spark-checkpoint"
+    spark_max_offsets_per_trigger: int = Field(default=256, gt=0)
+    spark_trigger_seconds: float = Field(default=1.0, ge=0)
+    spark_jars: str | None = None
+
+    @field_validator("model_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @property
+    def limits(self) -> ImageLimits:
+        return ImageLimits(max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{(self.data_dir / 'fruitstream.db').as_posix()}"
+
+    def masked(self) -> dict[str, Any]:
+        """Every setting, secrets replaced by a mask (for ``fruitstream config`` and logs)."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = MASK
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name] = value
+        out["database_url"] = (
+            mask_url(self.sqlalchemy_url) if self.database_url is not None else self.sqlalchemy_url
+        )
+        return out
+
+
+def mask_url(url: str) -> str:
+    """``postgresql://user:pw@host/db`` -> ``postgresql://user:**********@host/db``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:{MASK}@{host}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings; a bad value becomes a ``ConfigError`` naming the variable, not its value."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"FRUITSTREAM_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None

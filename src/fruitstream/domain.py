@@ -1,0 +1,177 @@
+"""The pipeline's records and contracts (../shared/DESIGN.md): message, result row, session."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from fruitstream.classifier import Prediction
+from fruitstream.errors import MessageError
+
+MESSAGE_SCHEMA = 1
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def safe_filename(name: str, limit: int = 100) -> str:
+    """A file name that is safe in an object key and a path: no folders, no odd characters."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = _UNSAFE.sub("_", base).strip("._") or "image"
+    return cleaned[-limit:]
+
+
+def object_key(session_id: str, image_id: str, filename: str, when: datetime) -> str:
+    return f"uploads/{when:%Y%m%d}/{session_id}/{image_id}-{safe_filename(filename)}"
+
+
+@dataclass(frozen=True)
+class ImageMessage:
+    """One photo announced on the queue (JSON, UTF-8, keyed by ``image_id``)."""
+
+    image_id: str
+    session_id: str
+    object_key: str
+    filename: str
+    content_sha256: str
+    submitted_at: datetime
+    image_url: str | None = None
+    schema: int = MESSAGE_SCHEMA
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["submitted_at"] = self.submitted_at.isoformat()
+        return json.dumps(data, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> ImageMessage:
+        """Parse and validate; a message that breaks the contract raises ``MessageError``."""
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MessageError(f"message is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise MessageError("message is not a JSON object")
+        schema = data.get("schema")
+        if schema != MESSAGE_SCHEMA:
+            raise MessageError(f"unsupported message schema {schema!r} (expected {MESSAGE_SCHEMA})")
+        try:
+            image_id = str(uuid.UUID(str(data["image_id"])))
+            submitted = datetime.fromisoformat(str(data["submitted_at"]))
+            return cls(
+                image_id=image_id,
+                session_id=str(data["session_id"]),
+                object_key=str(data["object_key"]),
+                filename=str(data["filename"]),
+                content_sha256=str(data["content_sha256"]),
+                submitted_at=submitted if submitted.tzinfo else submitted.replace(tzinfo=UTC),
+                image_url=data.get("image_url"),
+            )
+        except KeyError as exc:
+            raise MessageError(f"message has no field {exc.args[0]!r}") from None
+        except ValueError as exc:
+            raise MessageError(f"message has a bad field: {exc}") from None
+
+
+def image_id_of(raw: bytes | str) -> str | None:
+    """Best-effort image id of a message that failed validation (to record its error row)."""
+    try:
+        data = json.loads(raw)
+        return str(uuid.UUID(str(data["image_id"])))
+    except Exception:
+        return None
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One classified (or failed) photo; ``image_id`` is the primary key."""
+
+    image_id: str
+    session_id: str
+    filename: str
+    object_key: str
+    status: str
+    model_version: str
+    submitted_at: datetime
+    processed_at: datetime
+    label: str | None = None
+    confidence: float | None = None
+    known: bool | None = None
+    top_k: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    latency_ms: float | None = None
+
+    @classmethod
+    def from_outcome(
+        cls,
+        msg: ImageMessage,
+        outcome: Prediction | Exception,
+        model_version: str,
+        processed_at: datetime | None = None,
+    ) -> ResultRow:
+        done = processed_at or utcnow()
+        row = cls(
+            image_id=msg.image_id,
+            session_id=msg.session_id,
+            filename=msg.filename,
+            object_key=msg.object_key,
+            status=STATUS_OK,
+            model_version=model_version,
+            submitted_at=msg.submitted_at,
+            processed_at=done,
+            latency_ms=(done - msg.submitted_at).total_seconds() * 1000,
+        )
+        if isinstance(outcome, Prediction):
+            d = outcome.to_dict()
+            return replace(
+                row,
+                label=d["label"],
+                confidence=d["confidence"],
+                known=d["known"],
+                top_k=d["top_k"],
+            )
+        return replace(row, status=STATUS_ERROR, error=str(outcome) or type(outcome).__name__)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["submitted_at"] = self.submitted_at.isoformat()
+        data["processed_at"] = self.processed_at.isoformat()
+        return data
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A batch: how many photos were submitted, so progress is results / submitted."""
+
+    session_id: str
+    created_at: datetime
+    submitted: int
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Progress:
+    session_id: str
+    submitted: int
+    done: int
+    errors: int
+
+    @property
+    def complete(self) -> bool:
+        return self.done >= self.submitted
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self.submitted == 0 else min(1.0, self.done / self.submitted)

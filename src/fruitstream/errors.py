@@ -1,0 +1,80 @@
+"""The one exception hierarchy of fruitstream; third-party errors are translated into it.
+
+    FruitstreamError                 base of everything raised on purpose
+    ├── ConfigError                  a setting is missing or invalid
+    ├── MissingDependencyError       an optional extra is not installed (says which)
+    ├── ModelError                   the model bundle cannot be loaded or run
+    ├── ImageError                   one image cannot be classified (bad bytes, too big, ...)
+    │   ├── ImageTooLargeError       over the byte or pixel limit
+    │   └── UnsupportedImageError    not an image, truncated, unknown format
+    ├── BackendError                 a storage, queue or results backend failed
+    │   ├── StorageError
+    │   ├── QueueError
+    │   └── ResultStoreError
+    ├── NotFoundError                a session, image or object does not exist
+    └── MessageError                 a queue message breaks the contract in DESIGN.md
+
+Adapters catch boto, psycopg, SQLAlchemy and Kafka exceptions at their boundary and
+raise one of these ``from`` the original, with a message that never carries a secret.
+"""
+
+from __future__ import annotations
+
+
+class FruitstreamError(Exception):
+    """Base class for every error fruitstream raises on purpose."""
+
+
+class ConfigError(FruitstreamError):
+    """A setting is missing or invalid."""
+
+
+class MissingDependencyError(FruitstreamError):
+    """An optional dependency is not installed."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"{package} is not installed; install it with: pip install 'fruitstream[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+class ModelError(FruitstreamError):
+    """The model bundle cannot be loaded or run."""
+
+
+class ImageError(FruitstreamError):
+    """One image cannot be classified."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image is over the configured byte or pixel limit."""
+
+
+class UnsupportedImageError(ImageError):
+    """The bytes are not a readable image."""
+
+
+class BackendError(FruitstreamError):
+    """A backend (object store, queue, results database) failed."""
+
+
+class StorageError(BackendError):
+    """The object store failed."""
+
+
+class QueueError(BackendError):
+    """The message queue failed."""
+
+
+class ResultStoreError(BackendError):
+    """The results database failed."""
+
+
+class NotFoundError(FruitstreamError):
+    """A session, image or object does not exist."""
+
+
+class MessageError(FruitstreamError):
+    """A queue message does not follow the contract (bad JSON, missing field, wrong schema)."""

@@ -1,0 +1,137 @@
+"""Bytes to model input: decode safely (limits, EXIF, colour modes), resize, crop, normalize."""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from fruitstream.errors import ImageTooLargeError, UnsupportedImageError
+from fruitstream.model.bundle import PreprocessConfig
+
+SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"})
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What an accepted image may weigh: bytes on the wire and decoded pixels."""
+
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 50_000_000
+
+
+def decode_image(
+    data: bytes,
+    limits: ImageLimits = ImageLimits(),
+    draft_size: int | None = None,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> Image.Image:
+    """Decode ``data`` into an upright RGB image, or raise an ``ImageError`` saying why not.
+
+    ``draft_size`` lets JPEG decoding skip detail the model will never see: a 12 MP phone
+    photo decodes at 1/8 scale in a fraction of the time.
+    """
+    if not data:
+        raise UnsupportedImageError("empty file (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise ImageTooLargeError(
+            f"file is {len(data):,} bytes, over the limit of {limits.max_bytes:,} bytes"
+        )
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit below is the one that counts.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if img.format not in SUPPORTED_FORMATS:
+                raise UnsupportedImageError(f"unsupported image format {img.format}")
+            pixels = img.width * img.height
+            if pixels > limits.max_pixels:
+                raise ImageTooLargeError(
+                    f"image is {img.width}x{img.height} = {pixels:,} pixels, "
+                    f"over the limit of {limits.max_pixels:,}"
+                )
+            if draft_size and img.format in {"JPEG", "MPO"}:
+                img.draft(None, (draft_size, draft_size))
+            img.load()
+            upright: Image.Image = ImageOps.exif_transpose(img)
+    except UnidentifiedImageError as exc:
+        raise UnsupportedImageError("not an image, or an unsupported format") from exc
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses such headers inside open(), before the size can be asked for.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        count = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise ImageTooLargeError(
+            f"image is {count}, over the limit of {limits.max_pixels:,}"
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise UnsupportedImageError(f"corrupt or truncated image: {exc}") from exc
+    return to_rgb(upright, background)
+
+
+def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Any Pillow mode to RGB; transparency is composited onto ``background``."""
+    if img.mode == "RGB":
+        return img
+    has_alpha = img.mode in {"RGBA", "LA", "PA"} or (img.mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    if img.mode in {"I;16", "I;16B", "I;16L", "I"}:
+        # 16-bit greyscale: scale into 8 bits before the RGB conversion clips it.
+        arr = np.asarray(img, dtype=np.float32)
+        peak = float(arr.max()) or 1.0
+        img = Image.fromarray((arr * (255.0 / peak)).astype(np.uint8), mode="L")
+    return img.convert("RGB")
+
+
+def resize_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
+    """Resize the shorter side to ``cfg.resize_to`` and take the centred square crop."""
+    w, h = img.size
+    scale = cfg.resize_to / min(w, h)
+    # The crop box in source coordinates, so one resize call does both steps.
+    side = min(cfg.input_size / scale, w, h)
+    left = max(0.0, (w - side) / 2)
+    top = max(0.0, (h - side) / 2)
+    box = (left, top, left + side, top + side)
+    return img.resize(
+        (cfg.input_size, cfg.input_size),
+        _RESAMPLE[cfg.interpolation],
+        box=box,
+        reducing_gap=3.0,
+    )
+
+
+def to_tensor(img: Image.Image, cfg: PreprocessConfig) -> NDArray[np.float32]:
+    """RGB image of the input size to a normalized CHW float32 array."""
+    arr = np.asarray(img, dtype=np.float32)
+    std = np.asarray(cfg.std, dtype=np.float32)
+    scale = 1.0 / (255.0 * std)
+    shift = np.asarray(cfg.mean, dtype=np.float32) / std
+    out = arr * scale - shift
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def preprocess(img: Image.Image, cfg: PreprocessConfig) -> NDArray[np.float32]:
+    """The single preprocessing path used by training, the CLI, the UI and Spark."""
+    return to_tensor(resize_crop(to_rgb(img, cfg.background), cfg), cfg)
+
+
+def load_tensor(
+    data: bytes, cfg: PreprocessConfig, limits: ImageLimits = ImageLimits()
+) -> NDArray[np.float32]:
+    """Bytes straight to the model's input for one image."""
+    img = decode_image(data, limits, draft_size=cfg.resize_to, background=cfg.background)
+    return preprocess(img, cfg)

@@ -1,0 +1,66 @@
+"""The pipeline's ports: small protocols that each backend adapter implements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from fruitstream.domain import ImageMessage, Progress, ResultRow, SessionRecord
+
+
+@dataclass(frozen=True)
+class Health:
+    """One backend's state for ``fruitstream status`` and the UI sidebar."""
+
+    name: str
+    ok: bool
+    detail: str
+    extra: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A message taken from the queue: the raw bytes and the handle to acknowledge it."""
+
+    raw: bytes
+    handle: Any
+    attempts: int = 1
+
+
+class ObjectStore(Protocol):
+    def put(self, key: str, data: bytes, content_type: str | None = None) -> None: ...
+    def get(self, key: str) -> bytes: ...
+    def url(self, key: str) -> str | None: ...
+    def health(self) -> Health: ...
+
+
+class Publisher(Protocol):
+    def publish(self, messages: Sequence[ImageMessage]) -> dict[str, str]:
+        """Send every message; returns ``image_id -> reason`` for those that could not be sent."""
+        ...
+
+    def health(self) -> Health: ...
+
+
+class Consumer(Protocol):
+    def take(self, max_messages: int, timeout: float) -> list[Delivery]: ...
+    def ack(self, deliveries: Sequence[Delivery]) -> None: ...
+
+
+class ResultStore(Protocol):
+    def upsert(self, rows: Sequence[ResultRow]) -> None: ...
+    def results(self, session_id: str) -> list[ResultRow]: ...
+    def progress(self, session_id: str) -> Progress: ...
+
+
+class SessionStore(Protocol):
+    def add_session(self, session: SessionRecord) -> None: ...
+    def get_session(self, session_id: str) -> SessionRecord: ...
+    def sessions(self, limit: int = 50) -> list[SessionRecord]: ...
+
+
+class Heartbeats(Protocol):
+    def beat(self, worker_id: str, kind: str, info: dict[str, Any]) -> None: ...
+    def latest(self) -> list[tuple[str, str, datetime, dict[str, Any]]]: ...

@@ -1,0 +1,55 @@
+"""Summaries of a session's results: counts per fruit, confidence, unknowns, errors, rate."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fruitstream.domain import STATUS_ERROR, ResultRow
+
+CSV_FIELDS = [
+    "image_id", "session_id", "filename", "object_key", "label", "confidence", "known",
+    "top_k", "status", "error", "model_version", "submitted_at", "processed_at", "latency_ms",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SessionStats:
+    total: int
+    ok: int
+    errors: int
+    unknown: int
+    mean_confidence: float | None
+    images_per_second: float | None
+    per_label: dict[str, int] = field(default_factory=dict)
+
+
+def session_stats(rows: Sequence[ResultRow]) -> SessionStats:
+    good = [r for r in rows if r.status != STATUS_ERROR]
+    known = [r for r in good if r.known]
+    confidences = [r.confidence for r in good if r.confidence is not None]
+    rate = None
+    if rows:
+        start = min(r.submitted_at for r in rows)
+        end = max(r.processed_at for r in rows)
+        span = (end - start).total_seconds()
+        rate = len(rows) / span if span > 0 else None
+    per_label = Counter(r.label for r in known if r.label)
+    return SessionStats(
+        total=len(rows),
+        ok=len(good),
+        errors=len(rows) - len(good),
+        unknown=len(good) - len(known),
+        mean_confidence=sum(confidences) / len(confidences) if confidences else None,
+        images_per_second=rate,
+        per_label=dict(per_label.most_common()),
+    )
+
+
+def csv_record(row: ResultRow) -> dict[str, Any]:
+    data = row.to_dict()
+    data["top_k"] = json.dumps(data["top_k"])
+    return data

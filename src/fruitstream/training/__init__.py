@@ -1,0 +1,1 @@
+"""Training the classifier (extra ``train``: torch, onnx, EfficientNet-Lite0 weights)."""

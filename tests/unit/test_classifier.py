@@ -1,0 +1,114 @@
+"""The classifier core with the shipped model: single and batch APIs, bad input, rejection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fruitstream.classifier import Classifier, Prediction
+from fruitstream.dataset import image_files
+from fruitstream.errors import ImageError, ModelError, UnsupportedImageError
+from fruitstream.model.bundle import ModelBundle, default_bundle_dir
+from tests.conftest import bad_images
+
+
+def test_shipped_bundle_describes_fifteen_fruits() -> None:
+    bundle = ModelBundle.load(default_bundle_dir())
+    assert len(bundle.labels) == 15
+    assert {"apple", "banana", "pomegranate", "strawberry"} <= set(bundle.labels)
+    assert bundle.has_reject_class
+    assert 0 < bundle.known_threshold < 1
+    card = bundle.card_path.read_text()
+    assert "Fruits-360" in card and "Grocery Store Dataset" in card
+
+
+def test_real_photos_get_their_fruit(classifier: Classifier, dataset: Path) -> None:
+    for fruit in ("banana", "pineapple", "pomegranate", "orange"):
+        photo = image_files(dataset / "grocery" / "val" / fruit)[0]
+        pred = classifier.classify(photo.read_bytes())
+        assert pred.label == fruit, photo
+        assert pred.known
+
+
+def test_prediction_shape(classifier: Classifier, dataset: Path) -> None:
+    photo = image_files(dataset / "grocery" / "val" / "banana")[0]
+    pred = classifier.classify(photo.read_bytes(), top_k=5)
+    assert len(pred.top_k) == 5
+    confidences = [t.confidence for t in pred.top_k]
+    assert confidences == sorted(confidences, reverse=True)
+    assert pred.top_k[0].label == pred.label and pred.top_k[0].confidence == pred.confidence
+    assert sum(confidences) <= 1.0 + 1e-5
+    assert len({t.label for t in pred.top_k}) == 5
+
+
+def test_not_fruit_photos_are_mostly_unknown(classifier: Classifier, dataset: Path) -> None:
+    photos = image_files(dataset / "not-fruit" / "val")[:40]
+    outcomes = classifier.classify_many([p.read_bytes() for p in photos])
+    unknown = sum(isinstance(o, Prediction) and not o.known for o in outcomes)
+    assert unknown >= 0.8 * len(photos)
+    # The closest guess is still one of the fruits.
+    assert all(isinstance(o, Prediction) and o.label in classifier.labels for o in outcomes)
+
+
+def test_batch_equals_single_and_keeps_order(classifier: Classifier, dataset: Path) -> None:
+    photos = [image_files(dataset / "grocery" / "val" / f)[0] for f in ("kiwi", "lemon", "pear")]
+    blobs = [p.read_bytes() for p in photos]
+    bad = bad_images()
+    mixed = [bad["empty.jpg"], blobs[0], bad["random.jpg"], blobs[1], bad["bomb.png"], blobs[2]]
+    outcomes = classifier.classify_many(mixed)
+    assert len(outcomes) == 6
+    assert [isinstance(o, ImageError) for o in outcomes] == [True, False, True, False, True, False]
+    for blob, outcome in zip(blobs, outcomes[1::2], strict=True):
+        single = classifier.classify(blob)
+        assert isinstance(outcome, Prediction)
+        assert outcome.label == single.label
+        assert np.isclose(outcome.confidence, single.confidence, atol=1e-4)
+
+
+def test_batches_larger_than_the_batch_size(dataset: Path) -> None:
+    clf = Classifier.from_path(batch_size=4)
+    photos = image_files(dataset / "grocery" / "val" / "apple")[:10]
+    outcomes = clf.classify_many([p.read_bytes() for p in photos])
+    assert len(outcomes) == 10
+    assert sum(isinstance(o, Prediction) and o.label == "apple" for o in outcomes) >= 8
+
+
+def test_single_image_error_is_raised(classifier: Classifier) -> None:
+    with pytest.raises(UnsupportedImageError, match="empty file"):
+        classifier.classify(b"")
+
+
+def test_bundle_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="no model bundle"):
+        ModelBundle.load(tmp_path)
+    (tmp_path / "bundle.json").write_text("{not json")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        ModelBundle.load(tmp_path)
+
+
+def test_output_count_mismatch_is_refused(tmp_path: Path) -> None:
+    shipped = ModelBundle.load(default_bundle_dir())
+    (tmp_path / "model.onnx").write_bytes(shipped.onnx_path.read_bytes())
+    meta = shipped.to_json()
+    meta["labels"] = meta["labels"][:3]
+    import json
+
+    (tmp_path / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"bundle\.json expects 4"):
+        Classifier.from_path(tmp_path)
+
+
+def test_inference_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from fruitstream.classifier import Classifier; "
+        "from tests.conftest import jpeg_bytes; "
+        "Classifier.from_path().classify(jpeg_bytes()); "
+        "print('torch' in sys.modules, 'tensorflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"

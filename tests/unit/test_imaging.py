@@ -1,0 +1,104 @@
+"""Decoding and preprocessing: colour modes, EXIF, limits, normalization."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fruitstream.errors import ImageTooLargeError, UnsupportedImageError
+from fruitstream.imaging import ImageLimits, decode_image, load_tensor, preprocess, resize_crop
+from fruitstream.model.bundle import PreprocessConfig
+from tests.conftest import bad_images, exif_rotated_jpeg, jpeg_bytes, png_bytes, png_declaring
+
+CFG = PreprocessConfig(input_size=32)
+
+
+def test_exif_orientation_is_applied() -> None:
+    img = decode_image(exif_rotated_jpeg())
+    assert img.size == (20, 60)
+
+
+def test_cmyk_jpeg_becomes_rgb() -> None:
+    img = decode_image(jpeg_bytes(mode="CMYK", color=(0, 255, 255, 0)))  # type: ignore[arg-type]
+    assert img.mode == "RGB"
+    r, g, b = img.getpixel((5, 5))  # type: ignore[misc]
+    assert r > 200 and g < 60 and b < 60  # no cyan, full magenta and yellow: red
+
+
+def test_grayscale_becomes_three_equal_channels() -> None:
+    img = decode_image(png_bytes(Image.new("L", (10, 10), 77)))
+    assert img.mode == "RGB"
+    assert img.getpixel((0, 0)) == (77, 77, 77)
+
+
+def test_alpha_is_composited_on_white() -> None:
+    rgba = Image.new("RGBA", (10, 10), (255, 0, 0, 0))  # fully transparent red
+    rgba.putpixel((0, 0), (0, 0, 255, 255))
+    img = decode_image(png_bytes(rgba))
+    assert img.getpixel((5, 5)) == (255, 255, 255)
+    assert img.getpixel((0, 0)) == (0, 0, 255)
+
+
+def test_sixteen_bit_grayscale_keeps_its_contrast() -> None:
+    arr = np.linspace(0, 65535, 100, dtype=np.uint16).reshape(10, 10)
+    img = decode_image(png_bytes(Image.fromarray(arr)))
+    values = np.asarray(img)[..., 0]
+    assert values.min() == 0 and values.max() == 255
+
+
+@pytest.mark.parametrize(
+    ("name", "error", "reason"),
+    [
+        ("empty.jpg", UnsupportedImageError, "empty file"),
+        ("random.jpg", UnsupportedImageError, "not an image"),
+        ("text.png", UnsupportedImageError, "not an image"),
+        ("truncated.jpg", UnsupportedImageError, "truncated"),
+        ("bomb.png", ImageTooLargeError, "900,000,000 pixels"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(name: str, error: type[Exception], reason: str) -> None:
+    with pytest.raises(error, match=reason):
+        decode_image(bad_images()[name])
+
+
+def test_byte_limit() -> None:
+    with pytest.raises(ImageTooLargeError, match="over the limit of 100 bytes"):
+        decode_image(jpeg_bytes(), ImageLimits(max_bytes=100))
+
+
+def test_pixel_limit_is_configurable() -> None:
+    data = png_declaring(200, 200)
+    with pytest.raises(ImageTooLargeError, match="40,000 pixels"):
+        decode_image(data, ImageLimits(max_pixels=10_000))
+
+
+def test_unsupported_format_is_refused() -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buf, "ICO")
+    with pytest.raises(UnsupportedImageError, match="unsupported image format ICO"):
+        decode_image(buf.getvalue())
+
+
+def test_resize_crop_takes_the_centre_square() -> None:
+    img = Image.new("RGB", (300, 100), "black")
+    img.paste((255, 255, 255), (100, 0, 200, 100))  # white centre third
+    out = resize_crop(img, CFG)
+    assert out.size == (32, 32)
+    assert np.asarray(out).mean() > 250
+
+
+def test_preprocess_normalizes_to_minus_one_one() -> None:
+    white = preprocess(Image.new("RGB", (50, 70), "white"), CFG)
+    black = preprocess(Image.new("RGB", (50, 70), "black"), CFG)
+    assert white.shape == (3, 32, 32) and white.dtype == np.float32
+    assert np.allclose(white, 1.0) and np.allclose(black, -1.0)
+
+
+def test_large_jpeg_is_decoded_in_draft_mode_with_the_same_result() -> None:
+    data = jpeg_bytes((2000, 1600), color="green")
+    fast = load_tensor(data, PreprocessConfig(input_size=64))
+    full = preprocess(Image.open(io.BytesIO(data)), PreprocessConfig(input_size=64))
+    assert np.abs(fast - full).max() < 0.05

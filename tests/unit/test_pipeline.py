@@ -1,0 +1,174 @@
+"""Pipeline logic with the in-memory store and queue and a SQLite results file."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from fruitstream.adapters.local_queue import SqlQueue
+from fruitstream.adapters.memory import MemoryObjectStore, MemoryQueue
+from fruitstream.adapters.sql import SqlDatabase
+from fruitstream.classifier import Classifier
+from fruitstream.dataset import image_files
+from fruitstream.domain import ImageMessage, ResultRow, utcnow
+from fruitstream.errors import MessageError, NotFoundError
+from fruitstream.imaging import ImageLimits
+from fruitstream.pipeline import Pipeline, Upload
+from fruitstream.ports import Delivery
+from fruitstream.worker import Worker, process_batch
+from tests.conftest import bad_images, jpeg_bytes
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> SqlDatabase:
+    return SqlDatabase.from_url(f"sqlite:///{tmp_path / 'r.db'}")
+
+
+@pytest.fixture
+def parts(db: SqlDatabase) -> tuple[MemoryObjectStore, MemoryQueue, SqlDatabase, Pipeline]:
+    store, queue = MemoryObjectStore(), MemoryQueue()
+    return store, queue, db, Pipeline(store, queue, db, db, ImageLimits(max_bytes=50_000), "m:1")
+
+
+def test_submit_stores_records_and_announces(parts) -> None:  # type: ignore[no-untyped-def]
+    store, queue, db, pipeline = parts
+    report = pipeline.submit([Upload("a b.jpg", jpeg_bytes()), Upload("../x.png", jpeg_bytes())])
+    assert len(report.queued) == 2 and not report.rejected
+    assert db.get_session(report.session_id).submitted == 2
+    keys = sorted(store.objects)
+    assert all(
+        re.fullmatch(rf"uploads/\d{{8}}/{report.session_id}/[0-9a-f-]{{36}}-(a_b\.jpg|x\.png)", k)
+        for k in keys
+    ), keys
+    raw = [d.raw for d in queue.take(10)]
+    messages = [ImageMessage.from_json(r) for r in raw]
+    assert {m.object_key for m in messages} == set(keys)
+    assert set(json.loads(raw[0])) == {
+        "image_id", "session_id", "object_key", "image_url", "filename", "content_sha256",
+        "submitted_at", "schema",
+    }  # fmt: skip
+    assert messages[0].submitted_at.tzinfo is not None
+
+
+def test_precheck_failures_become_error_rows_and_are_not_stored(parts) -> None:  # type: ignore[no-untyped-def]
+    store, _queue, db, pipeline = parts
+    report = pipeline.submit(
+        [Upload("empty.jpg", b""), Upload("big.jpg", b"x" * 60_000), Upload("ok.jpg", jpeg_bytes())]
+    )
+    assert set(report.rejected) == {"empty.jpg", "big.jpg"}
+    assert "empty file" in report.rejected["empty.jpg"]
+    assert "over the limit" in report.rejected["big.jpg"]
+    assert len(store.objects) == 1
+    progress = db.progress(report.session_id)
+    assert (progress.submitted, progress.done, progress.errors) == (3, 2, 2)
+
+
+def test_messages_the_queue_refuses_are_reported_and_recorded(parts) -> None:  # type: ignore[no-untyped-def]
+    _store, queue, db, pipeline = parts
+
+    real_publish = queue.publish
+
+    def refuse_second(messages):  # type: ignore[no-untyped-def]
+        queue.fail_ids = {messages[1].image_id}
+        return real_publish(messages)
+
+    queue.publish = refuse_second  # type: ignore[method-assign]
+    report = pipeline.submit([Upload("1.jpg", jpeg_bytes()), Upload("2.jpg", jpeg_bytes())])
+    assert list(report.not_sent) == ["2.jpg"]
+    assert "could not be queued" in report.not_sent["2.jpg"]
+    rows = db.results(report.session_id)
+    assert [(r.filename, r.status) for r in rows] == [("2.jpg", "error")]
+
+
+def test_worker_classifies_upserts_and_acks(parts, classifier: Classifier, dataset: Path) -> None:  # type: ignore[no-untyped-def]
+    store, queue, db, pipeline = parts
+    pipeline.limits = ImageLimits()
+    photos = [image_files(dataset / "grocery" / "val" / f)[0] for f in ("banana", "kiwi")]
+    uploads = [Upload(p.name, p.read_bytes()) for p in photos] + [
+        Upload(n, d) for n, d in bad_images().items() if d
+    ]
+    report = pipeline.submit(uploads)
+    worker = Worker(queue, store, db, classifier, heartbeats=db, batch_size=3)
+    while worker.run_once():
+        pass
+    assert queue.depth() == 0
+    rows = {r.filename: r for r in db.results(report.session_id)}
+    assert len(rows) == len(uploads)
+    for photo in photos:
+        expected = classifier.classify(photo.read_bytes())
+        assert rows[photo.name].label == expected.label
+        assert rows[photo.name].confidence == pytest.approx(expected.confidence, abs=1e-5)
+        assert rows[photo.name].status == "ok"
+        assert rows[photo.name].model_version.endswith(f":{classifier.bundle.version}")
+        assert len(rows[photo.name].top_k) == 3
+    assert "pixels" in (rows["bomb.png"].error or "")
+    assert rows["random.jpg"].status == "error"
+    assert db.progress(report.session_id).complete
+
+
+def test_poison_messages(parts, classifier: Classifier) -> None:  # type: ignore[no-untyped-def]
+    store, _, _, _ = parts
+    good = ImageMessage(str(uuid.uuid4()), "s", "k/missing.jpg", "missing.jpg", "0", utcnow())
+    wrong_schema = json.loads(good.to_json())
+    wrong_schema.update(schema=99, image_id=str(uuid.uuid4()))
+    store.put("k/corrupt.jpg", b"\xff\xd8garbage")
+    corrupt = ImageMessage(str(uuid.uuid4()), "s", "k/corrupt.jpg", "corrupt.jpg", "0", utcnow())
+    deliveries = [
+        Delivery(b"{not json", 1),
+        Delivery(json.dumps(wrong_schema).encode(), 2),
+        Delivery(good.to_json(), 3),
+        Delivery(corrupt.to_json(), 4),
+    ]
+    rows, skipped = process_batch(deliveries, store, classifier)
+    assert len(skipped) == 1 and "not valid JSON" in skipped[0]
+    by_id = {r.image_id: r for r in rows}
+    assert "unsupported message schema 99" in (by_id[wrong_schema["image_id"]].error or "")
+    assert "does not exist" in (by_id[good.image_id].error or "")
+    assert by_id[corrupt.image_id].status == "error"
+    assert all(r.status == "error" for r in rows)
+
+
+def test_message_contract_validation() -> None:
+    with pytest.raises(MessageError, match="message has no field 'submitted_at'"):
+        ImageMessage.from_json(json.dumps({"schema": 1, "image_id": str(uuid.uuid4())}))
+    with pytest.raises(MessageError, match="bad field"):
+        ImageMessage.from_json(json.dumps({"schema": 1, "image_id": "not-a-uuid"}))
+
+
+def test_upsert_keeps_one_row_per_image(db: SqlDatabase) -> None:
+    msg = ImageMessage(str(uuid.uuid4()), "s1", "k", "f.jpg", "0", utcnow())
+    first = ResultRow.from_outcome(msg, RuntimeError("boom"), "m:1")
+    second = ResultRow.from_outcome(msg, RuntimeError("again"), "m:2")
+    db.upsert([first])
+    db.upsert([second, second])
+    rows = db.results("s1")
+    assert len(rows) == 1 and rows[0].error == "again" and rows[0].model_version == "m:2"
+
+
+def test_unknown_session_is_not_found(db: SqlDatabase) -> None:
+    with pytest.raises(NotFoundError, match="no session"):
+        db.get_session("nope")
+
+
+def test_local_queue_leases_expire_and_redeliver(db: SqlDatabase) -> None:
+    producer = SqlQueue(db)
+    msgs = [ImageMessage(str(uuid.uuid4()), "s", f"k{i}", "f", "0", utcnow()) for i in range(5)]
+    assert producer.publish(msgs) == {}
+    a = SqlQueue(db, owner="a", lease_seconds=0.3)
+    b = SqlQueue(db, owner="b", lease_seconds=30)
+    taken = a.take(3)
+    assert len(taken) == 3
+    assert len(b.take(10)) == 2  # the leased three are not handed out twice
+    time.sleep(0.4)
+    again = b.take(10)
+    assert sorted(d.handle for d in again) == sorted(d.handle for d in taken)
+    assert all(d.attempts == 2 for d in again)
+    a.ack(taken)  # a's lease is gone: its late ack must not delete b's messages
+    assert producer.depth() == 5
+    b.ack(again)
+    assert producer.depth() == 2
