@@ -10,7 +10,7 @@ GATE_STUDIO ?= 0.98
 GATE_GROCERY ?= 0.85
 GATE_NOT_FRUIT ?= 0.95
 
-.PHONY: help venv install install-dev run ui lint test unit integration quality train-smoke \
+.PHONY: help venv install install-dev system-deps run lint test unit integration e2e quality \
         train bench clean
 
 help:  ## list the targets
@@ -28,8 +28,8 @@ install: venv  ## install fruitstream with the UI (inference only: no torch)
 install-dev: venv  ## install everything the tests need (dev, train, ui extras)
 	$(UV) pip install --quiet --python $(BIN)/python -e '.[dev,train,ui]'
 
-run: install  ## set up and start the app on the embedded default
-	$(BIN)/fruitstream submit $(DATA)/grocery/val --wait
+run: install  ## set up and start the app on the embedded default (http://127.0.0.1:8501)
+	$(BIN)/fruitstream ui
 
 lint:  ## ruff lint, format check, mypy
 	$(BIN)/ruff check src tests
@@ -42,12 +42,21 @@ unit:  ## unit tests
 integration:  ## integration tests (real model, real files, real processes)
 	$(BIN)/pytest tests/integration
 
+e2e:  ## browser tests: the running app in headless Chromium
+	$(BIN)/pytest tests/e2e
+
 quality:  ## quality gate: evaluate the shipped model on held-out sets
 	$(BIN)/fruitstream evaluate $(DATA)/studio/test --min-accuracy $(GATE_STUDIO)
 	$(BIN)/fruitstream evaluate $(DATA)/grocery/val --min-accuracy $(GATE_GROCERY)
 	$(BIN)/fruitstream evaluate $(DATA)/not-fruit/val --min-rejection $(GATE_NOT_FRUIT)
 
-test: install-dev  ## set up and run every check: lint, types, tests, quality gate
+system-deps:  ## Debian packages the browser tests need (chromium, chromium-driver)
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium chromium-driver >/dev/null; \
+	fi
+
+test: system-deps install-dev  ## set up and run every check: lint, types, tests, quality gate
 	$(MAKE) lint
 	$(BIN)/pytest
 	$(MAKE) quality

@@ -85,3 +85,100 @@ def format_classifier_benchmark(r: dict[str, Any]) -> str:
             f"{e2e['ratio_to_raw_batch1']:.2f}x raw batch 1"
         )
     return "\n".join(lines)
+
+
+def _rss_peak_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def pipeline_benchmark(
+    files: Sequence[Path], n: int, memory_n: int, workdir: Path
+) -> dict[str, Any]:
+    """Embedded pipeline: submit ``n`` photos -> all results recorded, against raw throughput.
+
+    Memory: a ``fruitstream worker`` process classifies ``memory_n`` photos; its peak RSS is
+    read after the first 500 and at the end.
+    """
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    from fruitstream.bootstrap import build_backends, build_classifier
+    from fruitstream.config import load_settings
+    from fruitstream.pipeline import Upload
+
+    blobs = [(f.name, f.read_bytes()) for f in files]
+
+    def uploads(count: int, start: int = 0) -> list[Upload]:
+        return [
+            Upload(f"{i:05d}-{blobs[i % len(blobs)][0]}", blobs[i % len(blobs)][1])
+            for i in range(start, start + count)
+        ]
+
+    settings = load_settings(data_dir=workdir / "throughput")
+    clf = build_classifier(settings)
+    raw = raw_throughput(clf, 32, 5)
+    backends = build_backends(settings)
+    pipeline = backends.pipeline()
+    batch = uploads(n)
+    worker = backends.worker(clf)
+    started = time.perf_counter()
+    report = pipeline.submit(batch)
+    stop = threading.Event()
+    worker.run(stop, until=lambda: pipeline.progress(report.session_id).complete)
+    seconds = time.perf_counter() - started
+    result: dict[str, Any] = {
+        "raw_batch32_images_per_s": raw["images_per_s"],
+        "pipeline_images": n,
+        "pipeline_seconds": seconds,
+        "pipeline_images_per_s": n / seconds,
+        "ratio_to_raw": (n / seconds) / raw["images_per_s"],
+    }
+
+    mem_dir = workdir / "memory"
+    env = {**os.environ, "FRUITSTREAM_DATA_DIR": str(mem_dir)}
+    mem_settings = load_settings(data_dir=mem_dir)
+    mem_backends = build_backends(mem_settings)
+    mem_pipeline = mem_backends.pipeline()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fruitstream", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        sessions = []
+        peaks: dict[str, int] = {}
+        chunk = 500
+        for start in range(0, memory_n, chunk):
+            sessions.append(mem_pipeline.submit(uploads(min(chunk, memory_n - start), start)))
+            # Keep the queue short so that the submitter's own pace does not matter.
+            while sum(mem_pipeline.progress(s.session_id).done for s in sessions) < start:
+                time.sleep(0.2)
+            if start == chunk:
+                peaks["500"] = _rss_peak_kb(proc.pid)
+        while not all(mem_pipeline.progress(s.session_id).complete for s in sessions):
+            time.sleep(0.2)
+        peaks[str(memory_n)] = _rss_peak_kb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    result["worker_peak_rss_mb"] = {k: round(v / 1024, 1) for k, v in peaks.items()}
+    return result
+
+
+def format_pipeline_benchmark(r: dict[str, Any]) -> str:
+    rss = ", ".join(f"after {k}: {v} MB" for k, v in r["worker_peak_rss_mb"].items())
+    return "\n".join(
+        [
+            f"raw ORT batch 32            {r['raw_batch32_images_per_s']:.1f} images/s",
+            f"pipeline ({r['pipeline_images']} photos)      "
+            f"{r['pipeline_images_per_s']:.1f} images/s "
+            f"({r['pipeline_seconds']:.1f} s) = {r['ratio_to_raw']:.2f}x raw",
+            f"worker peak RSS             {rss}",
+        ]
+    )

@@ -143,6 +143,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     files: list[Path] = []
     for p in args.images or []:
         files.extend(image_files(Path(p)) if Path(p).is_dir() else [Path(p)])
+    if args.pipeline:
+        import tempfile
+
+        from fruitstream.bench import format_pipeline_benchmark, pipeline_benchmark
+
+        with tempfile.TemporaryDirectory() as tmp:
+            result = pipeline_benchmark(files, args.pipeline, args.memory_images, Path(tmp))
+        print(json.dumps(result, indent=2) if args.json else format_pipeline_benchmark(result))
+        return EXIT_OK
     files = files[: args.max_files]
     result = classifier_benchmark(bundle, files, repeats=args.repeats, threads=settings.threads)
     print(json.dumps(result, indent=2) if args.json else format_classifier_benchmark(result))
@@ -251,18 +260,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    import csv
-
-    from fruitstream.stats import CSV_FIELDS, csv_record
+    from fruitstream.stats import csv_bytes
 
     rows = _backends().pipeline().results_of(args.session)
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=2))
     elif args.csv:
-        with open(args.csv, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-            writer.writeheader()
-            writer.writerows(csv_record(r) for r in rows)
+        Path(args.csv).write_bytes(csv_bytes(rows))
         print(f"{len(rows)} rows written to {args.csv}")
     else:
         for r in rows:
@@ -292,6 +296,35 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{'ok  ' if h.ok else 'DOWN'}  {h.name:<18} {h.detail}")
     core = [h for h in checks if h.name in {"storage", "queue", "results database"}]
     return EXIT_OK if all(h.ok for h in core) else EXIT_SOME_FAILED
+
+
+# --- ui ---------------------------------------------------------------------------------------
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import importlib.util
+    import math
+    import subprocess
+
+    if importlib.util.find_spec("streamlit") is None:
+        from fruitstream.errors import MissingDependencyError
+
+        raise MissingDependencyError("streamlit", "ui")
+    settings = _settings()
+    app = Path(__file__).resolve().parent / "ui" / "app.py"
+    upload_mb = max(1, math.ceil(settings.max_image_bytes / (1024 * 1024)))
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.address", args.host, "--server.port", str(args.port),
+        "--server.headless", "true", "--server.maxUploadSize", str(upload_mb),
+        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+        "--client.toolbarMode", "minimal",
+    ]  # fmt: skip
+    print(f"fruitstream UI at http://{args.host}:{args.port}", flush=True)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 # --- config -----------------------------------------------------------------------------------
@@ -343,6 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--max-files", type=int, default=50)
+    p.add_argument(
+        "--pipeline", type=int, metavar="N", help="benchmark the embedded pipeline with N photos"
+    )
+    p.add_argument(
+        "--memory-images", type=int, default=5000, help="photos for the worker memory check"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 
@@ -368,6 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="each backend: reachable or not, queue depth, workers")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("ui", help="start the Streamlit app")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8501)
+    p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("config", help="print the effective configuration, secrets masked")
     p.set_defaults(func=cmd_config)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -53,3 +55,12 @@ def csv_record(row: ResultRow) -> dict[str, Any]:
     data = row.to_dict()
     data["top_k"] = json.dumps(data["top_k"])
     return data
+
+
+def csv_bytes(rows: Sequence[ResultRow]) -> bytes:
+    """The session's results as a CSV file (UTF-8, header row, one row per photo)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(csv_record(r) for r in rows)
+    return buf.getvalue().encode("utf-8")

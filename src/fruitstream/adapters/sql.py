@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -116,6 +117,7 @@ class SqlDatabase:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._ready = False
+        self._schema_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> SqlDatabase:
@@ -126,12 +128,23 @@ class SqlDatabase:
         """A transaction; the schema is created on first use; errors become ResultStoreError."""
         try:
             if not self._ready:
-                metadata.create_all(self.engine)
-                self._ready = True
+                self.create_schema()
             with self.engine.begin() as conn:
                 yield conn
         except sa.exc.SQLAlchemyError as exc:
             raise ResultStoreError(f"results database error: {_describe(exc)}") from exc
+
+    def create_schema(self) -> None:
+        """Create missing tables (idempotent; threads and processes may race to do it)."""
+        with self._schema_lock:
+            if self._ready:
+                return
+            try:
+                metadata.create_all(self.engine)
+            except sa.exc.OperationalError:
+                # Another process created them between the check and the CREATE: look again.
+                metadata.create_all(self.engine)
+            self._ready = True
 
     def _insert(self, table: sa.Table) -> Any:
         if self.dialect == "postgresql":

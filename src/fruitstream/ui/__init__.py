@@ -1,0 +1,1 @@
+"""The Streamlit app (extra ``ui``): ``app.py`` draws, ``views.py`` prepares what it draws."""

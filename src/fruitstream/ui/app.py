@@ -1,0 +1,201 @@
+"""The Streamlit app: three tabs (upload, camera, batch) and a status sidebar; drawing only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from fruitstream.errors import FruitstreamError
+from fruitstream.i18n import LANGUAGES, fruit_name, translator
+from fruitstream.stats import csv_bytes
+from fruitstream.ui.views import (
+    AppServices,
+    ErrorView,
+    PredictionView,
+    T,
+    caption,
+    health_figures,
+    health_line,
+    stats,
+    table_rows,
+)
+
+POLL_SECONDS = 0.5
+GRID_COLUMNS = 5
+
+
+@st.cache_resource(show_spinner=False)
+def services() -> AppServices:
+    """Built once per server process: settings, adapters, the model, the worker thread."""
+    svc = AppServices()
+    svc.ensure_worker()
+    return svc
+
+
+def prediction_ui(view: PredictionView | ErrorView, t: T) -> PredictionView | ErrorView:
+    if isinstance(view, ErrorView):
+        st.error(view.message)
+        return view
+    if view.known:
+        st.success(view.headline)
+    else:
+        st.warning(view.headline)
+    st.caption(t("result.top"))
+    for name, confidence in view.bars:
+        st.progress(min(1.0, max(0.0, confidence)), text=f"{name}: {confidence:.1%}")
+    st.caption(t("result.time", ms=view.elapsed_ms))
+    return view
+
+
+def photo_ui(name: str, data: bytes, svc: AppServices, t: T, lang: str) -> Any:
+    left, right = st.columns([1, 1])
+    view = svc.classify_photo(name, data, t, lang)
+    with left:
+        if isinstance(view, PredictionView):
+            st.image(data, width="stretch")
+    with right:
+        return prediction_ui(view, t)
+
+
+def upload_ui(svc: AppServices, t: T, lang: str) -> Any:
+    file = st.file_uploader(t("upload.label"), key="upload", type=None)
+    if file is None:
+        return None
+    return photo_ui(file.name, file.getvalue(), svc, t, lang)
+
+
+def camera_ui(svc: AppServices, t: T, lang: str) -> Any:
+    shot = st.camera_input(t("camera.label"), key="camera")
+    if shot is None:
+        return None
+    return photo_ui(shot.name, shot.getvalue(), svc, t, lang)
+
+
+def batch_ui(svc: AppServices, t: T, lang: str) -> str | None:
+    with st.form("batch", clear_on_submit=True):
+        files = st.file_uploader(t("batch.label"), accept_multiple_files=True, key="batch_files")
+        pressed = st.form_submit_button(t("batch.submit"))
+    if pressed:
+        if not files:
+            st.warning(t("batch.none"))
+        else:
+            report = svc.submit([(f.name, f.getvalue()) for f in files])
+            st.session_state["session_id"] = report.session_id
+            st.session_state["rejected"] = {**report.rejected, **report.not_sent}
+    history = svc.sessions()
+    if history:
+        labels = dict(history)
+        current = st.session_state.get("session_id")
+        options = [sid for sid, _ in history]
+        chosen = st.selectbox(
+            t("batch.history"),
+            options,
+            index=options.index(current) if current in options else 0,
+            format_func=lambda sid: labels[sid],
+            key="history",
+        )
+        if chosen != current and st.button(t("batch.open")):
+            st.session_state["session_id"] = chosen
+            st.session_state["rejected"] = {}
+            st.rerun()
+    session_id: str | None = st.session_state.get("session_id")
+    if session_id:
+        st.subheader(t("batch.session", sid=session_id))
+        for name, reason in st.session_state.get("rejected", {}).items():
+            st.error(t("error.file", name=name, reason=reason))
+        done, total = svc.progress(session_id)
+        if done < total:
+            progress_ui(session_id, svc, t)
+        else:
+            results_ui(session_id, svc, t, lang)
+    return session_id
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def progress_ui(session_id: str, svc: AppServices, t: T) -> None:
+    """Polls without freezing the page; reruns the app once the session is complete."""
+    done, total = svc.progress(session_id)
+    st.progress(done / total if total else 1.0, text=t("batch.progress", done=done, total=total))
+    if done >= total:
+        st.rerun()
+
+
+def results_ui(session_id: str, svc: AppServices, t: T, lang: str) -> None:
+    rows = svc.results(session_id)
+    summary, per_fruit = stats(rows, lang)
+    st.markdown(f"#### {t('batch.stats')}")
+    cols = st.columns(5)
+    cols[0].metric(t("stats.count"), summary.total)
+    cols[1].metric(
+        t("stats.mean"),
+        "-" if summary.mean_confidence is None else f"{summary.mean_confidence:.1%}",
+    )
+    cols[2].metric(t("stats.unknown"), summary.unknown)
+    cols[3].metric(t("stats.errors"), summary.errors)
+    rate = summary.images_per_second
+    cols[4].metric(t("stats.rate"), "-" if rate is None else f"{rate:.1f}")
+    if per_fruit:
+        st.caption(t("stats.per_fruit"))
+        st.bar_chart(per_fruit, horizontal=True)
+    for row in rows:
+        if row.status == "error":
+            st.error(t("error.file", name=row.filename, reason=row.error or ""))
+    st.markdown(f"#### {t('batch.table')}")
+    st.dataframe(table_rows(rows, t, lang), width="stretch", hide_index=True)
+    st.download_button(
+        t("batch.download"), csv_bytes(rows), file_name=f"fruitstream-{session_id}.csv",
+        mime="text/csv",
+    )  # fmt: skip
+    st.markdown(f"#### {t('batch.grid')}")
+    grid = [r for r in rows if r.status == "ok"]
+    for start in range(0, len(grid), GRID_COLUMNS):
+        for col, row in zip(
+            st.columns(GRID_COLUMNS), grid[start : start + GRID_COLUMNS], strict=False
+        ):
+            image = svc.image(row)
+            if image is not None:
+                col.image(image, caption=caption(row, t, lang), width="stretch")
+
+
+def sidebar_ui(svc: AppServices) -> str:
+    with st.sidebar:
+        lang = st.selectbox(
+            "Language / Idioma", list(LANGUAGES), format_func=LANGUAGES.__getitem__, key="lang"
+        )
+        t = translator(lang)
+        st.markdown(f"### {t('sidebar.health')}")
+        try:
+            checks = svc.health()
+        except FruitstreamError as exc:
+            st.error(str(exc))
+            checks = []
+        for h in checks:
+            st.markdown(health_line(h))
+            for line in health_figures(h):
+                st.caption(line)
+        bundle = svc.classifier.bundle
+        st.markdown(f"### {t('sidebar.model')}")
+        st.markdown(f"`{bundle.name}` v{bundle.version}")
+        st.caption(t("sidebar.classes", n=len(bundle.labels)))
+        st.caption(", ".join(fruit_name(label, lang) for label in bundle.labels))
+    return lang
+
+
+def main() -> None:
+    st.set_page_config(page_title="fruitstream", page_icon=":material/nutrition:", layout="wide")
+    svc = services()
+    lang = sidebar_ui(svc)
+    t = translator(lang)
+    st.title(t("title"))
+    upload_tab, camera_tab, batch_tab = st.tabs([t("tab.upload"), t("tab.camera"), t("tab.batch")])
+    with upload_tab:
+        upload_ui(svc, t, lang)
+    with camera_tab:
+        camera_ui(svc, t, lang)
+    with batch_tab:
+        batch_ui(svc, t, lang)
+
+
+if __name__ == "__main__":
+    main()

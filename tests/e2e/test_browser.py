@@ -1,0 +1,174 @@
+"""The running app in real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright).
+
+Screenshots of each tab and the measured timings land in ``test-artifacts/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fruitstream.dataset import image_files
+
+CHROMIUM = os.environ.get("FRUITSTREAM_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+]  # fmt: skip
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs the 'dev' extra (playwright)")
+
+
+def _record(name: str, value: float) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / "timings.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.setdefault(name, []).append(round(value, 1))
+    path.write_text(json.dumps(data, indent=2))
+    print(f"{name}: {value:.0f} ms")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not Path(CHROMIUM).exists():
+        message = f"needs Chromium at {CHROMIUM} (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    port = _free_port()
+    env = {**os.environ, "FRUITSTREAM_DATA_DIR": str(tmp_path_factory.mktemp("uidata"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fruitstream", "ui", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise AssertionError(f"the app did not start: {proc.communicate()[0][-2000:]}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=FLAGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        context.grant_permissions(["camera"])
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def page(browser_context: Any, app_url: str) -> Iterator[Any]:
+    page = browser_context.new_page()
+    page.goto(app_url)
+    page.get_by_text("fruitstream: which fruit is it?").wait_for(timeout=60_000)
+    page.get_by_text("results database").first.wait_for(timeout=60_000)
+    yield page
+    page.close()
+
+
+def _open_tab(page: Any, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def _uploader(page: Any, index: int) -> Any:
+    return page.locator('[data-testid="stFileUploaderDropzoneInput"]').nth(index)
+
+
+def test_upload_shows_the_fruit(page: Any, dataset: Path) -> None:
+    photo = image_files(dataset / "grocery" / "val" / "banana")[0]
+    _uploader(page, 0).set_input_files(str(photo))
+    started = time.perf_counter()
+    page.get_by_text("It is: banana").wait_for(timeout=30_000)
+    _record("upload_to_label_ms", (time.perf_counter() - started) * 1000)
+    assert page.get_by_text("Top guesses").is_visible()
+    page.screenshot(path=str(ARTIFACTS / "tab-upload.png"), full_page=True)
+
+
+def test_bad_file_shows_its_message(page: Any, tmp_path: Path) -> None:
+    bad = tmp_path / "not-a-photo.jpg"
+    bad.write_bytes(os.urandom(3000))
+    _uploader(page, 0).set_input_files(str(bad))
+    page.get_by_text("not-a-photo.jpg: not an image").wait_for(timeout=30_000)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.screenshot(path=str(ARTIFACTS / "bad-file.png"), full_page=True)
+
+
+def test_camera_tab_with_the_fake_camera(page: Any) -> None:
+    _open_tab(page, "Camera")
+    button = page.get_by_role("button", name="Take Photo")
+    button.wait_for(timeout=30_000)
+    time.sleep(1.0)  # let the fake device deliver frames
+    button.click()
+    # The fake camera films a test pattern, not a fruit: either answer is a real answer.
+    page.locator("text=/^(It is: |Not one of the 15 fruits I know)/").first.wait_for(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "tab-camera.png"), full_page=True)
+
+
+def test_batch_of_ten_to_completion(page: Any, dataset: Path, tmp_path: Path) -> None:
+    fruits = ["apple", "avocado", "banana", "kiwi", "lemon", "lime", "mango", "orange", "pear"]
+    files = [image_files(dataset / "grocery" / "val" / f)[0] for f in fruits]
+    files.append(image_files(dataset / "grocery" / "val" / "pineapple")[0])
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    paths = []
+    for i, f in enumerate(files):
+        dest = folder / f"{i:02d}-{f.name}"
+        shutil.copy(f, dest)
+        paths.append(str(dest))
+    _open_tab(page, "Batch")
+    page.locator(
+        '[data-testid="stForm"] [data-testid="stFileUploaderDropzoneInput"]'
+    ).set_input_files(paths)
+    page.get_by_text(f"{i:02d}-{files[-1].name}").first.wait_for(timeout=30_000)
+    submit = page.get_by_role("button", name="Classify the batch")
+    submit.click()
+    started = time.perf_counter()
+    page.locator('[data-testid="stDataFrame"]').wait_for(timeout=60_000)
+    _record("batch10_submit_to_results_ms", (time.perf_counter() - started) * 1000)
+    page.get_by_text("Photos per fruit").wait_for()
+    page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=30_000)
+    grid = page.locator('[data-testid="stImage"]')
+    grid.nth(9).wait_for(timeout=30_000)
+    assert grid.count() == 10
+    page.get_by_role("button", name="Download CSV").wait_for()
+    page.screenshot(path=str(ARTIFACTS / "tab-batch.png"), full_page=True)

@@ -1,0 +1,117 @@
+"""The Streamlit app's tabs and sidebar with ``AppTest`` (real model, real embedded backends)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from fruitstream.dataset import image_files
+from tests.conftest import bad_images
+
+APP = Path(__file__).resolve().parents[2] / "src" / "fruitstream" / "ui" / "app.py"
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppTest]:
+    monkeypatch.setenv("FRUITSTREAM_DATA_DIR", str(tmp_path / "data"))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    yield at
+    # The cached services (and their worker thread) belong to this data dir only.
+    import streamlit as st
+
+    st.cache_resource.clear()
+
+
+def _photo(dataset: Path, fruit: str) -> bytes:
+    return image_files(dataset / "grocery" / "val" / fruit)[0].read_bytes()
+
+
+def test_upload_tab_shows_the_fruit_and_top_three(app: AppTest, dataset: Path) -> None:
+    assert not app.exception
+    app.file_uploader(key="upload").set_value(("b.jpg", _photo(dataset, "banana"), "image/jpeg"))
+    app.run()
+    assert not app.exception
+    assert [s.value for s in app.success] == ["It is: banana"]
+    bars = [p for p in app.get("progress")]
+    assert len(bars) == 3
+    assert "banana" in bars[0].proto.text
+
+
+def test_unknown_photo_says_so_with_the_closest_guess(app: AppTest, dataset: Path) -> None:
+    photos = image_files(dataset / "not-fruit" / "val")
+    for photo in photos[:5]:
+        app.file_uploader(key="upload").set_value((photo.name, photo.read_bytes(), "image/jpeg"))
+        app.run()
+        if app.warning:
+            break
+    assert app.warning, "none of five not-fruit photos was called unknown"
+    assert app.warning[0].value.startswith("Not one of the 15 fruits I know (closest guess: ")
+
+
+def test_camera_tab_classifies_the_shot(app: AppTest, dataset: Path) -> None:
+    app.camera_input(key="camera").set_value(
+        ("shot.jpg", _photo(dataset, "pineapple"), "image/jpeg")
+    )
+    app.run()
+    assert [s.value for s in app.success] == ["It is: pineapple"]
+
+
+def test_bad_upload_gets_a_message_not_a_traceback(app: AppTest) -> None:
+    app.file_uploader(key="upload").set_value(
+        ("broken.jpg", bad_images()["random.jpg"], "image/jpeg")
+    )
+    app.run()
+    assert not app.exception
+    assert app.error[0].value.startswith("broken.jpg: not an image")
+
+
+def test_spanish_translates_texts_and_fruit_names(app: AppTest, dataset: Path) -> None:
+    app.selectbox(key="lang").set_value("es")
+    app.run()
+    app.file_uploader(key="upload").set_value(("p.jpg", _photo(dataset, "pineapple"), "image/jpeg"))
+    app.run()
+    assert [s.value for s in app.success] == ["Es: piña"]
+    assert app.title[0].value == "fruitstream: ¿qué fruta es?"
+
+
+def test_sidebar_shows_backends_and_model(app: AppTest) -> None:
+    text = " ".join(m.value for m in app.sidebar.markdown)
+    ok = ":green[:material/check_circle:]"
+    assert f"{ok} **storage**" in text and f"{ok} **queue**" in text
+    assert f"{ok} **results database**" in text
+    assert "**workers**" in text
+    assert "fruits15" in text
+    assert any("Knows 15 fruits" in c.value for c in app.sidebar.caption)
+
+
+def test_batch_tab_runs_a_batch_to_completion(app: AppTest, dataset: Path) -> None:
+    files = [(f"{f}.jpg", _photo(dataset, f), "image/jpeg") for f in ("banana", "kiwi", "lemon")]
+    files += [("empty.jpg", b"", "image/jpeg"), ("noise.jpg", os.urandom(500), "image/jpeg")]
+    app.file_uploader(key="batch_files").set_value(files)
+    app.button[0].click()  # the form's submit button
+    app.run()
+    assert not app.exception
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not app.dataframe:
+        time.sleep(0.5)
+        app.run()
+    assert app.dataframe, "the results table never appeared"
+    table = app.dataframe[0].value
+    assert len(table) == 5
+    assert set(table["fruit"]) >= {"banana", "kiwi", "lemon"}
+    errors = [e.value for e in app.error]
+    assert any(e.startswith("empty.jpg: empty file") for e in errors)
+    assert any(e.startswith("noise.jpg: ") for e in errors)
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Photos"] == "5" and metrics["Errors"] == "2"
+    assert len(app.get("download_button")) == 1
+    captions = [c for img in app.get("image") for c in img.captions]  # type: ignore[attr-defined]
+    assert len(captions) == 3  # one picture per classified photo
+    assert any(c.startswith("banana ") for c in captions)
+    assert any(c.startswith("kiwi ") for c in captions)
