@@ -304,7 +304,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     import importlib.util
     import math
-    import subprocess
+    import os
 
     if importlib.util.find_spec("streamlit") is None:
         from fruitstream.errors import MissingDependencyError
@@ -321,10 +321,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "--client.toolbarMode", "minimal",
     ]  # fmt: skip
     print(f"fruitstream UI at http://{args.host}:{args.port}", flush=True)
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return EXIT_OK
+    # Become the server: signals sent to this process reach Streamlit, no orphan is left.
+    os.execv(sys.executable, command)
+    return EXIT_OK  # pragma: no cover - execv does not return
 
 
 # --- config -----------------------------------------------------------------------------------

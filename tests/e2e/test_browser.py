@@ -137,7 +137,11 @@ def test_camera_tab_with_the_fake_camera(page: Any) -> None:
     _open_tab(page, "Camera")
     button = page.get_by_role("button", name="Take Photo")
     button.wait_for(timeout=30_000)
-    time.sleep(1.0)  # let the fake device deliver frames
+    # Wait until the fake device delivers frames, or the shot is empty.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('video')].some(v => v.readyState >= 2)",
+        timeout=30_000,
+    )
     button.click()
     # The fake camera films a test pattern, not a fruit: either answer is a real answer.
     page.locator("text=/^(It is: |Not one of the 15 fruits I know)/").first.wait_for(timeout=30_000)

@@ -1,0 +1,115 @@
+"""Object store on S3-compatible storage (AWS S3, DigitalOcean Spaces, MinIO, SeaweedFS)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fruitstream.config import Settings
+from fruitstream.errors import MissingDependencyError, NotFoundError, StorageError
+from fruitstream.ports import Health
+
+
+def _reason(exc: Exception) -> str:
+    """The service's error code and message, never the request's credentials."""
+    response = getattr(exc, "response", None) or {}
+    err = response.get("Error", {}) if isinstance(response, dict) else {}
+    if err:
+        return f"{err.get('Code', 'error')}: {err.get('Message', '')}".strip(": ")
+    return type(exc).__name__ + (f": {exc}" if "Credential" not in type(exc).__name__ else "")
+
+
+class S3ObjectStore:
+    """The bucket stays private; images are shown through presigned URLs."""
+
+    def __init__(self, client: Any, bucket: str, presign_seconds: int = 3600) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.presign_seconds = presign_seconds
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> S3ObjectStore:
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError as exc:
+            raise MissingDependencyError("boto3", "distributed") from exc
+        key = settings.s3_access_key_id
+        secret = settings.s3_secret_access_key
+        client = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url,
+            region_name=settings.s3_region,
+            aws_access_key_id=key.get_secret_value() if key else None,
+            aws_secret_access_key=secret.get_secret_value() if secret else None,
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 3, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=30,
+            ),
+        )
+        return cls(client, settings.s3_bucket, settings.s3_presign_seconds)
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket when absent (private: no ACL is ever granted)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in {"404", "NoSuchBucket", "NotFound"}:
+                raise StorageError(f"bucket {self.bucket}: {_reason(exc)}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"S3 endpoint unreachable: {_reason(exc)}") from exc
+        try:
+            self.client.create_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"cannot create bucket {self.bucket}: {_reason(exc)}") from exc
+
+    def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        extra = {"ContentType": content_type} if content_type else {}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"cannot store {key}: {_reason(exc)}") from exc
+
+    def get(self, key: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in {"NoSuchKey", "404", "NotFound"}:
+                raise NotFoundError(f"object {key} does not exist in the store") from exc
+            raise StorageError(f"cannot read {key}: {_reason(exc)}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"cannot read {key}: {_reason(exc)}") from exc
+        return body
+
+    def url(self, key: str) -> str | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            url: str = self.client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": key},
+                ExpiresIn=self.presign_seconds,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"cannot sign a URL for {key}: {_reason(exc)}") from exc
+        return url
+
+    def health(self) -> Health:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            return Health("storage", False, f"S3 bucket {self.bucket}: {_reason(exc)}")
+        endpoint = self.client.meta.endpoint_url
+        return Health("storage", True, f"S3 bucket {self.bucket} at {endpoint}")
