@@ -115,6 +115,18 @@ class Backends:
 
 def build_backends(settings: Settings) -> Backends:
     db = SqlDatabase.from_url(settings.sqlalchemy_url)
-    store: ObjectStore = LocalObjectStore(settings.data_dir / "objects")
-    publisher: Publisher = SqlQueue(db, lease_seconds=settings.lease_seconds)
+    store: ObjectStore
+    if settings.storage == "s3":
+        from fruitstream.adapters.s3 import S3ObjectStore
+
+        store = S3ObjectStore.from_settings(settings)
+    else:
+        store = LocalObjectStore(settings.data_dir / "objects")
+    publisher: Publisher
+    if settings.queue == "kafka":
+        from fruitstream.adapters.kafka import KafkaPublisher
+
+        publisher = KafkaPublisher.from_settings(settings)
+    else:
+        publisher = SqlQueue(db, lease_seconds=settings.lease_seconds)
     return Backends(settings, store, publisher, db)

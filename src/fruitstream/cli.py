@@ -298,6 +298,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK if all(h.ok for h in core) else EXIT_SOME_FAILED
 
 
+# --- spark ------------------------------------------------------------------------------------
+
+
+def cmd_spark_job(args: argparse.Namespace) -> int:
+    import logging
+
+    from fruitstream.spark_job import run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = _settings()
+    if settings.queue != "kafka":
+        from fruitstream.errors import ConfigError
+
+        raise ConfigError("the Spark job reads Kafka: set FRUITSTREAM_QUEUE=kafka")
+    run(settings, stop_after_idle=args.stop_after_idle)
+    return EXIT_OK
+
+
 # --- ui ---------------------------------------------------------------------------------------
 
 
@@ -406,6 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="each backend: reachable or not, queue depth, workers")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("spark-job", help="run the Spark Structured Streaming job (Kafka)")
+    p.add_argument(
+        "--stop-after-idle", type=float, metavar="S", help="stop after S seconds without input"
+    )
+    p.set_defaults(func=cmd_spark_job)
 
     p = sub.add_parser("ui", help="start the Streamlit app")
     p.add_argument("--host", default="127.0.0.1")

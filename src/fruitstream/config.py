@@ -34,8 +34,8 @@ class Settings(BaseSettings):
     top_k: int = Field(default=3, gt=0)
 
     # Backends: embedded by default, distributed when configured.
-    storage: Literal["local"] = "local"
-    queue: Literal["local"] = "local"
+    storage: Literal["local", "s3"] = "local"
+    queue: Literal["local", "kafka"] = "local"
     # SQLAlchemy URL; it may hold a password, so it is a secret. Empty: SQLite in data_dir.
     database_url: SecretStr | None = None
 

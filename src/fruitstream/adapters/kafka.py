@@ -12,6 +12,10 @@ from fruitstream.errors import MissingDependencyError, QueueError
 from fruitstream.ports import Health
 
 log = logging.getLogger(__name__)
+# librdkafka reports every retry (a broker restart, a coordinator still loading) as a warning;
+# only its errors are worth a line.
+_RDKAFKA_LOG = logging.getLogger("fruitstream.kafka.librdkafka")
+_RDKAFKA_LOG.setLevel(logging.ERROR)
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
@@ -19,6 +23,8 @@ def client_config(settings: Settings) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "security.protocol": settings.kafka_security_protocol,
+        # librdkafka's own log lines go through logging (quiet by default), not stderr.
+        "logger": _RDKAFKA_LOG,
     }
     if settings.kafka_sasl_mechanism:
         conf["sasl.mechanism"] = settings.kafka_sasl_mechanism
@@ -31,6 +37,7 @@ def client_config(settings: Settings) -> dict[str, Any]:
 def _kafka() -> Any:
     try:
         import confluent_kafka
+        import confluent_kafka.admin
     except ImportError as exc:
         raise MissingDependencyError("confluent-kafka", "distributed") from exc
     return confluent_kafka

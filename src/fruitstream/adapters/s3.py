@@ -72,10 +72,18 @@ class S3ObjectStore:
         from botocore.exceptions import BotoCoreError, ClientError
 
         extra = {"ContentType": content_type} if content_type else {}
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"cannot store {key}: {_reason(exc)}") from exc
+        for attempt in (1, 2):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
+                return
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code == "NoSuchBucket" and attempt == 1:
+                    self.ensure_bucket()  # first upload to a new bucket
+                    continue
+                raise StorageError(f"cannot store {key}: {_reason(exc)}") from exc
+            except BotoCoreError as exc:
+                raise StorageError(f"cannot store {key}: {_reason(exc)}") from exc
 
     def get(self, key: str) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
