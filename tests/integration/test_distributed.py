@@ -1,0 +1,273 @@
+"""The distributed pipeline on real servers started by ``scripts/stack up``: SeaweedFS (S3),
+Kafka (KRaft), PostgreSQL and a Spark standalone cluster running ``fruitstream spark-job``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fruitstream.dataset import image_files
+from tests.helpers import run_cli, run_json
+
+REPO = Path(__file__).resolve().parents[2]
+STACK_ENV = Path(os.environ.get("FRUITSTREAM_STACK_DIR", REPO / ".stack")) / "env"
+
+pytestmark = pytest.mark.distributed
+
+
+def _stack_env() -> dict[str, str]:
+    if not STACK_ENV.exists():
+        message = "needs the local stack: run scripts/stack up"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    env = {}
+    for line in STACK_ENV.read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = value
+    return env
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Stack settings with a topic and checkpoint of this test module's own."""
+    env = _stack_env()
+    tag = uuid.uuid4().hex[:8]
+    env["FRUITSTREAM_KAFKA_TOPIC"] = f"fruit-images-test-{tag}"
+    env["FRUITSTREAM_SPARK_CHECKPOINT"] = str(tmp_path_factory.mktemp("checkpoint"))
+    env["FRUITSTREAM_SPARK_TRIGGER_SECONDS"] = "0.5"
+    return env
+
+
+class SparkJob:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = {**os.environ, **env}
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "fruitstream", "spark-job"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def output(self) -> str:
+        """The driver's log and every executor's stderr on the local worker."""
+        texts = [self.log.read_text(errors="replace")]
+        work = STACK_ENV.parent / "spark-work"
+        texts += [p.read_text(errors="replace") for p in work.glob("app-*/*/stderr")]
+        return "\n".join(texts)
+
+
+@pytest.fixture(scope="module")
+def spark_job(stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkJob]:
+    job = SparkJob(stack, tmp_path_factory.mktemp("spark") / "job.log")
+    job.start()
+    yield job
+    job.kill()
+
+
+def _photos(dataset: Path, n: int, dest: Path, source: str = "grocery") -> Path:
+    dest.mkdir(parents=True)
+    pool = image_files(dataset / source / ("val" if source == "grocery" else "test"))
+    for i in range(n):
+        src = pool[(i * 5) % len(pool)]
+        shutil.copy(src, dest / f"{i:04d}-{src.name}")
+    return dest
+
+
+def _results(session: str, env: dict[str, str]) -> list[dict[str, object]]:
+    code, rows = run_json("results", session, "--json", env=env)
+    assert code == 0
+    return list(rows)
+
+
+def _wait_rows(session: str, env: dict[str, str], n: int, timeout: float) -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout
+    rows: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        rows = _results(session, env)
+        if len(rows) >= n:
+            return rows
+        time.sleep(2)
+    raise AssertionError(f"{len(rows)} of {n} results after {timeout} s")
+
+
+def _submit(folder: Path, env: dict[str, str]) -> str:
+    out = run_cli("submit", str(folder), env=env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[0]
+
+
+def test_fifty_photos_through_s3_kafka_spark_postgres(
+    tmp_path: Path, dataset: Path, stack: dict[str, str], spark_job: SparkJob
+) -> None:
+    folder = _photos(dataset, 50, tmp_path / "in")
+    session = _submit(folder, stack)
+    rows = _wait_rows(session, stack, 50, 300)
+    assert len({r["image_id"] for r in rows}) == 50
+    _, expected = run_json("classify", str(folder), "--json")
+    by_name = {r["filename"]: r for r in rows}
+    for exp in expected:
+        row = by_name[Path(exp["path"]).name]
+        assert row["status"] == "ok", row
+        assert (row["label"], row["known"]) == (exp["label"], exp["known"])
+        assert row["confidence"] == pytest.approx(exp["confidence"], abs=1e-4)
+        assert str(row["object_key"]).startswith("uploads/")
+    status = run_cli("status", env=stack).stdout
+    assert "ok    storage            S3 bucket" in status
+    assert "ok    queue              Kafka" in status and "(3 partitions)" in status
+    assert "ok    results database   postgresql" in status
+    assert "ok    workers" in status
+    # The job ran on the standalone cluster, not in local mode.
+    assert stack["FRUITSTREAM_SPARK_MASTER"].startswith("spark://")
+
+
+def test_poison_messages_become_error_rows_and_the_query_keeps_running(
+    tmp_path: Path, dataset: Path, stack: dict[str, str], spark_job: SparkJob
+) -> None:
+    from confluent_kafka import Producer
+
+    session = str(uuid.uuid4())
+    ids = {name: str(uuid.uuid4()) for name in ("schema", "missing", "corrupt")}
+    now = "2026-01-01T00:00:00+00:00"
+
+    def message(image_id: str, key: str, schema: int = 1) -> bytes:
+        return json.dumps(
+            {
+                "image_id": image_id, "session_id": session, "object_key": key,
+                "filename": key.rsplit("/", 1)[-1], "content_sha256": "0",
+                "submitted_at": now, "schema": schema,
+            }
+        ).encode()  # fmt: skip
+
+    # A corrupt image stored where the job will look for it.
+    from fruitstream.adapters.s3 import S3ObjectStore
+    from fruitstream.config import Settings
+
+    settings = Settings(**{k.removeprefix("FRUITSTREAM_").lower(): v for k, v in stack.items()})
+    S3ObjectStore.from_settings(settings).put("poison/corrupt.jpg", b"\xff\xd8\xff garbage")
+    producer = Producer({"bootstrap.servers": stack["FRUITSTREAM_KAFKA_BOOTSTRAP_SERVERS"]})
+    topic = stack["FRUITSTREAM_KAFKA_TOPIC"]
+    producer.produce(topic, key=b"bad-json", value=b"{this is not json")
+    producer.produce(topic, value=message(ids["schema"], "poison/x.jpg", schema=99))
+    producer.produce(topic, value=message(ids["missing"], "poison/not-there.jpg"))
+    producer.produce(topic, value=message(ids["corrupt"], "poison/corrupt.jpg"))
+    assert producer.flush(30) == 0
+
+    # Rows without a session record: read them straight from the results table.
+    from fruitstream.adapters.sql import SqlDatabase
+
+    db = SqlDatabase.from_url(settings.sqlalchemy_url)
+    deadline = time.monotonic() + 180
+    rows = []
+    while time.monotonic() < deadline:
+        rows = db.results(session)
+        if len(rows) >= 3:
+            break
+        time.sleep(2)
+    by_id = {r.image_id: r for r in rows}
+    assert set(by_id) == set(ids.values())
+    assert all(r.status == "error" for r in rows)
+    assert "unsupported message schema 99" in (by_id[ids["schema"]].error or "")
+    assert "does not exist" in (by_id[ids["missing"]].error or "")
+    assert by_id[ids["corrupt"]].error
+    assert "skipped message without an image id" in spark_job.output()
+
+    # And the query is still running: a good batch after the poison is classified.
+    folder = _photos(dataset, 3, tmp_path / "after")
+    after = _submit(folder, stack)
+    assert all(r["status"] == "ok" for r in _wait_rows(after, stack, 3, 120))
+
+
+def test_kafka_restart_during_submit_loses_nothing(
+    tmp_path: Path, dataset: Path, stack: dict[str, str], spark_job: SparkJob
+) -> None:
+    folder = _photos(dataset, 200, tmp_path / "in", source="studio")
+    restart = threading.Timer(
+        1.0, lambda: subprocess.run([str(REPO / "scripts" / "stack"), "restart-kafka"], check=True)
+    )
+    restart.start()
+    out = run_cli("submit", str(folder), env=stack, timeout=600)
+    restart.join()
+    session = out.stdout.strip().splitlines()[0]
+    rows = _wait_rows(session, stack, 200, 400)
+    assert len({r["image_id"] for r in rows}) == 200
+    not_sent = [r for r in rows if "could not be queued" in str(r["error"] or "")]
+    # Whatever Kafka did not take is reported by the submitter, by name, and recorded.
+    for r in not_sent:
+        assert f"{r['filename']}: could not be queued" in out.stderr
+    assert out.returncode == (1 if not_sent else 0)
+    assert sum(r["status"] == "ok" for r in rows) == 200 - len(not_sent)
+
+
+def test_killing_the_driver_mid_session_keeps_one_row_per_photo(
+    tmp_path: Path, dataset: Path, stack: dict[str, str]
+) -> None:
+    env = {
+        **stack,
+        "FRUITSTREAM_KAFKA_TOPIC": stack["FRUITSTREAM_KAFKA_TOPIC"] + "-kill",
+        "FRUITSTREAM_SPARK_CHECKPOINT": str(tmp_path / "checkpoint"),
+        "FRUITSTREAM_SPARK_MAX_OFFSETS_PER_TRIGGER": "64",
+    }
+    folder = _photos(dataset, 500, tmp_path / "in", source="studio")
+    session = _submit(folder, env)
+    job = SparkJob(env, tmp_path / "job.log")
+    job.start()
+    try:
+        _wait_rows(session, env, 60, 300)
+        job.kill()
+        done = len(_results(session, env))
+        assert done < 500, "the job finished before it could be killed"
+        job.start()  # from the same checkpoint
+        rows = _wait_rows(session, env, 500, 600)
+    finally:
+        job.kill()
+    time.sleep(3)
+    rows = _results(session, env)
+    assert len(rows) == 500
+    assert len({r["image_id"] for r in rows}) == 500
+
+
+def test_credentials_never_appear_in_output(
+    tmp_path: Path, dataset: Path, stack: dict[str, str], spark_job: SparkJob
+) -> None:
+    secrets = [
+        stack["FRUITSTREAM_S3_SECRET_ACCESS_KEY"],
+        stack["FRUITSTREAM_S3_ACCESS_KEY_ID"],
+        stack["FRUITSTREAM_DATABASE_URL"].split(":")[2].split("@")[0],  # the password
+    ]
+    outputs = [run_cli("config", env=stack), run_cli("status", env=stack)]
+    wrong = {**stack, "FRUITSTREAM_S3_SECRET_ACCESS_KEY": secrets[0][::-1] + "x"}
+    folder = _photos(dataset, 2, tmp_path / "in")
+    outputs.append(run_cli("submit", str(folder), env=wrong))  # refused by S3: a clear error
+    bad_db = {**stack, "FRUITSTREAM_DATABASE_URL": stack["FRUITSTREAM_DATABASE_URL"].replace(
+        "@127.0.0.1", "x@127.0.0.1")}  # fmt: skip
+    outputs.append(run_cli("sessions", env=bad_db))
+    text = "\n".join(o.stdout + o.stderr for o in outputs) + spark_job.output()
+    assert "**********" in outputs[0].stdout
+    assert "could not store the image" in outputs[2].stderr
+    assert outputs[3].returncode == 2 and "results database error" in outputs[3].stderr
+    for secret in secrets + [secrets[0][::-1] + "x"]:
+        assert secret not in text
