@@ -12,6 +12,7 @@ GATE_GROCERY_UNKNOWN ?= 0.05
 GATE_NOT_FRUIT ?= 0.96
 
 .PHONY: help venv install install-dev system-deps run lint test unit integration e2e quality \
+        stack-up stack-down distributed \
         train bench clean
 
 help:  ## list the targets
@@ -26,8 +27,8 @@ venv: $(BIN)/python  ## create the virtual environment (.venv) with uv in it
 install: venv  ## install fruitstream with the UI (inference only: no torch)
 	$(UV) pip install --quiet --python $(BIN)/python -e '.[ui]'
 
-install-dev: venv  ## install everything the tests need (dev, train, ui extras)
-	$(UV) pip install --quiet --python $(BIN)/python -e '.[dev,train,ui]'
+install-dev: venv  ## install everything the tests need (every extra)
+	$(UV) pip install --quiet --python $(BIN)/python -e '.[dev,train,ui,distributed,spark]'
 
 run: install  ## set up and start the app on the embedded default (http://127.0.0.1:8501)
 	$(BIN)/fruitstream ui
@@ -60,8 +61,18 @@ system-deps:  ## Debian packages the browser tests need (chromium, chromium-driv
 
 test: system-deps install-dev  ## set up and run every check: lint, types, tests, quality gate
 	$(MAKE) lint
-	$(BIN)/pytest
+	scripts/stack up
+	$(BIN)/pytest; status=$$?; scripts/stack down; exit $$status
 	$(MAKE) quality
+
+stack-up:  ## start the local Kafka, SeaweedFS, PostgreSQL and Spark stack (settings in .stack/env)
+	scripts/stack up
+
+stack-down:  ## stop the local stack
+	scripts/stack down
+
+distributed:  ## distributed integration tests (needs `make stack-up`)
+	$(BIN)/pytest -m distributed
 
 train:  ## train the shipped model from scratch (extra 'train'; minutes on 2 CPU cores)
 	$(BIN)/fruitstream train --data $(DATA) --out src/fruitstream/models/fruits15

@@ -101,11 +101,17 @@ class Backends:
         checks = [self.store.health(), self.publisher.health(), self.db.health()]
         live = self.live_workers()
         if live:
-            rate = sum(float(str(b[3].get("rate", 0.0))) for b in live)
-            detail = f"{len(live)} alive, last beat {live[0][2]:%H:%M:%S} UTC"
-            checks.append(
-                Health("workers", True, detail, {"rate": rate, "kinds": [b[1] for b in live]})
-            )
+            extra: dict[str, object] = {"rate": sum(float(str(b[3].get("rate", 0))) for b in live)}
+            spark = [b[3] for b in live if b[1] == "spark"]
+            if spark:  # the streaming query's own figures: Kafka lag and rates
+                extra = {
+                    k: spark[0][k]
+                    for k in ("lag", "input_rate", "processed_rate")
+                    if spark[0].get(k) is not None
+                }
+            kinds = ", ".join(sorted({b[1] for b in live}))
+            detail = f"{len(live)} alive ({kinds}), last beat {live[0][2]:%H:%M:%S} UTC"
+            checks.append(Health("workers", True, detail, extra))
         else:
             checks.append(
                 Health("workers", False, "no worker heartbeat in the last 15 s (none running)")

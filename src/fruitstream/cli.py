@@ -143,6 +143,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     files: list[Path] = []
     for p in args.images or []:
         files.extend(image_files(Path(p)) if Path(p).is_dir() else [Path(p)])
+    if args.distributed:
+        from fruitstream.bench import distributed_benchmark, format_distributed_benchmark
+
+        result = distributed_benchmark(files, args.distributed)
+        print(json.dumps(result, indent=2) if args.json else format_distributed_benchmark(result))
+        return EXIT_OK
     if args.pipeline:
         import tempfile
 
@@ -395,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-files", type=int, default=50)
     p.add_argument(
         "--pipeline", type=int, metavar="N", help="benchmark the embedded pipeline with N photos"
+    )
+    p.add_argument(
+        "--distributed",
+        type=int,
+        metavar="N",
+        help="benchmark the configured Kafka + Spark stack with N photos",
     )
     p.add_argument(
         "--memory-images", type=int, default=5000, help="photos for the worker memory check"

@@ -81,7 +81,9 @@ class SparkJob:
 
 
 @pytest.fixture(scope="module")
-def spark_job(stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkJob]:
+def spark_job(
+    stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SparkJob]:
     job = SparkJob(stack, tmp_path_factory.mktemp("spark") / "job.log")
     job.start()
     yield job
@@ -103,7 +105,9 @@ def _results(session: str, env: dict[str, str]) -> list[dict[str, object]]:
     return list(rows)
 
 
-def _wait_rows(session: str, env: dict[str, str], n: int, timeout: float) -> list[dict[str, object]]:
+def _wait_rows(
+    session: str, env: dict[str, str], n: int, timeout: float
+) -> list[dict[str, object]]:
     deadline = time.monotonic() + timeout
     rows: list[dict[str, object]] = []
     while time.monotonic() < deadline:

@@ -115,3 +115,14 @@ def test_batch_tab_runs_a_batch_to_completion(app: AppTest, dataset: Path) -> No
     assert len(captions) == 3  # one picture per classified photo
     assert any(c.startswith("banana ") for c in captions)
     assert any(c.startswith("kiwi ") for c in captions)
+
+
+def test_distributed_figures_in_the_sidebar() -> None:
+    from fruitstream.ports import Health
+    from fruitstream.ui.views import health_figures, health_line
+
+    h = Health(
+        "workers", True, "1 alive (spark)", {"lag": 12, "input_rate": 3.0, "processed_rate": 4.5}
+    )
+    assert health_figures(h) == ["lag 12 messages", "input 3.0 rows/s", "processed 4.5 rows/s"]
+    assert health_line(Health("queue", False, "Kafka down")).startswith(":red[")
