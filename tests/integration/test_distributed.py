@@ -273,5 +273,5 @@ def test_credentials_never_appear_in_output(
     assert "**********" in outputs[0].stdout
     assert "could not store the image" in outputs[2].stderr
     assert outputs[3].returncode == 2 and "results database error" in outputs[3].stderr
-    for secret in secrets + [secrets[0][::-1] + "x"]:
+    for secret in [*secrets, secrets[0][::-1] + "x"]:
         assert secret not in text
