@@ -227,8 +227,10 @@ def test_kafka_restart_during_submit_loses_nothing(
 
 
 def test_killing_the_driver_mid_session_keeps_one_row_per_photo(
-    tmp_path: Path, dataset: Path, stack: dict[str, str]
+    tmp_path: Path, dataset: Path, stack: dict[str, str], spark_job: SparkJob
 ) -> None:
+    # The one local worker has two cores: the module's job must free them for this one.
+    spark_job.kill()
     env = {
         **stack,
         "FRUITSTREAM_KAFKA_TOPIC": stack["FRUITSTREAM_KAFKA_TOPIC"] + "-kill",

@@ -22,6 +22,7 @@ from fruitstream.ui.views import (
 )
 
 POLL_SECONDS = 0.5
+SHORT_WAIT_SECONDS = 1.5
 GRID_COLUMNS = 5
 
 
@@ -30,6 +31,7 @@ def services() -> AppServices:
     """Built once per server process: settings, adapters, the model, the worker thread."""
     svc = AppServices()
     svc.ensure_worker()
+    svc.warm_up()
     return svc
 
 
@@ -81,6 +83,8 @@ def batch_ui(svc: AppServices, t: T, lang: str) -> str | None:
             st.warning(t("batch.none"))
         else:
             report = svc.submit([(f.name, f.getvalue()) for f in files])
+            # A small batch is done within moments: show it in this run, no polling round trip.
+            svc.wait(report.session_id, SHORT_WAIT_SECONDS)
             st.session_state["session_id"] = report.session_id
             st.session_state["rejected"] = {**report.rejected, **report.not_sent}
     history = svc.sessions()
@@ -118,7 +122,7 @@ def progress_ui(session_id: str, svc: AppServices, t: T) -> None:
     done, total = svc.progress(session_id)
     st.progress(done / total if total else 1.0, text=t("batch.progress", done=done, total=total))
     if done >= total:
-        st.rerun()
+        st.rerun(scope="app")
 
 
 def results_ui(session_id: str, svc: AppServices, t: T, lang: str) -> None:

@@ -45,6 +45,23 @@ class AppServices:
         self._worker_thread: threading.Thread | None = None
         self._stop = threading.Event()
 
+    def warm_up(self) -> None:
+        """Pay the one-time costs before the first user does: the first ONNX Runtime run and
+        the chart and table libraries Streamlit imports lazily (seconds on a small machine).
+        """
+
+        def work() -> None:
+            import importlib
+
+            import numpy as np
+
+            size = self.classifier.bundle.preprocess.input_size
+            self.classifier.run(np.zeros((1, 3, size, size), dtype=np.float32))
+            for module in ("pandas", "pyarrow", "altair"):
+                importlib.import_module(module)
+
+        threading.Thread(target=work, name="fruitstream-warm-up", daemon=True).start()
+
     @property
     def max_upload_mb(self) -> int:
         return max(1, math.ceil(self.settings.max_image_bytes / (1024 * 1024)))
@@ -80,6 +97,15 @@ class AppServices:
     def progress(self, session_id: str) -> tuple[int, int]:
         p = self.backends.db.progress(session_id)
         return p.done, p.submitted
+
+    def wait(self, session_id: str, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the session to complete; True if it did."""
+        deadline = time.monotonic() + seconds
+        while True:
+            done, total = self.progress(session_id)
+            if done >= total or time.monotonic() >= deadline:
+                return done >= total
+            time.sleep(0.05)
 
     def results(self, session_id: str) -> list[ResultRow]:
         return self.backends.db.results(session_id)
