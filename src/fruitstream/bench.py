@@ -87,6 +87,16 @@ def format_classifier_benchmark(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def numbered_uploads(blobs: Sequence[tuple[str, bytes]], count: int, start: int = 0) -> list[Any]:
+    """``count`` uploads cycling through ``blobs``, each with a distinct numbered name."""
+    from fruitstream.pipeline import Upload
+
+    return [
+        Upload(f"{i:05d}-{blobs[i % len(blobs)][0]}", blobs[i % len(blobs)][1])
+        for i in range(start, start + count)
+    ]
+
+
 def _rss_peak_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -114,10 +124,7 @@ def pipeline_benchmark(
     blobs = [(f.name, f.read_bytes()) for f in files]
 
     def uploads(count: int, start: int = 0) -> list[Upload]:
-        return [
-            Upload(f"{i:05d}-{blobs[i % len(blobs)][0]}", blobs[i % len(blobs)][1])
-            for i in range(start, start + count)
-        ]
+        return numbered_uploads(blobs, count, start)
 
     settings = load_settings(data_dir=workdir / "throughput")
     clf = build_classifier(settings)
@@ -213,8 +220,7 @@ def distributed_benchmark(
     blobs = [(f.name, f.read_bytes()) for f in files]
 
     def uploads(count: int) -> list[Upload]:
-        return [Upload(f"{i:05d}-{blobs[i % len(blobs)][0]}", blobs[i % len(blobs)][1])
-                for i in range(count)]  # fmt: skip
+        return numbered_uploads(blobs, count)
 
     def wait(session_id: str, poll: float) -> None:
         while not pipeline.progress(session_id).complete:

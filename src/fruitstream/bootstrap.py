@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,10 +43,6 @@ def build_classifier(settings: Settings, model_dir: str | Path | None = None) ->
         return clf
 
 
-def model_bundle(settings: Settings) -> ModelBundle:
-    return ModelBundle.load(settings.model_dir or default_bundle_dir())
-
-
 @dataclass
 class Backends:
     """The adapters chosen by configuration, built once and shared."""
@@ -56,15 +53,20 @@ class Backends:
     db: SqlDatabase
     extra_health: list[Health] = field(default_factory=list)
 
+    @functools.cached_property
+    def model_version(self) -> str:
+        """``name:version`` of the configured model, read once (no ONNX session needed)."""
+        bundle = ModelBundle.load(self.settings.model_dir or default_bundle_dir())
+        return f"{bundle.name}:{bundle.version}"
+
     def pipeline(self) -> Pipeline:
-        bundle = model_bundle(self.settings)
         return Pipeline(
             self.store,
             self.publisher,
             self.db,
             self.db,
             self.settings.limits,
-            model_version=f"{bundle.name}:{bundle.version}",
+            model_version=self.model_version,
         )
 
     def consumer(self, owner: str) -> Consumer:

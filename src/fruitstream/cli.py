@@ -327,7 +327,6 @@ def cmd_spark_job(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     import importlib.util
-    import math
     import os
 
     if importlib.util.find_spec("streamlit") is None:
@@ -336,11 +335,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
         raise MissingDependencyError("streamlit", "ui")
     settings = _settings()
     app = Path(__file__).resolve().parent / "ui" / "app.py"
-    upload_mb = max(1, math.ceil(settings.max_image_bytes / (1024 * 1024)))
     command = [
         sys.executable, "-m", "streamlit", "run", str(app),
         "--server.address", args.host, "--server.port", str(args.port),
-        "--server.headless", "true", "--server.maxUploadSize", str(upload_mb),
+        "--server.headless", "true", "--server.maxUploadSize", str(settings.max_upload_mb),
         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
         "--client.toolbarMode", "minimal",
     ]  # fmt: skip

@@ -6,6 +6,7 @@ Secrets are ``SecretStr``: they print as ``**********`` and never reach logs or 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,6 +79,11 @@ class Settings(BaseSettings):
     @property
     def limits(self) -> ImageLimits:
         return ImageLimits(max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
+
+    @property
+    def max_upload_mb(self) -> int:
+        """The per-file limit in whole megabytes (Streamlit's ``server.maxUploadSize``)."""
+        return max(1, math.ceil(self.max_image_bytes / (1024 * 1024)))
 
     @property
     def sqlalchemy_url(self) -> str:

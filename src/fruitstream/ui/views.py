@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -61,10 +60,6 @@ class AppServices:
                 importlib.import_module(module)
 
         threading.Thread(target=work, name="fruitstream-warm-up", daemon=True).start()
-
-    @property
-    def max_upload_mb(self) -> int:
-        return max(1, math.ceil(self.settings.max_image_bytes / (1024 * 1024)))
 
     def ensure_worker(self) -> None:
         """Embedded default: a worker thread in the app process consumes the local queue."""
