@@ -25,10 +25,12 @@ $(BIN)/python:
 venv: $(BIN)/python  ## create the virtual environment (.venv) with uv in it
 
 install: venv  ## install fruitstream with the UI (inference only: no torch)
-	$(UV) pip install --quiet --python $(BIN)/python -e '.[ui]'
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[ui]'
+	@$(BIN)/python -m compileall -q src >/dev/null
 
 install-dev: venv  ## install everything the tests need (every extra)
-	$(UV) pip install --quiet --python $(BIN)/python -e '.[dev,train,ui,distributed,spark]'
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev,train,ui,distributed,spark]'
+	@$(BIN)/python -m compileall -q src >/dev/null
 
 run: install  ## set up and start the app on the embedded default (http://127.0.0.1:8501)
 	$(BIN)/fruitstream ui

@@ -341,6 +341,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "--server.headless", "true", "--server.maxUploadSize", str(settings.max_upload_mb),
         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
         "--client.toolbarMode", "minimal",
+        # A full collection after every rerun walks the model's and pandas' heap while
+        # holding the GIL: a hundred milliseconds and more before a photo's answer.
+        "--runner.postScriptGC", "false",
     ]  # fmt: skip
     print(f"fruitstream UI at http://{args.host}:{args.port}", flush=True)
     # Become the server: signals sent to this process reach Streamlit, no orphan is left.

@@ -6,11 +6,13 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from fruitstream.dataset import image_files
+from fruitstream.ui.app import PRELOAD_KEY
 from tests.conftest import bad_images
 
 APP = Path(__file__).resolve().parents[2] / "src" / "fruitstream" / "ui" / "app.py"
@@ -26,6 +28,26 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppTest]:
     import streamlit as st
 
     st.cache_resource.clear()
+
+
+def _preload(app: AppTest) -> Any:
+    return next(b for b in app.main.children.values() if getattr(b, "key", None) == PRELOAD_KEY)
+
+
+def _shown(app: AppTest, kind: str) -> list[Any]:
+    """Elements of ``kind`` but the out-of-sight copies mounted at page open (``preload_ui``)."""
+    hidden = {id(e) for e in _preload(app).get(kind)}
+    return [e for e in app.get(kind) if id(e) not in hidden]
+
+
+def test_preload_is_out_of_sight_and_holds_no_results(app: AppTest) -> None:
+    block = _preload(app)
+    tables = block.get("dataframe")
+    assert len(tables) == 1 and list(tables[0].value.columns) == ["-"]
+    # Style-only HTML goes to the page's event container, outside the block it was written in.
+    bodies = [e.proto.body for e in app.get("html")]
+    assert f"<style>.st-key-{PRELOAD_KEY} {{display: none}}</style>" in bodies
+    assert _shown(app, "dataframe") == [] and _shown(app, "metric") == []
 
 
 def _photo(dataset: Path, fruit: str) -> bytes:
@@ -98,20 +120,20 @@ def test_batch_tab_runs_a_batch_to_completion(app: AppTest, dataset: Path) -> No
     app.run()
     assert not app.exception
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not app.dataframe:
+    while time.monotonic() < deadline and not _shown(app, "dataframe"):
         time.sleep(0.5)
         app.run()
-    assert app.dataframe, "the results table never appeared"
-    table = app.dataframe[0].value
+    assert _shown(app, "dataframe"), "the results table never appeared"
+    table = _shown(app, "dataframe")[0].value
     assert len(table) == 5
     assert set(table["fruit"]) >= {"banana", "kiwi", "lemon"}
     errors = [e.value for e in app.error]
     assert any(e.startswith("empty.jpg: empty file") for e in errors)
     assert any(e.startswith("noise.jpg: ") for e in errors)
-    metrics = {m.label: m.value for m in app.metric}
+    metrics = {m.label: m.value for m in _shown(app, "metric")}
     assert metrics["Photos"] == "5" and metrics["Errors"] == "2"
-    assert len(app.get("download_button")) == 1
-    captions = [c for img in app.get("image") for c in img.captions]  # type: ignore[attr-defined]
+    assert len(_shown(app, "download_button")) == 1
+    captions = [c for img in _shown(app, "image") for c in img.captions]  # type: ignore[attr-defined]
     assert len(captions) == 3  # one picture per classified photo
     assert any(c.startswith("banana ") for c in captions)
     assert any(c.startswith("kiwi ") for c in captions)

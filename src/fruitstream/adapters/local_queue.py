@@ -7,6 +7,7 @@ to the next taker: nothing submitted is lost, and the result upsert keeps one ro
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 
@@ -16,6 +17,34 @@ from fruitstream.adapters.sql import SqlDatabase, queue_table
 from fruitstream.domain import ImageMessage
 from fruitstream.errors import QueueError, ResultStoreError
 from fruitstream.ports import Delivery, Health
+
+
+class _Doorbell:
+    """Rung when this process publishes, so that its own workers wake at once.
+
+    Workers in other processes cannot hear it and poll the table (every 0.1 s).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._rings = 0
+
+    @property
+    def rings(self) -> int:
+        return self._rings
+
+    def ring(self) -> None:
+        with self._cond:
+            self._rings += 1
+            self._cond.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> None:
+        """Until a ring after ``seen`` rings, or ``timeout`` seconds."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._rings != seen, timeout)
+
+
+_DOORBELL = _Doorbell()
 
 
 class SqlQueue:
@@ -38,6 +67,7 @@ class SqlQueue:
                 conn.execute(sa.insert(queue_table), rows)
         except ResultStoreError as exc:
             return {m.image_id: f"could not queue: {exc}" for m in messages}
+        _DOORBELL.ring()
         return {}
 
     def publish_raw(self, key: str, payload: bytes) -> None:
@@ -53,10 +83,12 @@ class SqlQueue:
         """Lease up to ``max_messages``, waiting up to ``timeout`` seconds for the first."""
         deadline = time.monotonic() + timeout
         while True:
+            # Read before looking, so that a publish during the look still wakes the wait.
+            seen = _DOORBELL.rings
             got = self._lease(max_messages)
             if got or time.monotonic() >= deadline:
                 return got
-            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+            _DOORBELL.wait(seen, min(0.1, max(0.0, deadline - time.monotonic())))
 
     def _lease(self, n: int) -> list[Delivery]:
         now = time.time()
