@@ -68,7 +68,9 @@ class Settings(BaseSettings):
     spark_master: str = "local[2]"
     spark_checkpoint: str = "data/spark-checkpoint"
     spark_max_offsets_per_trigger: int = Field(default=256, gt=0)
-    spark_trigger_seconds: float = Field(default=1.0, ge=0)
+    spark_trigger_seconds: float = Field(default=0.5, ge=0)
+    # Tasks per micro-batch: a multiple of the executor cores (Kafka offsets are split).
+    spark_min_partitions: int | None = Field(default=None, gt=0)
     spark_jars: str | None = None
 
     @field_validator("model_dir", mode="before")

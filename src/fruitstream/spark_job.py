@@ -123,8 +123,14 @@ def kafka_options(settings: Settings) -> dict[str, str]:
         "startingOffsets": "earliest",
         "maxOffsetsPerTrigger": str(settings.spark_max_offsets_per_trigger),
         "failOnDataLoss": "false",
+        # A reused consumer waits out its in-flight fetch before it can seek to the next
+        # batch: with the default 500 ms that wait was most of a small batch's latency.
+        "kafka.fetch.max.wait.ms": "50",
         "kafka.security.protocol": settings.kafka_security_protocol,
     }
+    if settings.spark_min_partitions:
+        # More tasks than topic partitions: Spark splits the offset ranges between them.
+        options["minPartitions"] = str(settings.spark_min_partitions)
     if settings.kafka_sasl_mechanism and settings.kafka_sasl_password is not None:
         options["kafka.sasl.mechanism"] = settings.kafka_sasl_mechanism
         module = (

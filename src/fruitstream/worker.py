@@ -8,7 +8,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache, partial
 from typing import Any
 
 from fruitstream.classifier import Classifier
@@ -20,6 +22,8 @@ log = logging.getLogger(__name__)
 
 # A message delivered this many times without being acknowledged is recorded as an error.
 MAX_ATTEMPTS = 5
+# Object-store reads in flight at once per process.
+FETCH_THREADS = 8
 
 
 def worker_id() -> str:
@@ -40,6 +44,7 @@ def process_batch(
     version = f"{classifier.bundle.name}:{classifier.bundle.version}"
     rows: list[ResultRow] = []
     skipped: list[str] = []
+    wanted: list[ImageMessage] = []
     good: list[ImageMessage] = []
     blobs: list[bytes] = []
     for d in deliveries:
@@ -61,15 +66,30 @@ def process_batch(
                 )
             )
             continue
-        try:
-            blobs.append(store.get(msg.object_key))
+        wanted.append(msg)
+    # Fetched side by side: against S3 each get is a network round trip, mostly waiting.
+    for msg, got in zip(wanted, _fetch_pool().map(partial(_fetch, store), wanted), strict=True):
+        if isinstance(got, NotFoundError):
+            rows.append(ResultRow.from_outcome(msg, got, version))
+        else:
+            blobs.append(got)
             good.append(msg)
-        except NotFoundError as exc:
-            rows.append(ResultRow.from_outcome(msg, exc, version))
     if good:
         for msg, outcome in zip(good, classifier.classify_many(blobs, top_k), strict=True):
             rows.append(ResultRow.from_outcome(msg, outcome, version))
     return rows, skipped
+
+
+def _fetch(store: ObjectStore, msg: ImageMessage) -> bytes | NotFoundError:
+    try:
+        return store.get(msg.object_key)
+    except NotFoundError as exc:
+        return exc
+
+
+@cache
+def _fetch_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=FETCH_THREADS, thread_name_prefix="fetch")
 
 
 def _orphan_row(image_id: str, raw: bytes, reason: str, version: str) -> ResultRow:
