@@ -133,6 +133,16 @@ _UPLOAD_END = """() => performance.getEntriesByType('resource')
     .map(e => e.responseEnd).pop()"""
 
 
+def test_preloaded_elements_stay_out_of_sight(page: Any) -> None:
+    preload = page.locator(".st-key-preload")
+    preload.wait_for(state="attached", timeout=30_000)
+    # Mounted (so the browser has loaded their code) but never shown.
+    for kind in ("stDataFrame", "stVegaLiteChart", "stImage", "stMetric"):
+        preload.locator(f'[data-testid="{kind}"]').wait_for(state="attached", timeout=30_000)
+    assert preload.is_hidden()
+    assert page.locator('[data-testid="stDataFrame"]:visible').count() == 0
+
+
 def test_upload_shows_the_fruit(page: Any, dataset: Path, classifier: Any) -> None:
     fruits = ["banana", "lemon", "kiwi", "orange", "pear", "apple"]
     for n, fruit in enumerate(fruits):
