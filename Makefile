@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
+# Bytecode compiled at install: environments with PYTHONDONTWRITEBYTECODE set would otherwise
+# compile streamlit, pandas and the rest from source at every start.
+INSTALL := $(UV) pip install --quiet --compile-bytecode --python $(BIN)/python
 DATA ?= ../shared/datasets/fruits15
 # Quality gate: just under the shipped model's measured figures (see the model card).
 GATE_STUDIO ?= 0.995
@@ -25,11 +28,11 @@ $(BIN)/python:
 venv: $(BIN)/python  ## create the virtual environment (.venv) with uv in it
 
 install: venv  ## install fruitstream with the UI (inference only: no torch)
-	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[ui]'
+	$(INSTALL) -e '.[ui]'
 	@$(BIN)/python -m compileall -q src >/dev/null
 
 install-dev: venv  ## install everything the tests need (every extra)
-	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev,train,ui,distributed,spark]'
+	$(INSTALL) -e '.[dev,train,ui,distributed,spark]'
 	@$(BIN)/python -m compileall -q src >/dev/null
 
 run: install  ## set up and start the app on the embedded default (http://127.0.0.1:8501)

@@ -6,12 +6,15 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fruitstream.classifier import Classifier
 from fruitstream.model.bundle import ModelBundle
+
+if TYPE_CHECKING:
+    from fruitstream.pipeline import Upload
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -87,7 +90,9 @@ def format_classifier_benchmark(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def numbered_uploads(blobs: Sequence[tuple[str, bytes]], count: int, start: int = 0) -> list[Any]:
+def numbered_uploads(
+    blobs: Sequence[tuple[str, bytes]], count: int, start: int = 0
+) -> list[Upload]:
     """``count`` uploads cycling through ``blobs``, each with a distinct numbered name."""
     from fruitstream.pipeline import Upload
 
@@ -119,18 +124,14 @@ def pipeline_benchmark(
 
     from fruitstream.bootstrap import build_backends, build_classifier
     from fruitstream.config import load_settings
-    from fruitstream.pipeline import Upload
 
     blobs = [(f.name, f.read_bytes()) for f in files]
-
-    def uploads(count: int, start: int = 0) -> list[Upload]:
-        return numbered_uploads(blobs, count, start)
 
     settings = load_settings(data_dir=workdir / "throughput")
     clf = build_classifier(settings)
     backends = build_backends(settings)
     pipeline = backends.pipeline()
-    batch = uploads(n)
+    batch = numbered_uploads(blobs, n)
     raws, rates = [], []
     # Raw and pipeline runs alternate, so that both see the same noise of a shared machine.
     for _ in range(rounds):
@@ -168,7 +169,8 @@ def pipeline_benchmark(
         peaks: dict[str, int] = {}
         chunk = 500
         for start in range(0, memory_n, chunk):
-            sessions.append(mem_pipeline.submit(uploads(min(chunk, memory_n - start), start)))
+            uploads = numbered_uploads(blobs, min(chunk, memory_n - start), start)
+            sessions.append(mem_pipeline.submit(uploads))
             # Keep the queue short so that the submitter's own pace does not matter.
             while sum(mem_pipeline.progress(s.session_id).done for s in sessions) < start:
                 time.sleep(0.2)
@@ -212,15 +214,11 @@ def distributed_benchmark(
 
     from fruitstream.bootstrap import build_backends, build_classifier
     from fruitstream.config import load_settings
-    from fruitstream.pipeline import Upload
 
     settings = load_settings()
     backends = build_backends(settings)
     pipeline = backends.pipeline()
     blobs = [(f.name, f.read_bytes()) for f in files]
-
-    def uploads(count: int) -> list[Upload]:
-        return numbered_uploads(blobs, count)
 
     def wait(session_id: str, poll: float) -> None:
         while not pipeline.progress(session_id).complete:
@@ -236,8 +234,9 @@ def distributed_benchmark(
         start_new_session=True,
     )
     try:
-        wait(pipeline.submit(uploads(batch)).session_id, 0.5)  # warm: model loaded everywhere
-        report = pipeline.submit(uploads(n))
+        # Warm-up: the model gets loaded on every executor.
+        wait(pipeline.submit(numbered_uploads(blobs, batch)).session_id, 0.5)
+        report = pipeline.submit(numbered_uploads(blobs, n))
         first: float | None = None
         done = 0
         while done < n:
@@ -250,7 +249,7 @@ def distributed_benchmark(
         latencies = []
         for _ in range(latency_runs):
             started = time.perf_counter()
-            wait(pipeline.submit(uploads(batch)).session_id, 0.02)
+            wait(pipeline.submit(numbered_uploads(blobs, batch)).session_id, 0.02)
             latencies.append(time.perf_counter() - started)
     finally:
         os.killpg(job.pid, signal.SIGTERM)

@@ -26,6 +26,7 @@ POLL_SECONDS = 0.5
 HEALTH_SECONDS = 5.0
 SHORT_WAIT_SECONDS = 1.5
 GRID_COLUMNS = 5
+PRELOAD_KEY = "preload"
 
 
 @st.cache_resource(show_spinner=False)
@@ -198,9 +199,6 @@ def sidebar_ui(svc: AppServices) -> str:
         st.caption(t("sidebar.classes", n=len(bundle.labels)))
         st.caption(", ".join(fruit_name(label, lang) for label in bundle.labels))
     return lang
-
-
-PRELOAD_KEY = "preload"
 
 
 @st.cache_data(show_spinner=False)
