@@ -188,6 +188,7 @@ class Worker:
     def run(self, stop: threading.Event, until: Callable[[], bool] | None = None) -> WorkerStats:
         """Loop until ``stop`` is set (or ``until()`` is true); backend errors are retried."""
         backoff = self.poll_seconds
+        self.classifier.warm_up_lanes()
         while not stop.is_set():
             try:
                 self.beat()

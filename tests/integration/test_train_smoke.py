@@ -30,12 +30,15 @@ def test_tiny_training_run_writes_a_working_bundle(tmp_path: Path, dataset: Path
     assert bundle.labels == ("banana", "lemon", "pineapple")
     assert bundle.version == "smoke"
     assert bundle.preprocess.input_size == 96
+    assert bundle.name == "fruits15-efficientnet-lite2"
     meta = json.loads((out / "bundle.json").read_text())
     assert {"calibration", "studio_test", "grocery_val", "not_fruit_val"} <= set(meta["metrics"])
     assert meta["metrics"]["studio_test"]["n"] == 3 * 150
     card = bundle.card_path.read_text()
     assert "Fruits-360" in card and "Grocery Store Dataset" in card
+    assert "EfficientNet-Lite2" in card
     clf = Classifier(bundle)
+    assert clf.takes_pixels  # the graph normalizes uint8 pixels itself
     photo = image_files(dataset / "grocery" / "val" / "banana")[0]
     pred = clf.classify(photo.read_bytes())
     assert isinstance(pred, Prediction)
@@ -46,3 +49,12 @@ def test_train_without_the_dataset_is_a_clear_error(tmp_path: Path) -> None:
     result = run_cli("train", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "m"))
     assert result.returncode == 2
     assert "does not exist" in result.stderr
+
+
+def test_unknown_backbone_is_a_clear_error(tmp_path: Path, dataset: Path) -> None:
+    result = run_cli(
+        "train", "--data", str(dataset), "--out", str(tmp_path / "m"), "--backbone", "resnet-1"
+    )
+    assert result.returncode == 2
+    assert "unknown backbone 'resnet-1'" in result.stderr
+    assert "efficientnet-lite2" in result.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fruitstream.classifier import Classifier, Prediction
+from fruitstream.classifier import PIPELINE_CHUNK, Classifier, Prediction
 from fruitstream.dataset import image_files
 from fruitstream.errors import ImageError, ModelError, UnsupportedImageError
 from fruitstream.model.bundle import ModelBundle, default_bundle_dir
@@ -25,11 +25,12 @@ def test_shipped_bundle_describes_fifteen_fruits() -> None:
 
 
 def test_real_photos_get_their_fruit(classifier: Classifier, dataset: Path) -> None:
+    # Most real photos of each fruit, not every one: grocery/val top-1 is about 0.89.
     for fruit in ("banana", "pineapple", "pomegranate", "orange"):
-        photo = image_files(dataset / "grocery" / "val" / fruit)[0]
-        pred = classifier.classify(photo.read_bytes())
-        assert pred.label == fruit, photo
-        assert pred.known
+        photos = image_files(dataset / "grocery" / "val" / fruit)
+        preds = [classifier.classify(p.read_bytes()) for p in photos]
+        right = sum(p.label == fruit and p.known for p in preds)
+        assert right >= 0.75 * len(photos), (fruit, [p.label for p in preds])
 
 
 def test_prediction_shape(classifier: Classifier, dataset: Path) -> None:
@@ -75,6 +76,21 @@ def test_batches_larger_than_the_batch_size(dataset: Path) -> None:
     assert sum(isinstance(o, Prediction) and o.label == "apple" for o in outcomes) >= 8
 
 
+def test_lanes_keep_order_across_chunks(dataset: Path) -> None:
+    # Several chunks per lane with two lanes: outcomes must come back in input order.
+    clf = Classifier.from_path(threads=2)
+    fruits = ("banana", "kiwi", "lemon", "orange", "pear", "pineapple")
+    photos = [p for f in fruits for p in image_files(dataset / "grocery" / "val" / f)[:4]]
+    blobs = [p.read_bytes() for p in photos]
+    outcomes = clf.classify_many(blobs)
+    assert len(outcomes) == len(blobs) > 2 * 3 * PIPELINE_CHUNK
+    for blob, outcome in zip(blobs, outcomes, strict=True):
+        single = clf.classify(blob)
+        assert isinstance(outcome, Prediction)
+        assert outcome.label == single.label
+        assert np.isclose(outcome.confidence, single.confidence, atol=1e-4)
+
+
 def test_single_image_error_is_raised(classifier: Classifier) -> None:
     with pytest.raises(UnsupportedImageError, match="empty file"):
         classifier.classify(b"")
@@ -112,3 +128,23 @@ def test_inference_does_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def test_shipped_graph_normalizes_pixels_as_the_bundle_says() -> None:
+    # The model's first steps must compute imaging.normalize with the bundle's mean and std:
+    # expose the graph's normalized tensor as an output and compare.
+    import onnx
+    import onnxruntime as ort
+
+    from fruitstream.imaging import normalize
+
+    bundle = ModelBundle.load(default_bundle_dir())
+    model = onnx.load(str(bundle.onnx_path))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    normalized = next(n.output[0] for n in model.graph.node if n.op_type == "Sub")
+    model.graph.output.append(onnx.ValueInfoProto(name=normalized))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    size = bundle.preprocess.input_size
+    pixels = np.random.default_rng(1).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
+    got = session.run([normalized], {model.graph.input[0].name: pixels})[0]
+    assert np.allclose(got, normalize(pixels, bundle.preprocess), atol=1e-6)

@@ -20,7 +20,7 @@ CARD_FILE = "MODEL_CARD.md"
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """How an RGB image becomes the model's input tensor (NCHW float32)."""
+    """How an RGB image becomes the model's input: resize and crop here, normalize in the graph."""
 
     input_size: int = 224
     # Shorter side is resized to input_size / crop_pct, then the centre is cropped.

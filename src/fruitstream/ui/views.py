@@ -61,6 +61,7 @@ class AppServices:
             photo = io.BytesIO()
             Image.new("RGB", (320, 240), (200, 120, 40)).save(photo, format="JPEG")
             self.classifier.classify(photo.getvalue())
+            self.classifier.classify_many([photo.getvalue()])  # builds the batch lanes
             for module in ("pandas", "pyarrow", "altair"):
                 importlib.import_module(module)
             # What is loaded now lives as long as the server: keep the collector off it.
