@@ -20,7 +20,7 @@ def mixed_folder(tmp_path: Path, dataset: Path) -> Path:
     (folder / "nested").mkdir(parents=True)
     for fruit in ("banana", "pineapple"):
         shutil.copy(image_files(dataset / "grocery" / "val" / fruit)[0], folder / f"{fruit}.jpg")
-    shutil.copy(image_files(dataset / "grocery" / "val" / "orange")[0], folder / "nested" / "o.jpg")
+    shutil.copy(image_files(dataset / "grocery" / "val" / "lime")[0], folder / "nested" / "l.jpg")
     for name, data in bad_images().items():
         (folder / name).write_bytes(data)
     (folder / "rotated.jpg").write_bytes(exif_rotated_jpeg())
@@ -35,7 +35,7 @@ def test_json_output_has_exactly_the_documented_keys(mixed_folder: Path) -> None
     by_name = {Path(r["path"]).name: r for r in records}
     assert by_name["banana.jpg"]["label"] == "banana"
     assert by_name["pineapple.jpg"]["label"] == "pineapple"
-    assert by_name["o.jpg"]["label"] == "orange"  # found recursively
+    assert by_name["l.jpg"]["label"] == "lime"  # found recursively
     assert by_name["banana.jpg"]["error"] is None
     assert len(by_name["banana.jpg"]["top_k"]) == 2
     assert set(by_name["banana.jpg"]["top_k"][0]) == {"label", "confidence"}
