@@ -10,8 +10,9 @@ import pytest
 from fruitstream.classifier import PIPELINE_CHUNK, Classifier, Prediction
 from fruitstream.dataset import image_files
 from fruitstream.errors import ImageError, ModelError, UnsupportedImageError
+from fruitstream.imaging import load_pixels
 from fruitstream.model.bundle import ModelBundle, default_bundle_dir
-from tests.conftest import bad_images
+from tests.conftest import bad_images, jpeg_bytes
 
 
 def test_shipped_bundle_describes_fifteen_fruits() -> None:
@@ -148,3 +149,51 @@ def test_shipped_graph_normalizes_pixels_as_the_bundle_says() -> None:
     pixels = np.random.default_rng(1).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
     got = session.run([normalized], {model.graph.input[0].name: pixels})[0]
     assert np.allclose(got, normalize(pixels, bundle.preprocess), atol=1e-6)
+
+
+def test_a_float_input_bundle_gets_normalized_pixels(tmp_path: Path) -> None:
+    # v1 bundles take normalized NCHW float: the classifier must normalize for them.
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from fruitstream.imaging import normalize
+    from fruitstream.model.bundle import PreprocessConfig
+
+    size = 8
+    weights = np.random.default_rng(2).standard_normal((3, 16)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input", "axes"], ["mean"], keepdims=0),
+            helper.make_node("MatMul", ["mean", "w"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+        ],
+        "float-input",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, size, size])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["n", 16])],
+        [
+            numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes"),
+            numpy_helper.from_array(weights, "w"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "model.onnx"))
+    shipped = ModelBundle.load(default_bundle_dir())
+    pre = PreprocessConfig(input_size=size)
+    meta = {
+        **shipped.to_json(),
+        "preprocess": {**shipped.to_json()["preprocess"], "input_size": size},
+    }
+    (tmp_path / "bundle.json").write_text(json.dumps(meta))
+
+    clf = Classifier.from_path(tmp_path)
+    assert not clf.takes_pixels
+    photo = jpeg_bytes((20, 20), color="red")
+    pixels = load_pixels(photo, pre)[None]
+    logits = normalize(pixels, pre).mean(axis=(2, 3)) @ weights
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    pred = clf.classify(photo, top_k=15)
+    assert pred.label == shipped.labels[int(np.argmax(expected[0, :15]))]
+    assert pred.confidence == pytest.approx(float(expected[0, :15].max()), abs=1e-5)
