@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fruitstream.classifier import Classifier
+from fruitstream.classifier import PIPELINE_CHUNK, Classifier
 from fruitstream.model.bundle import ModelBundle
 
 if TYPE_CHECKING:
@@ -38,8 +38,6 @@ def raw_throughput(clf: Classifier, batch: int, repeats: int) -> dict[str, float
 def raw_lanes_throughput(clf: Classifier, repeats: int) -> dict[str, float]:
     """Model alone in the batch lanes (one single-threaded session per core), in the chunks
     ``classify_many`` gives them."""
-    from fruitstream.classifier import PIPELINE_CHUNK
-
     batches = [clf.random_input(PIPELINE_CHUNK)] * max(4 * clf.threads, 32 // PIPELINE_CHUNK)
     seconds = _median_seconds(lambda: clf.run_lanes(batches), repeats)
     return {"lanes": clf.threads, "images_per_s": len(batches) * PIPELINE_CHUNK / seconds}

@@ -98,8 +98,8 @@ class Classifier:
             )
         self._lock = threading.Lock()
         self._lanes_lock = threading.Lock()
-        self._lanes: queue.SimpleQueue[Any] | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        # Built on first use: a process that classifies one photo at a time never pays for them.
+        self._lanes: tuple[ThreadPoolExecutor, queue.SimpleQueue[Any]] | None = None
 
     def _new_session(self, threads: int) -> Any:
         try:
@@ -148,37 +148,34 @@ class Classifier:
         return self._predictions(self.run(self.model_input(pixels[None])), top_k)[0]
 
     def _lane_pool(self) -> tuple[ThreadPoolExecutor, queue.SimpleQueue[Any]]:
-        """The batch lanes, built on first use: a process that classifies one photo at a
-        time never pays for them."""
+        """The threads that run lanes, and the idle lane sessions."""
         with self._lanes_lock:
-            if self._pool is None or self._lanes is None:
-                lanes: queue.SimpleQueue[Any] = queue.SimpleQueue()
+            if self._lanes is None:
+                sessions: queue.SimpleQueue[Any] = queue.SimpleQueue()
                 for _ in range(self.threads):
-                    lanes.put(self._new_session(1))
-                self._lanes = lanes
-                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lane")
-            return self._pool, self._lanes
+                    sessions.put(self._new_session(1))
+                pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lane")
+                self._lanes = (pool, sessions)
+            return self._lanes
 
     def warm_up_lanes(self) -> None:
         """Build the batch lanes now rather than on the first batch."""
         self._lane_pool()
 
+    def _run_in_lane(self, batch: NDArray[Any]) -> NDArray[np.float32]:
+        """Probabilities for ``batch`` on an idle lane session (a lane thread always finds one)."""
+        sessions = self._lane_pool()[1]
+        session = sessions.get()
+        try:
+            return np.asarray(session.run(None, {self._input: batch})[0], dtype=np.float32)
+        finally:
+            sessions.put(session)
+
     def run_lanes(self, batches: Sequence[NDArray[Any]]) -> list[NDArray[np.float32]]:
         """Probabilities for ``batches`` of model input, spread over the lanes (benchmarks)."""
-        pool, lanes = self._lane_pool()
+        return list(self._lane_pool()[0].map(self._run_in_lane, batches))
 
-        def run(batch: NDArray[Any]) -> NDArray[np.float32]:
-            session = lanes.get()
-            try:
-                return np.asarray(session.run(None, {self._input: batch})[0], dtype=np.float32)
-            finally:
-                lanes.put(session)
-
-        return list(pool.map(run, batches))
-
-    def _classify_chunk(
-        self, images: Sequence[bytes], top_k: int, lanes: queue.SimpleQueue[Any]
-    ) -> list[Outcome]:
+    def _classify_chunk(self, images: Sequence[bytes], top_k: int) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(images)
         positions, pixels = [], []
         for i, data in enumerate(images):
@@ -188,13 +185,8 @@ class Classifier:
             except ImageError as exc:
                 outcomes[i] = exc
         if pixels:
-            batch = self.model_input(np.stack(pixels))
-            session = lanes.get()
-            try:
-                probs = session.run(None, {self._input: batch})[0]
-            finally:
-                lanes.put(session)
-            preds = self._predictions(np.asarray(probs, dtype=np.float32), top_k)
+            probs = self._run_in_lane(self.model_input(np.stack(pixels)))
+            preds = self._predictions(probs, top_k)
             for pos, pred in zip(positions, preds, strict=True):
                 outcomes[pos] = pred
         return [o for o in outcomes if o is not None]
@@ -204,10 +196,10 @@ class Classifier:
         the others go on. Outcomes come back in the order of ``images``."""
         if not images:
             return []
-        pool, lanes = self._lane_pool()
+        pool = self._lane_pool()[0]
         step = max(1, min(self.batch_size, PIPELINE_CHUNK))
         chunks = [
-            pool.submit(self._classify_chunk, images[i : i + step], top_k, lanes)
+            pool.submit(self._classify_chunk, images[i : i + step], top_k)
             for i in range(0, len(images), step)
         ]
         return [outcome for chunk in chunks for outcome in chunk.result()]

