@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fruitstream.classifier import PIPELINE_CHUNK, Classifier
-from fruitstream.model.bundle import ModelBundle
+from fruitstream.model.bundle import PRECISIONS, ModelBundle
 
 if TYPE_CHECKING:
     from fruitstream.pipeline import Upload
@@ -84,6 +84,60 @@ def end_to_end(clf: Classifier, files: Sequence[Path], repeats: int) -> dict[str
     }
 
 
+def precision_comparison(bundle: ModelBundle, rounds: int, threads: int = 0) -> dict[str, Any]:
+    """Every graph the bundle ships (int8, fp32) on the same random input, batch 1 and 32.
+
+    Rounds alternate between the graphs, so that a shared machine's slow spells hit both; the
+    speed-ups are medians of the per-round ratios.
+    """
+    available = [p for p in PRECISIONS if bundle.has_precision(p)]
+    clfs = {p: Classifier(bundle.with_precision(p), threads=threads) for p in available}
+    first = next(iter(clfs.values()))
+    x1, x32 = first.random_input(1), first.random_input(32)
+    b1: dict[str, list[float]] = {p: [] for p in clfs}
+    b32: dict[str, list[float]] = {p: [] for p in clfs}
+    for clf in clfs.values():  # warm-up
+        clf.run(x1)
+        clf.run(x32)
+    for _ in range(rounds):
+        for p, clf in clfs.items():
+            b1[p].append(_median_seconds(lambda clf=clf: clf.run(x1), 9, warmup=0) * 1000)  # type: ignore[misc]
+            b32[p].append(32 / _median_seconds(lambda clf=clf: clf.run(x32), 3, warmup=0))  # type: ignore[misc]
+    out: dict[str, Any] = {
+        p: {
+            "model_bytes": clfs[p].bundle.onnx_path.stat().st_size,
+            "batch1_ms": statistics.median(b1[p]),
+            "batch32_images_per_s": statistics.median(b32[p]),
+        }
+        for p in clfs
+    }
+    out["rounds"] = rounds
+    if {"int8", "fp32"} <= clfs.keys():
+        r1 = [f / i for f, i in zip(b1["fp32"], b1["int8"], strict=True)]
+        r32 = [i / f for i, f in zip(b32["int8"], b32["fp32"], strict=True)]
+        out["int8_speedup_batch1"] = statistics.median(r1)
+        out["int8_speedup_batch32"] = statistics.median(r32)
+        out["int8_speedup_batch32_per_round"] = [round(r, 2) for r in r32]
+    return out
+
+
+def format_precision_comparison(r: dict[str, Any]) -> list[str]:
+    lines = [f"graphs side by side ({r['rounds']} alternating rounds, random input):"]
+    for p in PRECISIONS:
+        if p in r:
+            lines.append(
+                f"  {p:<5} {r[p]['model_bytes'] / 1e6:5.1f} MB   batch 1 {r[p]['batch1_ms']:6.2f}"
+                f" ms/image   batch 32 {r[p]['batch32_images_per_s']:6.1f} images/s"
+            )
+    if "int8_speedup_batch32" in r:
+        lines.append(
+            f"  int8 vs fp32: {r['int8_speedup_batch1']:.2f}x at batch 1,"
+            f" {r['int8_speedup_batch32']:.2f}x at batch 32"
+            f" (per round {r['int8_speedup_batch32_per_round']})"
+        )
+    return lines
+
+
 def classifier_benchmark(
     bundle: ModelBundle, files: Sequence[Path], repeats: int = 10, threads: int = 0
 ) -> dict[str, Any]:
@@ -92,7 +146,7 @@ def classifier_benchmark(
     raw32 = raw_throughput(clf, 32, repeats)
     lanes = raw_lanes_throughput(clf, repeats)
     result: dict[str, Any] = {
-        "model": f"{bundle.name} v{bundle.version}",
+        "model": f"{bundle.name} v{bundle.version} ({bundle.precision})",
         "model_bytes": bundle.onnx_path.stat().st_size,
         "model_load_s": model_load(bundle, max(3, repeats // 2), threads),
         "raw_batch1": raw1,
@@ -101,6 +155,7 @@ def classifier_benchmark(
     }
     if files:
         result["end_to_end_single"] = end_to_end(clf, files, repeats)
+    result["precisions"] = precision_comparison(bundle, max(3, repeats // 2), threads)
     return result
 
 
@@ -124,6 +179,8 @@ def format_classifier_benchmark(r: dict[str, Any]) -> str:
             f"{e2e['ratio_to_raw_batch1']:.2f}x raw batch 1 "
             f"(median of {e2e['rounds']} rounds: {e2e['ratios_per_round']})"
         )
+    if "precisions" in r:
+        lines += format_precision_comparison(r["precisions"])
     return "\n".join(lines)
 
 

@@ -26,15 +26,25 @@ _lock = threading.Lock()
 HEARTBEAT_STALE_SECONDS = 15.0
 
 
-def build_classifier(settings: Settings, model_dir: str | Path | None = None) -> Classifier:
-    """The process-wide classifier for these settings (loaded once, then shared)."""
+def load_bundle(
+    settings: Settings, model_dir: str | Path | None = None, precision: str | None = None
+) -> ModelBundle:
+    """The configured model bundle, set to run the configured (or given) precision."""
     path = Path(model_dir or settings.model_dir or default_bundle_dir()).resolve()
-    key = (str(path), settings.threads, settings.batch_size, settings.limits)
+    return ModelBundle.load(path).with_precision(precision or settings.model_precision)
+
+
+def build_classifier(
+    settings: Settings, model_dir: str | Path | None = None, precision: str | None = None
+) -> Classifier:
+    """The process-wide classifier for these settings (loaded once, then shared)."""
+    bundle = load_bundle(settings, model_dir, precision)
+    key = (str(bundle.onnx_path), settings.threads, settings.batch_size, settings.limits)
     with _lock:
         clf = _classifiers.get(key)
         if clf is None:
             clf = Classifier(
-                ModelBundle.load(path),
+                bundle,
                 limits=settings.limits,
                 threads=settings.threads,
                 batch_size=settings.batch_size,
@@ -56,8 +66,7 @@ class Backends:
     @functools.cached_property
     def model_version(self) -> str:
         """``name:version`` of the configured model, read once (no ONNX session needed)."""
-        bundle = ModelBundle.load(self.settings.model_dir or default_bundle_dir())
-        return f"{bundle.name}:{bundle.version}"
+        return load_bundle(self.settings).model_version
 
     def pipeline(self) -> Pipeline:
         return Pipeline(

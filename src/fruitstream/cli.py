@@ -11,6 +11,7 @@ from typing import Any
 
 from fruitstream import __version__
 from fruitstream.errors import FruitstreamError
+from fruitstream.model.bundle import PRECISIONS
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -26,7 +27,11 @@ def _settings() -> Any:
 def _classifier(args: argparse.Namespace) -> Any:
     from fruitstream.bootstrap import build_classifier
 
-    return build_classifier(_settings(), model_dir=getattr(args, "model", None))
+    return build_classifier(
+        _settings(),
+        model_dir=getattr(args, "model", None),
+        precision=getattr(args, "precision", None),
+    )
 
 
 def _progress(total: int, desc: str) -> Any:
@@ -70,23 +75,36 @@ def cmd_classify(args: argparse.Namespace) -> int:
 # --- evaluate ---------------------------------------------------------------------------------
 
 
+def _pct(value: float | None) -> str:
+    return "   -  " if value is None else f"{100 * value:5.1f}%"
+
+
 def _format_report(r: dict[str, Any]) -> Iterator[str]:
     yield f"model: {r['model']}"
     if "accuracy" in r:
-        yield f"images: {r['n']} (failed to read: {r['failed']})"
-        yield f"top-1 accuracy: {r['accuracy']:.4f}"
-        yield f"fruit photos called unknown: {r['rejection_rate']:.4f}"
-        yield "per class:"
+        yield f"fruit photos: {r['n']} (failed to read: {r['failed']})"
+        yield f"top-1: {r['accuracy']:.4f}   top-3: {r['top3']:.4f}"
+        yield f"balanced accuracy (mean recall over fruits): {r['balanced_accuracy']:.4f}"
+        yield f"fruit photos rejected (called unknown): {r['rejection_rate']:.4f}"
+        yield f"expected calibration error: {r['ece']:.4f}"
+        yield "per fruit:      recall  precision  photos"
         for label, pc in r["per_class"].items():
-            yield f"  {label:<12} {pc['accuracy']:.4f}  (n={pc['n']})"
-        labels = r["labels"]
-        yield "confusion (rows: truth, columns: predicted, in label order):"
-        for label, row in zip(labels, r["confusion"], strict=True):
-            if sum(row):
-                yield f"  {label:<12} " + " ".join(f"{v:4d}" for v in row)
+            if pc["n"]:
+                yield f"  {label:<12} {_pct(pc['recall'])}  {_pct(pc['precision'])}   {pc['n']:5d}"
+        pairs = r["confusion_pairs"][:10]
+        if pairs:
+            yield "most frequent confusions (truth -> answer):"
+            for pair in pairs:
+                yield f"  {pair['truth']:<12} -> {pair['predicted']:<12} {pair['n']}"
     if "not_fruit" in r:
         nf = r["not_fruit"]
-        yield f"not-fruit photos: {nf['n']}, rejected (known=false): {nf['rejection_rate']:.4f}"
+        yield (
+            f"negatives (none of the fruits): {nf['n']}, rejected (known=false):"
+            f" {nf['rejection_rate']:.4f}"
+        )
+        if nf["called"]:
+            named = ", ".join(f"{k} {v}" for k, v in list(nf["called"].items())[:8])
+            yield f"  named as a fruit: {named}"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -115,6 +133,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rej = report.get("rejection_rate", 0.0)
         if rej > args.max_fruit_rejection:
             failures.append(f"fruit rejection {rej:.4f} > {args.max_fruit_rejection}")
+    if args.min_class_recall is not None:
+        for label, pc in report.get("per_class", {}).items():
+            if pc["recall"] is not None and pc["recall"] < args.min_class_recall:
+                failures.append(f"{label} recall {pc['recall']:.4f} < {args.min_class_recall}")
     for failure in failures:
         print(f"quality gate failed: {failure}", file=sys.stderr)
     return EXIT_SOME_FAILED if failures else EXIT_OK
@@ -135,11 +157,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from fruitstream.bench import classifier_benchmark, format_classifier_benchmark
+    from fruitstream.bootstrap import load_bundle
     from fruitstream.dataset import image_files
-    from fruitstream.model.bundle import ModelBundle, default_bundle_dir
 
     settings = _settings()
-    bundle = ModelBundle.load(args.model or settings.model_dir or default_bundle_dir())
+    bundle = load_bundle(settings, args.model, args.precision)
     files: list[Path] = []
     for p in args.images or []:
         files.extend(image_files(Path(p)) if Path(p).is_dir() else [Path(p)])
@@ -375,17 +397,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3, help="how many guesses to list (default 3)")
     p.add_argument("--json", action="store_true", help="print one JSON array")
     p.add_argument("--model", help="model bundle folder (default: the shipped model)")
+    p.add_argument("--precision", choices=PRECISIONS, help="graph to run (default: the bundle's)")
     p.set_defaults(func=cmd_classify)
 
-    p = sub.add_parser("evaluate", help="accuracy and rejection rates on labelled folders")
-    p.add_argument("dir", help="folder of <class>/ folders (and optionally not-fruit/)")
+    p = sub.add_parser(
+        "evaluate",
+        help="top-1/top-3, per-fruit recall and precision, confusions, rejection, calibration",
+    )
+    p.add_argument(
+        "dir",
+        help="folder of <fruit>/ folders, with negatives in its not-fruit/ or in a sibling"
+        " <dir>-other/ (wild/val + wild/val-other); or a flat folder of negatives",
+    )
     p.add_argument("--not-fruit", help="folder of photos that are none of the fruits")
     p.add_argument("--json", action="store_true")
     p.add_argument("--model")
+    p.add_argument("--precision", choices=PRECISIONS, help="graph to run (default: the bundle's)")
     p.add_argument("--min-accuracy", type=float, help="exit 1 when top-1 is below this")
     p.add_argument("--min-rejection", type=float, help="exit 1 when not-fruit rejection is below")
     p.add_argument(
         "--max-fruit-rejection", type=float, help="exit 1 when more fruit photos are rejected"
+    )
+    p.add_argument(
+        "--min-class-recall", type=float, help="exit 1 when any fruit's recall is below this"
     )
     p.set_defaults(func=cmd_evaluate)
 
@@ -398,6 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmark the model: raw throughput, load, end to end")
     p.add_argument("images", nargs="*", help="real image files or folders for end to end")
     p.add_argument("--model")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="graph measured in detail (default: the bundle's); both are always compared",
+    )
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--max-files", type=int, default=50)
     p.add_argument(

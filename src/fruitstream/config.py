@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     # A model bundle folder; empty means the model shipped in the package.
     model_dir: Path | None = None
+    # Which graph of the bundle runs: "auto" is the bundle's default (int8 when it ships one);
+    # "fp32" runs the unquantized graph, for comparison.
+    model_precision: Literal["auto", "int8", "fp32"] = "auto"
     max_image_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=50_000_000, gt=0)
     threads: int = Field(default=0, ge=0)

@@ -1,48 +1,151 @@
-"""Accuracy, per-class accuracy, confusion matrix and rejection rates of a classifier on folders."""
+"""What a user needs to trust the model on a held-out set: top-1/top-3, per-class recall and
+precision, balanced accuracy, confusion pairs, rejection of fruit and of negatives, and the
+expected calibration error.
+
+A set is ``<root>/<fruit>/...`` folders; its negatives (photos that are none of the fruits) sit
+in ``<root>/not-fruit/``, in a sibling ``<root>-other/`` (the ``wild/val`` + ``wild/val-other``
+layout), in a folder given explicitly, or ``<root>`` itself is a flat folder of negatives.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fruitstream.calibration import expected_calibration_error
 from fruitstream.classifier import Classifier, Prediction
 from fruitstream.dataset import NOT_FRUIT_DIRS, image_files, labelled_images
 from fruitstream.errors import ConfigError
 
 
-def _classify_files(
+@dataclass(frozen=True)
+class Answer:
+    """The model's answer for one photo, as far as the metrics need it."""
+
+    label: str
+    known: bool
+    confidence: float
+    top: tuple[str, ...]  # best guesses first
+
+
+def metrics(
+    labels: Sequence[str],
+    truths: Sequence[str],
+    answers: Sequence[Answer | None],
+    negatives: Sequence[Answer | None] = (),
+) -> dict[str, Any]:
+    """The report of ``answers`` to fruit photos whose classes are ``truths``, and of
+    ``negatives`` (answers to photos of none of the fruits). ``None`` is a photo that could not
+    be read: it counts against top-1 and as not rejected."""
+    report: dict[str, Any] = {}
+    if truths:
+        index = {c: i for i, c in enumerate(labels)}
+        confusion = [[0] * len(labels) for _ in labels]
+        n = len(truths)
+        top1 = top3 = rejected = 0
+        conf, right = [], []
+        for truth, ans in zip(truths, answers, strict=True):
+            if ans is None:
+                continue
+            confusion[index[truth]][index[ans.label]] += 1
+            top1 += ans.label == truth
+            top3 += truth in ans.top[:3]
+            rejected += not ans.known
+            conf.append(ans.confidence)
+            right.append(ans.label == truth)
+        # "When the model says c" counts negatives it names c with known=true.
+        said_known = {c: 0 for c in labels}
+        for ans in negatives:
+            if ans is not None and ans.known:
+                said_known[ans.label] += 1
+        per_class: dict[str, dict[str, Any]] = {}
+        recalls: list[float] = []
+        for c in labels:
+            i = index[c]
+            row_n = sum(1 for t in truths if t == c)
+            said = sum(confusion[r][i] for r in range(len(labels))) + said_known[c]
+            if row_n:
+                recalls.append(confusion[i][i] / row_n)
+            if row_n or said:
+                per_class[c] = {
+                    "n": row_n,
+                    "recall": confusion[i][i] / row_n if row_n else None,
+                    "precision": confusion[i][i] / said if said else None,
+                }
+        pairs = sorted(
+            (
+                (confusion[r][c], labels[r], labels[c])
+                for r in range(len(labels))
+                for c in range(len(labels))
+                if r != c and confusion[r][c]
+            ),
+            key=lambda p: (-p[0], p[1], p[2]),
+        )
+        report.update(
+            n=n,
+            failed=sum(1 for a in answers if a is None),
+            accuracy=top1 / n,
+            top3=top3 / n,
+            balanced_accuracy=sum(recalls) / len(recalls) if recalls else 0.0,
+            # Share of the fruit photos wrongly called "not one of the fruits".
+            rejection_rate=rejected / n,
+            ece=expected_calibration_error(conf, right),
+            per_class=per_class,
+            confusion_pairs=[{"truth": t, "predicted": p, "n": k} for k, t, p in pairs],
+            labels=list(labels),
+            confusion=confusion,
+        )
+    if negatives:
+        called: dict[str, int] = {}  # the fruits negatives were named as, with known=true
+        for ans in negatives:
+            if ans is not None and ans.known:
+                called[ans.label] = called.get(ans.label, 0) + 1
+        report["not_fruit"] = {
+            "n": len(negatives),
+            "failed": sum(1 for a in negatives if a is None),
+            "rejection_rate": sum(1 for a in negatives if a is not None and not a.known)
+            / len(negatives),
+            "called": dict(sorted(called.items(), key=lambda kv: (-kv[1], kv[0]))),
+        }
+    return report
+
+
+def _answers(
     clf: Classifier, paths: list[Path], progress: Callable[[int], None] | None
-) -> list[Prediction | None]:
-    out: list[Prediction | None] = []
-    step = clf.batch_size
+) -> list[Answer | None]:
+    out: list[Answer | None] = []
+    step = 32
     for start in range(0, len(paths), step):
         chunk = paths[start : start + step]
-        for outcome in clf.classify_many([p.read_bytes() for p in chunk], top_k=1):
-            out.append(outcome if isinstance(outcome, Prediction) else None)
+        for outcome in clf.classify_many([p.read_bytes() for p in chunk], top_k=3):
+            if isinstance(outcome, Prediction):
+                top = tuple(t.label for t in outcome.top_k)
+                out.append(Answer(outcome.label, outcome.known, outcome.confidence, top))
+            else:
+                out.append(None)
         if progress:
             progress(len(chunk))
     return out
 
 
-def find_not_fruit_dir(root: Path) -> Path | None:
+def find_negatives_dir(root: Path) -> Path | None:
+    """Where the negatives of the set at ``root`` are, if anywhere."""
     for name in NOT_FRUIT_DIRS:
         if (root / name).is_dir():
             return root / name
-    return None
+    sibling = root.with_name(root.name + "-other")
+    return sibling if sibling.is_dir() else None
 
 
 def evaluate(
     clf: Classifier,
     root: Path,
-    not_fruit: Path | None = None,
+    negatives: Path | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate on ``root/<class>/`` folders and, optionally, a folder of not-fruit photos.
-
-    ``root`` may itself be a flat folder of not-fruit photos (no class folders): then only the
-    rejection rate is reported.
-    """
+    """Evaluate ``clf`` on the set at ``root`` (see the module docstring for the layouts)."""
     if not root.is_dir():
         raise ConfigError(f"{root} is not a folder")
     labels = list(clf.labels)
@@ -50,50 +153,18 @@ def evaluate(
     unknown = sorted(set(class_dirs) - set(labels))
     if unknown:
         raise ConfigError(f"folders that are not classes of this model: {', '.join(unknown)}")
-    if not_fruit is None:
-        not_fruit = find_not_fruit_dir(root)
-    if not class_dirs and not_fruit is None:
-        not_fruit = root  # a flat folder of not-fruit photos
-
-    report: dict[str, Any] = {"model": f"{clf.bundle.name} v{clf.bundle.version}"}
+    if negatives is None:
+        negatives = find_negatives_dir(root)
+    if not class_dirs and negatives is None:
+        negatives = root  # a flat folder of negatives
     items = labelled_images(root, labels)
-    if items:
-        preds = _classify_files(clf, [p for p, _ in items], progress)
-        index = {c: i for i, c in enumerate(labels)}
-        confusion = [[0] * len(labels) for _ in labels]
-        failed = 0
-        known = 0
-        for (_, truth), pred in zip(items, preds, strict=True):
-            if pred is None:
-                failed += 1
-                continue
-            confusion[index[truth]][index[pred.label]] += 1
-            known += pred.known
-        per_class = {}
-        for c in labels:
-            row = confusion[index[c]]
-            if sum(row):
-                per_class[c] = {"n": sum(row), "accuracy": row[index[c]] / sum(row)}
-        correct = sum(confusion[i][i] for i in range(len(labels)))
-        report.update(
-            n=len(items),
-            failed=failed,
-            accuracy=correct / len(items),
-            # Share of real fruit photos wrongly called "not one of the fruits".
-            rejection_rate=1 - known / len(items),
-            per_class=per_class,
-            labels=labels,
-            confusion=confusion,
-        )
-    if not_fruit is not None:
-        paths = image_files(not_fruit)
-        preds = _classify_files(clf, paths, progress)
-        rejected = sum(1 for p in preds if p is not None and not p.known)
-        report["not_fruit"] = {
-            "n": len(paths),
-            "failed": sum(1 for p in preds if p is None),
-            "rejection_rate": rejected / len(paths) if paths else 0.0,
-        }
-    if not items and not_fruit is None:
+    negative_paths = image_files(negatives) if negatives is not None else []
+    if not items and not negative_paths:
         raise ConfigError(f"no images found under {root}")
+    answers = _answers(clf, [p for p, _ in items], progress)
+    negative_answers = _answers(clf, negative_paths, progress)
+    report: dict[str, Any] = {
+        "model": f"{clf.bundle.name} v{clf.bundle.version} ({clf.bundle.precision})"
+    }
+    report.update(metrics(labels, [c for _, c in items], answers, negative_answers))
     return report

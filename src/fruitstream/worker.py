@@ -41,7 +41,7 @@ def process_batch(
     This is the whole per-batch logic, shared by the embedded worker and the Spark job: a bad
     message or image becomes an error row (or a logged skip when it has no image id).
     """
-    version = f"{classifier.bundle.name}:{classifier.bundle.version}"
+    version = classifier.bundle.model_version
     rows: list[ResultRow] = []
     skipped: list[str] = []
     wanted: list[ImageMessage] = []

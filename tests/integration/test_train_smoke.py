@@ -1,4 +1,5 @@
-"""``fruitstream train`` for real on a tiny subset: the recipe runs end to end on a CPU."""
+"""``fruitstream train`` for real on a tiny subset: the recipe runs end to end on a CPU, synthetic
+scenes, fine-tuning, calibration and the int8 export included."""
 
 from __future__ import annotations
 
@@ -20,29 +21,65 @@ def test_tiny_training_run_writes_a_working_bundle(tmp_path: Path, dataset: Path
     out = tmp_path / "model"
     result = run_cli(
         "train", "--data", str(dataset), "--out", str(out),
-        "--classes", "banana,lemon,pineapple", "--max-per-class", "6", "--size", "96",
-        "--real-views", "2", "--steps", "30", "--folds", "2", "--finetune-epochs", "1",
+        "--classes", "banana,grape,pineapple", "--max-per-class", "6", "--size", "96",
+        "--real-views", "2", "--steps", "30", "--finetune-epochs", "1",
         "--no-cache", "--version", "smoke",
         timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     bundle = ModelBundle.load(out)
-    assert bundle.labels == ("banana", "lemon", "pineapple")
+    assert bundle.labels == ("banana", "grape", "pineapple")
     assert bundle.version == "smoke"
     assert bundle.preprocess.input_size == 96
     assert bundle.name == "fruits15-efficientnet-lite2"
     meta = json.loads((out / "bundle.json").read_text())
-    assert {"calibration", "studio_test", "grocery_val", "not_fruit_val"} <= set(meta["metrics"])
-    assert meta["metrics"]["studio_test"]["n"] == 3 * 150
+    metrics = meta["metrics"]
+    held_out = {"studio_test", "grocery_val", "not_fruit_val", "other_fruit_test", "wild_val"}
+    assert {"calibration", "fp32"} | held_out <= set(metrics)
+    assert held_out <= set(metrics["fp32"])  # the fp32 graph measured on the same sets
+    assert metrics["studio_test"]["n"] == 3 * 150
+    assert metrics["wild_val"]["per_class"]["grape"]["n"] == 26  # wild/val is measured too
+    assert metrics["wild_val"]["not_fruit"]["n"] == 318  # with wild/val-other as negatives
+    calib = metrics["calibration"]
+    assert calib["temperature"] > 0 and 0 <= calib["ece_after"] <= 1
+    training = meta["training"]
+    assert (
+        training["config"]["scenes_per_class"] == 360 and training["config"]["max_per_class"] == 6
+    )
+    assert training["total_seconds"] > 0
+    # int8 is the default graph, the fp32 one ships beside it.
+    assert bundle.precision == "int8"
+    assert bundle.onnx_path.name == "model.int8.onnx"
+    assert (out / "model.onnx").stat().st_size > 2 * bundle.onnx_path.stat().st_size
     card = bundle.card_path.read_text()
     assert "Fruits-360" in card and "Grocery Store Dataset" in card
     assert "EfficientNet-Lite2" in card
-    clf = Classifier(bundle)
-    assert clf.takes_pixels  # the graph normalizes uint8 pixels itself
-    photo = image_files(dataset / "grocery" / "val" / "banana")[0]
-    pred = clf.classify(photo.read_bytes())
-    assert isinstance(pred, Prediction)
-    assert pred.label in bundle.labels
+    assert "wild/val" in card and "ECE" in card and "Training took" in card
+    for precision in ("int8", "fp32"):
+        clf = Classifier(bundle.with_precision(precision))
+        assert clf.takes_pixels  # the graph normalizes uint8 pixels itself
+        for photo in (
+            image_files(dataset / "grocery" / "val" / "banana")[0],
+            image_files(dataset / "wild" / "val" / "grape")[0],
+        ):
+            pred = clf.classify(photo.read_bytes())
+            assert isinstance(pred, Prediction)
+            assert pred.label in bundle.labels
+
+
+def test_contact_sheet_of_generated_scenes(tmp_path: Path, dataset: Path) -> None:
+    sheet = tmp_path / "scenes.png"
+    result = run_cli(
+        "train", "--data", str(dataset), "--classes", "grape,cherry", "--max-per-class", "4",
+        "--contact-sheet", str(sheet),
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    from PIL import Image
+
+    with Image.open(sheet) as img:
+        # A row per class and one of negatives, four scenes each (the cap), 160 px tiles.
+        assert img.size == (4 * 160, 3 * 160)
 
 
 def test_train_without_the_dataset_is_a_clear_error(tmp_path: Path) -> None:

@@ -7,14 +7,16 @@ export, the CLI, the UI and the Spark job all read the same ``PreprocessConfig``
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from fruitstream.errors import ModelError
 
 BUNDLE_FILE = "bundle.json"
-MODEL_FILE = "model.onnx"
+MODEL_FILE = "model.onnx"  # the fp32 graph
+INT8_FILE = "model.int8.onnx"  # the same graph quantized (static, QDQ, per channel)
+PRECISIONS = ("int8", "fp32")
 CARD_FILE = "MODEL_CARD.md"
 
 
@@ -68,10 +70,43 @@ class ModelBundle:
     known_threshold: float
     path: Path = field(compare=False)
     metrics: dict[str, Any] = field(default_factory=dict, compare=False)
+    # The graph used unless a precision is asked for: "int8" when the bundle ships one.
+    precision: str = "fp32"
+    # How it was trained: the training config and how long each step took.
+    training: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def onnx_path(self) -> Path:
-        return self.path / MODEL_FILE
+        return self.onnx_path_for(self.precision)
+
+    def has_precision(self, precision: str) -> bool:
+        return precision in PRECISIONS and self._file(precision).is_file()
+
+    def _file(self, precision: str) -> Path:
+        return self.path / (INT8_FILE if precision == "int8" else MODEL_FILE)
+
+    def onnx_path_for(self, precision: str) -> Path:
+        if precision not in PRECISIONS:
+            raise ModelError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+        path = self._file(precision)
+        if not path.is_file():
+            raise ModelError(f"model bundle {self.path} has no {precision} graph ({path.name})")
+        return path
+
+    def with_precision(self, precision: str | None) -> ModelBundle:
+        """This bundle running its ``precision`` graph (None or "auto": its default)."""
+        if precision in (None, "", "auto") or precision == self.precision:
+            return self
+        self.onnx_path_for(precision)  # fails clearly when the graph is absent
+        return replace(self, precision=precision)
+
+    @property
+    def model_version(self) -> str:
+        """What result rows record: ``name:version``, plus ``+fp32`` when the bundle's int8
+        default was overridden, so that comparison runs are told apart."""
+        default = "int8" if self.has_precision("int8") else "fp32"
+        suffix = "" if self.precision == default else f"+{self.precision}"
+        return f"{self.name}:{self.version}{suffix}"
 
     @property
     def card_path(self) -> Path:
@@ -94,7 +129,7 @@ class ModelBundle:
         if not (root / MODEL_FILE).is_file():
             raise ModelError(f"model bundle {root} has no {MODEL_FILE}")
         try:
-            return cls(
+            bundle = cls(
                 name=str(meta["name"]),
                 version=str(meta["version"]),
                 labels=tuple(str(label) for label in meta["labels"]),
@@ -103,9 +138,13 @@ class ModelBundle:
                 known_threshold=float(meta["known_threshold"]),
                 path=root,
                 metrics=dict(meta.get("metrics", {})),
+                precision=str(meta.get("precision", "fp32")),
+                training=dict(meta.get("training", {})),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{meta_path} is missing or has a bad field: {exc}") from exc
+        bundle.onnx_path_for(bundle.precision)
+        return bundle
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -115,7 +154,9 @@ class ModelBundle:
             "preprocess": asdict(self.preprocess),
             "has_reject_class": self.has_reject_class,
             "known_threshold": self.known_threshold,
+            "precision": self.precision,
             "metrics": self.metrics,
+            "training": self.training,
         }
 
     def save_metadata(self) -> None:

