@@ -35,10 +35,13 @@ def metrics(
     truths: Sequence[str],
     answers: Sequence[Answer | None],
     negatives: Sequence[Answer | None] = (),
+    names: Sequence[str] = (),
+    negative_names: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The report of ``answers`` to fruit photos whose classes are ``truths``, and of
     ``negatives`` (answers to photos of none of the fruits). ``None`` is a photo that could not
-    be read: it counts against top-1 and as not rejected."""
+    be read: it counts against top-1 and as not rejected. With ``names`` (file names in the
+    same order), the report lists the mistakes, most confident first."""
     report: dict[str, Any] = {}
     if truths:
         index = {c: i for i, c in enumerate(labels)}
@@ -94,6 +97,7 @@ def metrics(
             ece=expected_calibration_error(conf, right),
             per_class=per_class,
             confusion_pairs=[{"truth": t, "predicted": p, "n": k} for k, t, p in pairs],
+            mistakes=_mistakes(names, truths, answers),
             labels=list(labels),
             confusion=confusion,
         )
@@ -108,8 +112,27 @@ def metrics(
             "rejection_rate": sum(1 for a in negatives if a is not None and not a.known)
             / len(negatives),
             "called": dict(sorted(called.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "mistakes": _mistakes(negative_names, [""] * len(negatives), negatives),
         }
     return report
+
+
+def _mistakes(
+    names: Sequence[str], truths: Sequence[str], answers: Sequence[Answer | None], limit: int = 25
+) -> list[dict[str, Any]]:
+    """Wrong answers (a negative's wrong answer is any known fruit), most confident first."""
+    wrong = sorted(
+        (
+            (a.confidence, name, truth, a.label)
+            for name, truth, a in zip(names, truths, answers, strict=False)
+            if a is not None and (a.label != truth if truth else a.known)
+        ),
+        key=lambda w: -w[0],
+    )
+    return [
+        {"file": name, "truth": truth or None, "answer": label, "confidence": conf}
+        for conf, name, truth, label in wrong[:limit]
+    ]
 
 
 def _answers(
@@ -166,5 +189,14 @@ def evaluate(
     report: dict[str, Any] = {
         "model": f"{clf.bundle.name} v{clf.bundle.version} ({clf.bundle.precision})"
     }
-    report.update(metrics(labels, [c for _, c in items], answers, negative_answers))
+    report.update(
+        metrics(
+            labels,
+            [c for _, c in items],
+            answers,
+            negative_answers,
+            names=[str(p.relative_to(root)) for p, _ in items],
+            negative_names=[p.name for p in negative_paths],
+        )
+    )
     return report

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from fruitstream.errors import ImageTooLargeError, UnsupportedImageError
 from fruitstream.model.bundle import PreprocessConfig
@@ -65,7 +65,10 @@ def decode_image(
             if draft_size and img.format in {"JPEG", "MPO"}:
                 img.draft(None, (draft_size, draft_size))
             img.load()
-            upright: Image.Image = ImageOps.exif_transpose(img)
+            # exif_transpose copies the image even when it has nothing to turn: half a
+            # millisecond of a single photo's 2 ms of preprocessing.
+            orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+            upright: Image.Image = ImageOps.exif_transpose(img) if orientation != 1 else img
     except UnidentifiedImageError as exc:
         raise UnsupportedImageError("not an image, or an unsupported format") from exc
     except Image.DecompressionBombError as exc:

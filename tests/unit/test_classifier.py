@@ -74,7 +74,10 @@ def test_batches_larger_than_the_batch_size(dataset: Path) -> None:
     photos = image_files(dataset / "grocery" / "val" / "apple")[:10]
     outcomes = clf.classify_many([p.read_bytes() for p in photos])
     assert len(outcomes) == 10
-    assert sum(isinstance(o, Prediction) and o.label == "apple" for o in outcomes) >= 8
+    singles = [clf.classify(p.read_bytes()).label for p in photos]
+    assert [o.label for o in outcomes if isinstance(o, Prediction)] == singles
+    # grocery/val apple recall is 0.86 (model card): most of these ten.
+    assert sum(label == "apple" for label in singles) >= 7
 
 
 def test_lanes_keep_order_across_chunks(dataset: Path) -> None:
@@ -110,6 +113,7 @@ def test_output_count_mismatch_is_refused(tmp_path: Path) -> None:
     (tmp_path / "model.onnx").write_bytes(shipped.onnx_path.read_bytes())
     meta = shipped.to_json()
     meta["labels"] = meta["labels"][:3]
+    meta["precision"] = "fp32"  # the one graph copied is model.onnx
     import json
 
     (tmp_path / "bundle.json").write_text(json.dumps(meta))
@@ -185,6 +189,7 @@ def test_a_float_input_bundle_gets_normalized_pixels(tmp_path: Path) -> None:
     meta = {
         **shipped.to_json(),
         "preprocess": {**shipped.to_json()["preprocess"], "input_size": size},
+        "precision": "fp32",
     }
     (tmp_path / "bundle.json").write_text(json.dumps(meta))
 
@@ -197,3 +202,26 @@ def test_a_float_input_bundle_gets_normalized_pixels(tmp_path: Path) -> None:
     pred = clf.classify(photo, top_k=15)
     assert pred.label == shipped.labels[int(np.argmax(expected[0, :15]))]
     assert pred.confidence == pytest.approx(float(expected[0, :15].max()), abs=1e-5)
+
+
+def test_wild_photos_get_their_fruit(classifier: Classifier, dataset: Path) -> None:
+    """Photos taken anywhere (wild/val, never trained on). The shipped model gets 0.78 of
+    them; these fruits it gets nearly always (see the model card for the weak ones)."""
+    for fruit, at_least in (("banana", 0.95), ("strawberry", 0.95), ("pomegranate", 0.8)):
+        photos = image_files(dataset / "wild" / "val" / fruit)[:20]
+        outcomes = classifier.classify_many([p.read_bytes() for p in photos])
+        right = sum(isinstance(o, Prediction) and o.label == fruit for o in outcomes)
+        assert right >= at_least * len(photos), (fruit, right)
+    # Bunches of grapes, which the model before synthetic scenes never called grape.
+    grapes = image_files(dataset / "wild" / "val" / "grape")
+    outcomes = classifier.classify_many([p.read_bytes() for p in grapes])
+    assert sum(isinstance(o, Prediction) and o.label == "grape" for o in outcomes) >= 6
+
+
+def test_wild_fruits_that_are_none_of_the_15_are_mostly_unknown(
+    classifier: Classifier, dataset: Path
+) -> None:
+    photos = image_files(dataset / "wild" / "val-other")[::4]
+    outcomes = classifier.classify_many([p.read_bytes() for p in photos])
+    unknown = sum(isinstance(o, Prediction) and not o.known for o in outcomes)
+    assert unknown >= 0.55 * len(photos)

@@ -28,7 +28,8 @@ def test_metrics_of_a_known_case() -> None:
         None,  # could not be read
     ]
     negatives = [ans("lime", False, 0.2), ans("lime", True, 0.7), ans("apple", False, 0.1), None]
-    r = metrics(LABELS, truths, answers, negatives)
+    names = [f"f{i}.jpg" for i in range(len(truths))]
+    r = metrics(LABELS, truths, answers, negatives, names, ["n0", "n1", "n2", "n3"])
     assert r["n"] == 8 and r["failed"] == 1
     assert r["accuracy"] == pytest.approx(5 / 8)
     assert r["top3"] == pytest.approx(7 / 8)
@@ -47,11 +48,16 @@ def test_metrics_of_a_known_case() -> None:
         {"truth": "apple", "predicted": "lime", "n": 1},
         {"truth": "grape", "predicted": "apple", "n": 1},
     ]
+    assert r["mistakes"] == [
+        {"file": "f4.jpg", "truth": "grape", "answer": "apple", "confidence": 0.95},
+        {"file": "f3.jpg", "truth": "apple", "answer": "lime", "confidence": 0.8},
+    ]
     assert r["not_fruit"] == {
         "n": 4,
         "failed": 1,
         "rejection_rate": pytest.approx(2 / 4),
         "called": {"lime": 1},
+        "mistakes": [{"file": "n1", "truth": None, "answer": "lime", "confidence": 0.7}],
     }
     # Confidences 0.9, 0.9, 0.3, 0.8, 0.95, 0.9, 0.9 against right, right, right, wrong, wrong,
     # right, right: bins 0.3 (gap 0.7), 0.8 (0.8), 0.9 (x4 right: 0.1), 0.95 (0.95).

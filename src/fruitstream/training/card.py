@@ -46,6 +46,41 @@ def _pairs(r: dict[str, Any], limit: int = 8) -> str:
     return ", ".join(f"{p['truth']} → {p['predicted']} ({p['n']})" for p in pairs) or "none"
 
 
+def _limits(m: dict[str, Any]) -> list[str]:
+    """The weak spots the held-out sets show, with example files (wild/val, then grocery/val)."""
+    out: list[str] = []
+    for name, title in SETS:
+        r = m.get(name, {})
+        if name not in ("wild_val", "grocery_val") or not r:
+            continue
+        weak = [
+            (label, pc)
+            for label, pc in r.get("per_class", {}).items()
+            if pc.get("n") and pc.get("recall") is not None and pc["recall"] < 0.9
+        ]
+        for label, pc in sorted(weak, key=lambda kv: kv[1]["recall"]):
+            pairs = [p for p in r.get("confusion_pairs", []) if p["truth"] == label][:2]
+            examples = [x["file"] for x in r.get("mistakes", []) if x["truth"] == label][:2]
+            out.append(
+                f"- {title}: {label} recall {_pct(pc['recall'])} of {pc['n']}"
+                + (
+                    " (taken for " + ", ".join(f"{p['predicted']} x{p['n']}" for p in pairs) + ")"
+                    if pairs
+                    else ""
+                )
+                + (f"; e.g. `{'`, `'.join(examples)}`" if examples else "")
+                + "."
+            )
+        nf = r.get("not_fruit", {})
+        if nf.get("mistakes"):
+            named = ", ".join(f"`{x['file']}` as {x['answer']}" for x in nf["mistakes"][:4])
+            out.append(
+                f"- {title}: {_pct(1 - nf['rejection_rate'])} of the negatives are named as a"
+                f" fruit, most confidently {named}."
+            )
+    return out
+
+
 def write_card(bundle: ModelBundle) -> None:
     m = bundle.metrics
     cfg = bundle.training.get("config", {})
@@ -108,6 +143,12 @@ def write_card(bundle: ModelBundle) -> None:
             f" ({', '.join(f'{k} {v / 60:.1f} min' for k, v in seconds.items())})."
             if total
             else ""
+        )
+        + (
+            " The features were read from the cache of an earlier run on the same data; computed,"
+            " they take about 7 min more."
+            if bundle.training.get("features_cached")
+            else ""
         ),
         "",
         "<details><summary>training config</summary>",
@@ -162,6 +203,7 @@ def write_card(bundle: ModelBundle) -> None:
         " (`--precision fp32` for the fp32 graph).",
         "",
         "## Limits",
+        *_limits(m),
         "- Cherry, grape and strawberry have no real photos in training: the model knows them"
         " from studio frames and synthetic scenes made of them.",
         "- wild/val has only 5 cherry photos (cherries on the tree), so its cherry figure moves"

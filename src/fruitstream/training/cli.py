@@ -25,7 +25,7 @@ HELD_OUT = (
 # The figures kept for the card and the bundle (the confusion matrix stays in `evaluate`).
 KEPT = (
     "n", "failed", "accuracy", "top3", "balanced_accuracy", "rejection_rate", "ece",
-    "per_class", "confusion_pairs", "not_fruit",
+    "per_class", "confusion_pairs", "mistakes", "not_fruit",
 )  # fmt: skip
 
 
