@@ -133,6 +133,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rej = report.get("rejection_rate", 0.0)
         if rej > args.max_fruit_rejection:
             failures.append(f"fruit rejection {rej:.4f} > {args.max_fruit_rejection}")
+    if args.min_balanced_accuracy is not None:
+        bal = report.get("balanced_accuracy", 0.0)
+        if bal < args.min_balanced_accuracy:
+            failures.append(f"balanced accuracy {bal:.4f} < {args.min_balanced_accuracy}")
     if args.min_class_recall is not None:
         for label, pc in report.get("per_class", {}).items():
             if pc["recall"] is not None and pc["recall"] < args.min_class_recall:
@@ -417,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-rejection", type=float, help="exit 1 when not-fruit rejection is below")
     p.add_argument(
         "--max-fruit-rejection", type=float, help="exit 1 when more fruit photos are rejected"
+    )
+    p.add_argument(
+        "--min-balanced-accuracy", type=float, help="exit 1 when mean recall is below this"
     )
     p.add_argument(
         "--min-class-recall", type=float, help="exit 1 when any fruit's recall is below this"
