@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 # Bumped whenever a change alters generated scenes: training caches its features by it.
-VERSION = 2
+VERSION = 3
 # A pixel counts as studio background when every channel is at least this bright.
 WHITE_LEVEL = 232
 SCENE_SIZE = 320
@@ -112,13 +112,19 @@ VARIETIES: dict[str, list[tuple[tuple[float, float], tuple[float, float], float,
         ((-30, -10), (-30, -10), 140, 110),  # red
         ((65, 80), (65, 80), 120, 180),  # green
     ],
+    "cherry": [
+        ((-8, 4), (-8, 4), 220, 170),  # bright red
+        ((-15, -2), (-15, -2), 200, 90),  # dark red
+    ],
 }
+# How often a sprite of these classes is recoloured (others: 0.65 of the time).
+RECOLOUR_SHARE = {"mango": 0.85, "lime": 0.8, "cherry": 0.6}
 
 
 def vary(sprite: Image.Image, cls: str, rng: random.Random) -> Image.Image:
     """Maybe recolour ``sprite`` into a variety of ``cls`` that the studio frames lack."""
     options = VARIETIES.get(cls)
-    if not options or rng.random() < 0.35:
+    if not options or rng.random() >= RECOLOUR_SHARE.get(cls, 0.65):
         return sprite
     top, bottom, sat, val = rng.choice(options)
     return recolour(
@@ -282,15 +288,16 @@ def pile(rng: random.Random, size: int) -> list[Placement]:
 
 def bunch_layout(rng: random.Random, size: int) -> tuple[list[Placement], list[tuple[float, ...]]]:
     """Grape berries packed into a cone hanging from a stem: rows widest at the top."""
-    height = rng.uniform(0.5, 0.9) * size
-    width = height * rng.uniform(0.55, 0.85)
-    cx, top = rng.uniform(0.4, 0.6) * size, (size - height) / 2 + rng.uniform(-0.05, 0.05) * size
-    berry = width / rng.uniform(4.0, 6.5)
+    height = rng.uniform(0.5, 1.1) * size
+    width = height * rng.uniform(0.55, 0.95)
+    cx, top = rng.uniform(0.35, 0.65) * size, (size - height) / 2 + rng.uniform(-0.1, 0.1) * size
+    # Real bunches hold dozens of berries: from a few large ones to many small ones.
+    berry = width / rng.uniform(4.0, 10.0)
     berries = []
     rows = max(3, int(height / (berry * 0.75)))
     for r in range(rows):
         frac = r / max(1, rows - 1)
-        row_w = width * (1 - 0.8 * frac) * rng.uniform(0.9, 1.05)
+        row_w = width * (1 - rng.uniform(0.5, 0.85) * frac) * rng.uniform(0.85, 1.1)
         n = max(1, round(row_w / (berry * 0.85)))
         y = top + berry * 0.5 + r * berry * 0.75
         for i in range(n):
