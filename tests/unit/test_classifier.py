@@ -207,15 +207,16 @@ def test_a_float_input_bundle_gets_normalized_pixels(tmp_path: Path) -> None:
 def test_wild_photos_get_their_fruit(classifier: Classifier, dataset: Path) -> None:
     """Photos taken anywhere (wild/val, never trained on). The shipped model gets 0.78 of
     them; these fruits it gets nearly always (see the model card for the weak ones)."""
-    for fruit, at_least in (("banana", 0.95), ("strawberry", 0.95), ("pomegranate", 0.8)):
+    for fruit, at_least in (("banana", 0.95), ("strawberry", 0.95), ("orange", 0.7)):
         photos = image_files(dataset / "wild" / "val" / fruit)[:20]
         outcomes = classifier.classify_many([p.read_bytes() for p in photos])
         right = sum(isinstance(o, Prediction) and o.label == fruit for o in outcomes)
         assert right >= at_least * len(photos), (fruit, right)
-    # Bunches of grapes, which the model before synthetic scenes never called grape.
+    # Bunches of grapes, which the model before synthetic scenes never called grape (0 of 26;
+    # this one: 12).
     grapes = image_files(dataset / "wild" / "val" / "grape")
     outcomes = classifier.classify_many([p.read_bytes() for p in grapes])
-    assert sum(isinstance(o, Prediction) and o.label == "grape" for o in outcomes) >= 6
+    assert sum(isinstance(o, Prediction) and o.label == "grape" for o in outcomes) >= 9
 
 
 def test_wild_fruits_that_are_none_of_the_15_are_mostly_unknown(
@@ -224,4 +225,4 @@ def test_wild_fruits_that_are_none_of_the_15_are_mostly_unknown(
     photos = image_files(dataset / "wild" / "val-other")[::4]
     outcomes = classifier.classify_many([p.read_bytes() for p in photos])
     unknown = sum(isinstance(o, Prediction) and not o.known for o in outcomes)
-    assert unknown >= 0.55 * len(photos)
+    assert unknown >= 0.6 * len(photos)
