@@ -38,13 +38,14 @@ def build_classifier(
     settings: Settings, model_dir: str | Path | None = None, precision: str | None = None
 ) -> Classifier:
     """The process-wide classifier for these settings (loaded once, then shared)."""
-    bundle = load_bundle(settings, model_dir, precision)
-    key = (str(bundle.onnx_path), settings.threads, settings.batch_size, settings.limits)
+    path = Path(model_dir or settings.model_dir or default_bundle_dir()).resolve()
+    wanted = precision or settings.model_precision
+    key = (str(path), wanted, settings.threads, settings.batch_size, settings.limits)
     with _lock:
         clf = _classifiers.get(key)
         if clf is None:
             clf = Classifier(
-                bundle,
+                load_bundle(settings, path, wanted),
                 limits=settings.limits,
                 threads=settings.threads,
                 batch_size=settings.batch_size,

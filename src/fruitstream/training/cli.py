@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from fruitstream.classifier import Classifier
 from fruitstream.evaluation import evaluate
 from fruitstream.model.bundle import ModelBundle
-from fruitstream.training.card import write_card
+from fruitstream.training.card import HELD_OUT
 from fruitstream.training.train import FRUITS15, TrainConfig, log, train
 
-# Held-out sets, never trained on: (name in the metrics, folder, negatives folder or None).
-HELD_OUT = (
-    ("studio_test", "studio/test", None),
-    ("grocery_val", "grocery/val", None),
-    ("not_fruit_val", "not-fruit/val", None),
-    ("other_fruit_test", "other-fruit/test", None),
-    ("wild_val", "wild/val", "wild/val-other"),
-)
 # The figures kept for the card and the bundle (the confusion matrix stays in `evaluate`).
 KEPT = (
     "n", "failed", "accuracy", "top3", "balanced_accuracy", "rejection_rate", "ece",
@@ -36,7 +27,7 @@ def evaluate_held_out(bundle: ModelBundle, data_dir: Path) -> dict[str, Any]:
     for precision in precisions:
         clf = Classifier(bundle.with_precision(precision))
         out: dict[str, Any] = {}
-        for name, rel, negatives in HELD_OUT:
+        for name, rel, negatives, _ in HELD_OUT:
             root = data_dir / rel
             if not root.is_dir():
                 continue
@@ -107,14 +98,3 @@ def run_training(args: argparse.Namespace) -> ModelBundle | None:
         log(f"contact sheet of generated scenes written to {sheet}")
         return None
     return train(cfg, on_eval=lambda bundle: evaluate_held_out(bundle, data))
-
-
-def refresh_card(bundle_dir: Path, data_dir: Path) -> ModelBundle:
-    """Evaluate an existing bundle on the held-out sets again and rewrite its metrics and card."""
-    bundle = ModelBundle.load(bundle_dir)
-    calibration = bundle.metrics.get("calibration", {})
-    measured = evaluate_held_out(bundle, data_dir)
-    bundle = replace(bundle, metrics={"calibration": calibration, **measured})
-    bundle.save_metadata()
-    write_card(bundle)
-    return bundle

@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 # Bumped whenever a change alters generated scenes: training caches its features by it.
@@ -237,10 +236,11 @@ def _paste(canvas: Image.Image, sprite: Image.Image, p: Placement, shade: float 
     off = round(p.size * 0.06)
     x, y = round(p.x - s.width / 2), round(p.y - s.height / 2)
     canvas.alpha_composite(shadow, (max(0, x + off), max(0, y + off)))
-    canvas.alpha_composite(s, (x, y)) if x >= 0 and y >= 0 else _paste_clipped(canvas, s, x, y)
+    _composite(canvas, s, x, y)
 
 
-def _paste_clipped(canvas: Image.Image, s: Image.Image, x: int, y: int) -> None:
+def _composite(canvas: Image.Image, s: Image.Image, x: int, y: int) -> None:
+    """``s`` onto ``canvas`` at ``(x, y)``, the part above or left of the canvas cut off."""
     left, top = max(0, -x), max(0, -y)
     if left >= s.width or top >= s.height:
         return
@@ -438,7 +438,3 @@ def contact_sheet(images: Sequence[Image.Image], cols: int = 8, tile: int = 128)
         thumb.thumbnail((tile, tile))
         sheet.paste(thumb, ((i % cols) * tile, (i // cols) * tile))
     return sheet
-
-
-def pixels_of(img: Image.Image) -> NDArray[np.uint8]:
-    return np.asarray(img.convert("RGB"))

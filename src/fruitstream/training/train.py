@@ -29,7 +29,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +192,6 @@ class FeatureSet:
     kinds: NDArray[np.int64]  # STUDIO, REAL, OTHER or SCENE
     maps: NDArray[np.float16]  # activations entering ``split_block``
     teacher: NDArray[np.float16]  # the pretrained ImageNet classifier's logits
-    from_cache: bool = False  # read from an earlier run's cache rather than computed
 
     @property
     def real(self) -> NDArray[np.bool_]:
@@ -352,20 +351,29 @@ def variety(path: Path) -> str:
     return path.name.split("_", 1)[0]
 
 
-def training_sources(cfg: TrainConfig) -> list[Source]:
+def studio_frames(cfg: TrainConfig) -> dict[str, list[Path]]:
+    """Studio frames by fruit class, and other-fruit frames by ``other:<variety>``: what
+    studio sources are sampled from and what the scenes' sprites are cut out of."""
+    frames = _by_class(labelled_images(cfg.data_dir / "studio" / "train", cfg.classes))
+    for p in image_files(cfg.data_dir / "other-fruit" / "train"):
+        frames.setdefault(f"other:{variety(p)}", []).append(p)
+    return frames
+
+
+def training_sources(cfg: TrainConfig, frames: dict[str, list[Path]]) -> list[Source]:
     """Every training image; the target of a negative is ``len(classes)``."""
     rng = random.Random(cfg.seed)
     reject = len(cfg.classes)
-    studio = _by_class(labelled_images(cfg.data_dir / "studio" / "train", cfg.classes))
     grocery = _by_class(labelled_images(cfg.data_dir / "grocery" / "train", cfg.classes))
+    studio = {c: frames[c] for c in cfg.classes if c in frames}
     if not studio and not grocery:
         raise ConfigError(f"no training images for {cfg.classes} under {cfg.data_dir}")
     sources: list[Source] = []
     for idx, cls in enumerate(cfg.classes):
-        frames = _sample(studio.get(cls, []), cfg.capped(cfg.studio_per_class), rng)
-        sources += [Source(idx, STUDIO, p) for p in frames]
+        picked = _sample(studio.get(cls, []), cfg.capped(cfg.studio_per_class), rng)
+        sources += [Source(idx, STUDIO, p) for p in picked]
         sources += [
-            Source(idx, REAL, p) for p in _sample(grocery.get(cls, []), cfg.capped(10**9), rng)
+            Source(idx, REAL, p) for p in _sample(grocery.get(cls, []), cfg.max_per_class, rng)
         ]
         if studio.get(cls):
             n = cfg.capped(dict(cfg.extra_scenes).get(cls, cfg.scenes_per_class))
@@ -373,18 +381,16 @@ def training_sources(cfg: TrainConfig) -> list[Source]:
                 Source(idx, SCENE, scene_of=cls, seed=rng.getrandbits(32)) for _ in range(n)
             ]
     not_fruit = image_files(cfg.data_dir / "not-fruit" / "train")
-    sources += [Source(reject, REAL, p) for p in _sample(not_fruit, cfg.capped(10**9), rng)]
-    others = image_files(cfg.data_dir / "other-fruit" / "train")
-    by_variety: dict[str, list[Path]] = {}
-    for p in others:
-        by_variety.setdefault(variety(p), []).append(p)
-    for paths in by_variety.values():
-        sources += [Source(reject, OTHER, p) for p in _sample(paths, cfg.capped(10**9), rng)]
-    if by_variety:
-        names = sorted(by_variety)
+    sources += [Source(reject, REAL, p) for p in _sample(not_fruit, cfg.max_per_class, rng)]
+    # Varieties in the order their files sort (``plum-2_...`` before ``plum_...``).
+    varieties = [name for name in frames if name.startswith("other:")]
+    for name in varieties:
+        sources += [Source(reject, OTHER, p) for p in _sample(frames[name], cfg.max_per_class, rng)]
+    if varieties:
+        names = sorted(varieties)
         n = cfg.capped(cfg.negative_scenes)
         sources += [
-            Source(reject, SCENE, scene_of=f"other:{rng.choice(names)}", seed=rng.getrandbits(32))
+            Source(reject, SCENE, scene_of=rng.choice(names), seed=rng.getrandbits(32))
             for _ in range(n)
         ]
     return sources
@@ -393,13 +399,10 @@ def training_sources(cfg: TrainConfig) -> list[Source]:
 class SpriteBank:
     """Cut-out studio frames per fruit class or other-fruit variety, made on first use."""
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: TrainConfig, frames: dict[str, list[Path]]) -> None:
         self.cfg = cfg
         self._sprites: dict[str, list[Image.Image]] = {}
-        studio = _by_class(labelled_images(cfg.data_dir / "studio" / "train", cfg.classes))
-        self._files: dict[str, list[Path]] = dict(studio)
-        for p in image_files(cfg.data_dir / "other-fruit" / "train"):
-            self._files.setdefault(f"other:{variety(p)}", []).append(p)
+        self._files = frames
         # Backgrounds: real photos with none of the 15 fruits in them.
         self.backgrounds = [
             decode_image(p.read_bytes())
@@ -419,14 +422,12 @@ class SpriteBank:
 
 
 def _views(
-    sources: list[Source], cfg: TrainConfig, pre: PreprocessConfig
+    sources: list[Source], bank: SpriteBank, cfg: TrainConfig, pre: PreprocessConfig
 ) -> Iterator[tuple[NDArray[np.uint8], Source, int]]:
     """``(pixels, source, group)`` for every view of every training image."""
     rng = random.Random(cfg.seed)
-    bank = SpriteBank(cfg) if any(s.kind == SCENE for s in sources) else None
     for group, src in enumerate(sources):
         if src.kind == SCENE:
-            assert bank is not None
             yield preprocess(bank.scene(src), pre), src, group
             continue
         assert src.path is not None
@@ -440,8 +441,9 @@ def _views(
 
 def scene_contact_sheet(cfg: TrainConfig, path: Path, per_class: int = 6) -> Path:
     """A grid of generated scenes, a row per class and the negatives last, to check by eye."""
-    sources = [s for s in training_sources(cfg) if s.kind == SCENE]
-    bank = SpriteBank(cfg)
+    frames = studio_frames(cfg)
+    sources = [s for s in training_sources(cfg, frames) if s.kind == SCENE]
+    bank = SpriteBank(cfg, frames)
     n = min(per_class, cfg.capped(cfg.scenes_per_class), cfg.capped(cfg.negative_scenes))
     picked: list[Source] = []
     for target in range(len(cfg.classes) + 1):
@@ -450,24 +452,32 @@ def scene_contact_sheet(cfg: TrainConfig, path: Path, per_class: int = 6) -> Pat
     return path
 
 
-def extract_features(cfg: TrainConfig, onnx_path: Path, pre: PreprocessConfig) -> FeatureSet:
-    """What the frozen network makes of every view, computed batch by batch (and cached)."""
-    import onnxruntime as ort
-
-    sources = training_sources(cfg)
-    key = hashlib.sha256(
+def features_key(cfg: TrainConfig, sources: list[Source]) -> str:
+    """What the cached features depend on: the frozen network, the views, the scenes."""
+    return hashlib.sha256(
         json.dumps(
             [cfg.backbone, cfg.size, cfg.real_views, cfg.seed, cfg.split, synth.VERSION]
             + [s.key() for s in sources]
         ).encode()
     ).hexdigest()[:16]
-    cache = cfg.cache_dir / f"features-{key}.npz" if cfg.cache_dir else None
+
+
+def extract_features(
+    cfg: TrainConfig,
+    sources: list[Source],
+    bank: SpriteBank,
+    onnx_path: Path,
+    pre: PreprocessConfig,
+) -> tuple[FeatureSet, bool]:
+    """What the frozen network makes of every view, computed batch by batch and cached; and
+    whether it came from the cache of an earlier run."""
+    import onnxruntime as ort
+
+    cache = cfg.cache_dir / f"features-{features_key(cfg, sources)}.npz" if cfg.cache_dir else None
     if cache is not None and cache.exists():
         log(f"   features from cache {cache}")
         data = np.load(cache)
-        cached = FeatureSet(**{k: data[k] for k in data.files})
-        cached.from_cache = True
-        return cached
+        return FeatureSet(**{k: data[k] for k in data.files}), True
 
     options = ort.SessionOptions()
     if cfg.threads:
@@ -487,7 +497,7 @@ def extract_features(cfg: TrainConfig, onnx_path: Path, pre: PreprocessConfig) -
         batch.clear()
 
     started = time.perf_counter()
-    for tensor, src, group in _views(sources, cfg, pre):
+    for tensor, src, group in _views(sources, bank, cfg, pre):
         batch.append(tensor)
         meta.append((src.target, src.kind, group))
         if len(batch) == cfg.batch_size:
@@ -509,8 +519,8 @@ def extract_features(cfg: TrainConfig, onnx_path: Path, pre: PreprocessConfig) -
     )
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, **{k: v for k, v in asdict(fs).items() if k != "from_cache"})
-    return fs
+        np.savez(cache, **asdict(fs))
+    return fs, False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -739,13 +749,11 @@ def calibrate(
     temperature = fit_temperature(z, t) if len(t) else 1.0
     fruit = t < n_fruit
     before, after = softmax(z), softmax(z / temperature)
-    pool = (first_view[mask]) & ((held_kinds == REAL) | (held_kinds == SCENE))
-    pool_probs = softmax(logits[pool] / temperature)
+    pool = first_view[mask] & ((held_kinds == REAL) | (held_kinds == SCENE))
+    pool_top = softmax(logits[pool] / temperature)[:, :n_fruit].max(1)
+    pool_fruit = fs.targets[mask][pool] < n_fruit
     threshold = choose_threshold(
-        pool_probs[:, :n_fruit].max(1),
-        fs.targets[mask][pool] < n_fruit,
-        cfg.max_fruit_rejection,
-        cfg.min_not_fruit_rejection,
+        pool_top, pool_fruit, cfg.max_fruit_rejection, cfg.min_not_fruit_rejection
     )
     top = after[fruit, :n_fruit].max(1)
     pred = after[fruit, :n_fruit].argmax(1)
@@ -762,10 +770,9 @@ def calibrate(
         ),
         "ece_after": expected_calibration_error(top, correct),
     }
-    scenes = pool & (held_kinds == SCENE)
+    scenes = held_kinds[pool] == SCENE
     if scenes.any():
-        scene_top = softmax(logits[scenes] / temperature)[:, :n_fruit].max(1)
-        scene_fruit = fs.targets[mask][scenes] < n_fruit
+        scene_top, scene_fruit = pool_top[scenes], pool_fruit[scenes]
         report["scenes"] = int(scenes.sum())
         report["scene_fruit_rejected"] = float((scene_top[scene_fruit] < threshold).mean())
         report["scene_negatives_rejected"] = float((scene_top[~scene_fruit] < threshold).mean())
@@ -819,21 +826,14 @@ def quantize_int8(fp32: Path, out: Path, calibration: Sequence[NDArray[np.uint8]
         )
 
 
-def calibration_batches(cfg: TrainConfig, pre: PreprocessConfig) -> list[NDArray[np.uint8]]:
+def calibration_batches(
+    cfg: TrainConfig, sources: list[Source], bank: SpriteBank, pre: PreprocessConfig
+) -> list[NDArray[np.uint8]]:
     """A seeded sample of training views, studio, real and synthetic alike, in batches."""
-    sources = training_sources(cfg)
     rng = random.Random(cfg.seed + 2)
     picked = _sample(sources, cfg.quant_calibration, rng)
-    views = [pixels for pixels, _, _ in _views(picked, replace(cfg, real_views=1), pre)]
+    views = [pixels for pixels, _, _ in _views(picked, bank, replace(cfg, real_views=1), pre)]
     return [np.stack(views[i : i + 16]) for i in range(0, len(views), 16)]
-
-
-@dataclass
-class Outcome:
-    """What training measured, for the bundle and the model card."""
-
-    calibration: dict[str, float]
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def train(
@@ -851,23 +851,26 @@ def train(
     n_fruit = len(cfg.classes)
     n_out = n_fruit + 1
     clock = time.perf_counter()
-    outcome = Outcome(calibration={})
+    seconds: dict[str, float] = {}  # how long each step took, for the bundle and the card
 
     def lap(name: str) -> None:
         nonlocal clock
         now = time.perf_counter()
-        outcome.seconds[name] = round(now - clock, 1)
+        seconds[name] = round(now - clock, 1)
         clock = now
 
     log(f"1. loading the pretrained {cfg.backbone} backbone at {cfg.size} px")
     backbone = load_backbone(cfg)
+    frames = studio_frames(cfg)
+    sources = training_sources(cfg, frames)
+    bank = SpriteBank(cfg, frames)
 
     log("2. training views: studio, real, negatives, synthetic scenes; frozen-block features")
     with tempfile.TemporaryDirectory() as tmp:
         feat_onnx = Path(tmp) / "features.onnx"
         net = _net(backbone, pre, split=cfg.split)
         export_onnx(net, feat_onnx, cfg.size, ["features", "maps", "teacher"])
-        fs = extract_features(cfg, feat_onnx, pre)
+        fs, features_cached = extract_features(cfg, sources, bank, feat_onnx, pre)
     lap("features")
 
     held = calibration_split(fs, cfg)
@@ -883,7 +886,6 @@ def train(
 
     log("4. calibrating confidence and 'known' on the held-out real photos")
     temperature, threshold, calib = calibrate(logits, fs, held, n_fruit, cfg)
-    outcome.calibration = calib
     log(f"   temperature {temperature:.3f}, threshold {threshold:.4f}; {calib}")
     with torch.no_grad():  # softmax(logits / T) is softmax of a head scaled by 1 / T
         head.weight /= temperature
@@ -895,7 +897,9 @@ def train(
     export_onnx(_net(backbone, pre, head), out / MODEL_FILE, cfg.size, ["probs"])
     (out / INT8_FILE).unlink(missing_ok=True)
     if cfg.quantize:
-        quantize_int8(out / MODEL_FILE, out / INT8_FILE, calibration_batches(cfg, pre))
+        quantize_int8(
+            out / MODEL_FILE, out / INT8_FILE, calibration_batches(cfg, sources, bank, pre)
+        )
     lap("export")
     bundle = ModelBundle(
         name=cfg.model_name,
@@ -913,10 +917,10 @@ def train(
         measured = on_eval(bundle)
         lap("evaluation")
         bundle = replace(bundle, metrics={"calibration": calib, **measured})
-    bundle = replace(bundle, training=training_record(cfg, outcome.seconds, fs.from_cache))
+    bundle = replace(bundle, training=training_record(cfg, seconds, features_cached))
     bundle.save_metadata()
     write_card(bundle)
-    log(f"bundle written to {out} ({outcome.seconds})")
+    log(f"bundle written to {out} ({seconds})")
     return bundle
 
 
