@@ -80,3 +80,48 @@ def bad_images() -> dict[str, bytes]:
         "bomb.png": png_declaring(30000, 30000),
         "text.png": b"this is not an image at all\n" * 10,
     }
+
+
+def crafted_exif_jpeg() -> bytes:
+    """A JPEG whose pixels are fine but whose EXIF block is crafted: XResolution retyped as
+    BYTE. ``ImageOps.exif_transpose`` raises TypeError re-encoding it (a mutation fuzzer found
+    the same class of file raising struct.error)."""
+    img = Image.new("RGB", (60, 20), "orange")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x011A] = (72, 1)
+    raw = bytearray(exif.tobytes())
+    entry = raw.find(b"\x01\x1a\x00\x05")  # big-endian tag 0x011A, type RATIONAL
+    raw[entry + 2 : entry + 4] = struct.pack(">H", 1)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=bytes(raw))
+    return buf.getvalue()
+
+
+def mutation_corpus(n: int, seed: int = 0) -> dict[str, bytes]:
+    """``n`` files made by flipping 1-3 bytes of small JPEG, PNG and GIF files (fixed seed),
+    mostly in their headers and EXIF, where decoders parse structure."""
+    import random
+
+    rng = random.Random(seed)
+    img = Image.new("RGB", (48, 32), "orange")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "Camera"
+    exif[0x011A] = (72, 1)
+    exif[0x0128] = 2
+    seeds = []
+    for fmt, extra in (("JPEG", {"exif": exif.tobytes()}), ("PNG", {}), ("GIF", {})):
+        buf = io.BytesIO()
+        img.save(buf, fmt, **extra)
+        seeds.append((fmt.lower(), buf.getvalue()))
+    corpus = {}
+    for i in range(n):
+        kind, base = seeds[i % len(seeds)]
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 3)):
+            pos = rng.randrange(0, min(len(data), 160))
+            data[pos] = rng.randrange(256)
+        corpus[f"fuzz-{i:04d}.{kind}"] = bytes(data)
+    corpus["crafted-exif.jpg"] = crafted_exif_jpeg()
+    return corpus

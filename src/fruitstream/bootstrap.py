@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +56,27 @@ def build_classifier(
         return clf
 
 
+def is_alive(beat_at: datetime, info: dict[str, object]) -> bool:
+    """Whether a heartbeat stands for a live consumer.
+
+    A clean stop writes ``state: stopped``; a killed process cannot, so one on this machine
+    is looked up by its pid rather than trusted for the whole heartbeat window.
+    """
+    if (datetime.now(UTC) - beat_at).total_seconds() >= HEARTBEAT_STALE_SECONDS:
+        return False
+    if info.get("state") == "stopped":
+        return False
+    pid = info.get("pid")
+    if info.get("host") == socket.gethostname() and isinstance(pid, int):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return True
+
+
 @dataclass
 class Backends:
     """The adapters chosen by configuration, built once and shared."""
@@ -99,15 +122,18 @@ class Backends:
             poll_seconds=self.settings.worker_poll_seconds,
             top_k=self.settings.top_k,
             name=name,
+            lease_seconds=self.settings.lease_seconds,
+            housekeeping=self.pipeline().repair,
         )
 
     def live_workers(self) -> list[tuple[str, str, datetime, dict[str, object]]]:
-        now = datetime.now(UTC)
+        """Workers and Spark jobs that beat recently, have not said they stopped, and (when
+        on this machine) are still running."""
         try:
             beats = self.db.latest()
         except BackendError:
             return []
-        return [b for b in beats if (now - b[2]).total_seconds() < HEARTBEAT_STALE_SECONDS]
+        return [b for b in beats if is_alive(b[2], b[3])]
 
     def health(self) -> list[Health]:
         checks = [self.store.health(), self.publisher.health(), self.db.health()]
@@ -131,15 +157,17 @@ class Backends:
         return checks + self.extra_health
 
 
-def build_backends(settings: Settings) -> Backends:
-    db = SqlDatabase.from_url(settings.sqlalchemy_url)
-    store: ObjectStore
+def build_store(settings: Settings) -> ObjectStore:
     if settings.storage == "s3":
         from fruitstream.adapters.s3 import S3ObjectStore
 
-        store = S3ObjectStore.from_settings(settings)
-    else:
-        store = LocalObjectStore(settings.data_dir / "objects")
+        return S3ObjectStore.from_settings(settings)
+    return LocalObjectStore(settings.data_dir / "objects")
+
+
+def build_backends(settings: Settings) -> Backends:
+    db = SqlDatabase.from_url(settings.sqlalchemy_url)
+    store = build_store(settings)
     publisher: Publisher
     if settings.queue == "kafka":
         from fruitstream.adapters.kafka import KafkaPublisher

@@ -184,6 +184,8 @@ class Classifier:
                 positions.append(i)
             except ImageError as exc:
                 outcomes[i] = exc
+            except Exception as exc:  # never one photo's problem for the others of its chunk
+                outcomes[i] = ImageError(f"cannot read the image ({type(exc).__name__}: {exc})")
         if pixels:
             probs = self._run_in_lane(self.model_input(np.stack(pixels)))
             preds = self._predictions(probs, top_k)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -44,9 +45,24 @@ def _progress(total: int, desc: str) -> Any:
 # --- classify --------------------------------------------------------------------------------
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def clean(text: object) -> str:
+    """Text safe to print on a terminal: control characters (escape sequences in a crafted
+    file name) shown as ``?``."""
+    return _CONTROL.sub("?", str(text))
+
+
+def _report_skipped(skipped: Sequence[tuple[Path, str]]) -> None:
+    for path, why in skipped:
+        print(f"{clean(path)}: skipped: {why}", file=sys.stderr)
+
+
 def _describe(path: str, rec: dict[str, Any]) -> str:
+    path = clean(path)
     if rec["error"]:
-        return f"{path}: error: {rec['error']}"
+        return f"{path}: error: {clean(rec['error'])}"
     pct = f"{rec['confidence'] * 100:.1f}%"
     if not rec["known"]:
         return f"{path}: not one of the known fruits (closest: {rec['label']} {pct})"
@@ -58,11 +74,14 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
     clf = _classifier(args)
     records = []
+    skipped: list[tuple[Path, str]] = []
     with _progress(0, "classifying") as bar:
-        for rec in classify_files(clf, [Path(p) for p in args.paths], top_k=args.top_k, bar=bar):
+        paths = [Path(p) for p in args.paths]
+        for rec in classify_files(clf, paths, top_k=args.top_k, bar=bar, skipped=skipped):
             records.append(rec)
             if not args.json:
                 bar.write(_describe(rec["path"], rec), file=sys.stdout)
+    _report_skipped(skipped)
     if args.json:
         json.dump(records, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -199,27 +218,22 @@ def _backends() -> Any:
     return build_backends(_settings())
 
 
-def _read_uploads(paths: Sequence[str]) -> tuple[list[Any], dict[str, str]]:
+def _uploads(paths: Sequence[str]) -> tuple[list[Any], list[tuple[Path, str]]]:
+    """The files to submit, read only when their turn comes, and the paths left out."""
     from fruitstream.dataset import expand_paths
     from fruitstream.pipeline import Upload
 
-    uploads, unreadable = [], {}
-    for path in expand_paths(Path(p) for p in paths):
-        try:
-            uploads.append(Upload(path.name, path.read_bytes()))
-        except OSError as exc:
-            unreadable[str(path)] = f"cannot read file: {exc.strerror or exc}"
-    return uploads, unreadable
+    skipped: list[tuple[Path, str]] = []
+    uploads = [Upload(p.name, p) for p in expand_paths((Path(p) for p in paths), skipped)]
+    return uploads, skipped
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     import threading
-    import time
 
     backends = _backends()
-    uploads, unreadable = _read_uploads(args.paths)
-    for path, reason in unreadable.items():
-        print(f"{path}: {reason}", file=sys.stderr)
+    uploads, skipped = _uploads(args.paths)
+    _report_skipped(skipped)
     if not uploads:
         print("fruitstream: error: no files to submit", file=sys.stderr)
         return EXIT_USAGE
@@ -227,12 +241,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
     report = pipeline.submit(uploads, name=args.name or "")
     print(report.session_id)
     for name, reason in {**report.rejected, **report.not_sent}.items():
-        print(f"{name}: {reason}", file=sys.stderr)
+        print(f"{clean(name)}: {clean(reason)}", file=sys.stderr)
 
     stop = threading.Event()
-    helper = None
-    if backends.settings.queue == "local" and not backends.live_workers():
-        # Nothing else is running: classify here, so that a fresh machine just works.
+    helper: threading.Thread | None = None
+
+    def consumer_alive() -> bool:
+        return bool(backends.live_workers()) or (helper is not None and helper.is_alive())
+
+    def classify_here() -> None:
+        nonlocal helper
+        print("no worker is running: classifying the photos in this process", file=sys.stderr)
         worker = backends.worker()
         helper = threading.Thread(
             target=worker.run,
@@ -240,21 +259,49 @@ def cmd_submit(args: argparse.Namespace) -> int:
             daemon=True,
         )
         helper.start()
-    if args.wait or helper is not None:
+
+    local = backends.settings.queue == "local"
+    if local and not args.queue_only and not consumer_alive():
+        classify_here()
+    if not (args.wait or helper is not None):
+        return EXIT_SOME_FAILED if report.rejected or report.not_sent else EXIT_OK
+    warned = False
+
+    def check() -> None:
+        # A worker that stops while we wait: take over (embedded) or say so (Spark).
+        nonlocal warned
+        if consumer_alive():
+            return
+        if local and not args.queue_only:
+            classify_here()
+        elif not warned:
+            warned = True
+            what = "fruitstream worker" if local else "fruitstream spark-job"
+            print(f"no consumer is running: start `{what}`; waiting", file=sys.stderr)
+
+    def show(progress: Any) -> None:
+        bar.n = progress.done
+        bar.refresh()
+
+    try:
         with _progress(report.submitted, "classifying") as bar:
-            while True:
-                progress = pipeline.progress(report.session_id)
-                bar.n = progress.done
-                bar.refresh()
-                if progress.complete:
-                    break
-                time.sleep(0.2)
+            progress = pipeline.wait(
+                report.session_id, timeout=args.timeout, on_progress=show, check=check
+            )
+    finally:
         stop.set()
         if helper is not None:
             helper.join()
+    if not progress.complete:
+        print(
+            f"timed out after {args.timeout:g} s: {progress.done} of {progress.submitted} done;"
+            f" the session goes on (fruitstream results {report.session_id})",
+            file=sys.stderr,
+        )
+        return EXIT_SOME_FAILED
     if args.wait:
         _print_summary(pipeline.results_of(report.session_id))
-    return EXIT_SOME_FAILED if report.rejected or report.not_sent or unreadable else EXIT_OK
+    return EXIT_SOME_FAILED if report.rejected or report.not_sent else EXIT_OK
 
 
 def _print_summary(rows: Sequence[Any]) -> None:
@@ -267,6 +314,15 @@ def _print_summary(rows: Sequence[Any]) -> None:
     )
     for label, count in stats.per_label.items():
         print(f"  {label:<12} {count}")
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    settled = _backends().pipeline().repair(older_than=args.older_than)
+    for session_id, n in settled.items():
+        print(f"{session_id}: {n} photos settled")
+    if not settled:
+        print("nothing to repair")
+    return EXIT_OK
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -303,10 +359,10 @@ def cmd_results(args: argparse.Namespace) -> int:
     else:
         for r in rows:
             if r.status == "error":
-                print(f"{r.filename}: error: {r.error}")
+                print(f"{clean(r.filename)}: error: {clean(r.error)}")
             else:
                 note = "" if r.known else " (not one of the known fruits)"
-                print(f"{r.filename}: {r.label} {r.confidence * 100:.1f}%{note}")
+                print(f"{clean(r.filename)}: {r.label} {r.confidence * 100:.1f}%{note}")
         _print_summary(rows)
     return EXIT_OK
 
@@ -317,7 +373,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         p = backends.db.progress(s.session_id)
         print(
             f"{s.session_id}  {s.created_at:%Y-%m-%d %H:%M:%S}  {p.done}/{s.submitted} done"
-            f"  {p.errors} errors  {s.name}"
+            f"  {p.errors} errors  {clean(s.name)}"
         )
     return EXIT_OK
 
@@ -461,11 +517,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("submit", help="send photos through the batch pipeline")
+    p = sub.add_parser(
+        "submit",
+        help="send photos through the batch pipeline",
+        description="Store each photo and queue it for classification; prints the session id."
+        " With the embedded queue and no worker running, submit classifies the photos itself"
+        " and returns when they are done (--queue-only leaves them for a worker). With Kafka,"
+        " the Spark job classifies them. Inside folders, links and hidden files are skipped"
+        " (each one reported).",
+    )
     p.add_argument("paths", nargs="+", help="image files or folders")
     p.add_argument("--wait", action="store_true", help="show progress until done, then a summary")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="with --wait: give up waiting after S seconds (exit 1; the session goes on)",
+    )
+    p.add_argument(
+        "--queue-only",
+        action="store_true",
+        help="only queue the photos, never classify in this process (embedded queue)",
+    )
     p.add_argument("--name", help="a name for the session")
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser(
+        "repair",
+        help="finish submits that were interrupted half way (workers also do it every 30 s)",
+    )
+    p.add_argument(
+        "--older-than",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="only submits that have not moved for S seconds (default 60)",
+    )
+    p.set_defaults(func=cmd_repair)
 
     p = sub.add_parser("worker", help="classify queued photos until stopped (embedded queue)")
     p.set_defaults(func=cmd_worker)

@@ -7,6 +7,8 @@ Secrets are ``SecretStr``: they print as ``**********`` and never reach logs or 
 from __future__ import annotations
 
 import math
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,8 +48,10 @@ class Settings(BaseSettings):
     # Worker
     worker_batch_size: int = Field(default=32, gt=0)
     worker_poll_seconds: float = Field(default=0.2, gt=0)
-    # A taken message not acknowledged within this time goes back to the queue.
-    lease_seconds: float = Field(default=120.0, gt=0)
+    # A taken message not acknowledged within this time goes back to the queue. The worker
+    # renews the leases of the batch in hand every third of it, so it bounds how long the
+    # photos of a killed worker wait, not how long a batch may take.
+    lease_seconds: float = Field(default=10.0, gt=0)
 
     # S3-compatible object storage
     s3_endpoint_url: str | None = None
@@ -66,6 +70,14 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    # TLS (security protocol SSL or SASL_SSL): PEM files. The CA verifies the brokers; the
+    # certificate and key, when given, authenticate this client to them (mutual TLS).
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    # Check that the broker's certificate names the host connected to (https-style).
+    kafka_ssl_check_hostname: bool = True
 
     # Spark
     spark_master: str = "local[2]"
@@ -75,8 +87,23 @@ class Settings(BaseSettings):
     # Tasks per micro-batch: a multiple of the executor cores (Kafka offsets are split).
     spark_min_partitions: int | None = Field(default=None, gt=0)
     spark_jars: str | None = None
+    # Messages deleted from Kafka (retention) before the job read them: fail the query loudly
+    # (true), or skip them with a warning in the driver's log (false).
+    spark_fail_on_data_loss: bool = True
+    # A settings file that every Spark executor can read (mode 0600, deployed with the
+    # cluster): how executors get their credentials without a command line. Empty: the
+    # driver writes one to a private temporary folder, which works where executors share its
+    # file system (local mode, a one-machine standalone cluster).
+    spark_executor_settings_file: Path | None = None
 
-    @field_validator("model_dir", mode="before")
+    @field_validator(
+        "model_dir",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        "spark_executor_settings_file",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -112,18 +139,38 @@ class Settings(BaseSettings):
         return out
 
 
+_SECRET_PARAM = re.compile(r"(?i)(^|[?&;])([^=&;]*(?:password|secret|token|key)[^=&;]*)=[^&;]*")
+
+
 def mask_url(url: str) -> str:
-    """``postgresql://user:pw@host/db`` -> ``postgresql://user:**********@host/db``."""
+    """The URL with its password masked, in the user part or in a query parameter:
+    ``postgresql://user:pw@host/db?sslpassword=x`` -> ``postgresql://user:***@host/db?sslpassword=***``.
+    """
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    if not sep:
         return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:{MASK}@{host}"
+    path, qmark, query = rest.partition("?")
+    if "@" in path:
+        creds, _, host = path.rpartition("@")
+        user = creds.split(":", 1)[0]
+        path = f"{user}:{MASK}@{host}"
+    if qmark:
+        query = _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}={MASK}", query)
+    return f"{scheme}://{path}{qmark}{query}"
+
+
+SETTINGS_FILE_VARIABLE = "FRUITSTREAM_SETTINGS_FILE"
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read settings; a bad value becomes a ``ConfigError`` naming the variable, not its value."""
+    """Read settings; a bad value becomes a ``ConfigError`` naming the variable, not its value.
+
+    ``FRUITSTREAM_SETTINGS_FILE`` names a dotenv file read instead of ``.env`` (environment
+    variables still win): how Spark executors get settings without a command line.
+    """
+    settings_file = os.environ.get(SETTINGS_FILE_VARIABLE)
+    if settings_file:
+        overrides.setdefault("_env_file", settings_file)
     try:
         return Settings(**overrides)
     except ValidationError as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -18,21 +18,38 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_path(p))
 
 
-def expand_paths(paths: Iterable[Path]) -> Iterator[Path]:
+def expand_paths(
+    paths: Iterable[Path], skipped: list[tuple[Path, str]] | None = None
+) -> Iterator[Path]:
     """Files as given, folders expanded recursively to every file in them.
 
     Files named explicitly are kept whatever their suffix, so that a bad file reaches the
-    classifier and gets its error instead of being silently skipped.
+    classifier and gets its error instead of being silently skipped. Inside folders, symbolic
+    links are not followed (a link in an upload folder must not send ``/etc/passwd``), and
+    hidden files and folders are left out; each is appended to ``skipped`` with the reason.
     """
+    note = skipped.append if skipped is not None else (lambda _item: None)
     for path in paths:
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p))
+            yield from _walk(path, note)
         else:
             yield path
 
 
-def _hidden(path: Path) -> bool:
-    return path.name.startswith(".")
+def _walk(folder: Path, note: Callable[[tuple[Path, str]], None]) -> Iterator[Path]:
+    for entry in sorted(folder.iterdir()):
+        if entry.is_symlink():
+            note((entry, "symbolic link, not followed"))
+        elif entry.name.startswith("."):
+            note((entry, "hidden " + ("folder" if entry.is_dir() else "file")))
+        elif entry.is_dir():
+            if is_image_path(entry):
+                note((entry, "a folder named like a photo: its contents are submitted instead"))
+            yield from _walk(entry, note)
+        elif entry.is_file():
+            yield entry
+        else:
+            note((entry, "not a regular file"))
 
 
 def labelled_images(root: Path, classes: Iterable[str] | None = None) -> list[tuple[Path, str]]:

@@ -151,6 +151,11 @@ class ResultRow:
         return data
 
 
+def error_row(msg: ImageMessage, reason: str, model_version: str) -> ResultRow:
+    """The result row of a photo that could not be classified, saying why."""
+    return ResultRow.from_outcome(msg, RuntimeError(reason), model_version)
+
+
 @dataclass(frozen=True)
 class SessionRecord:
     """A batch: how many photos were submitted, so progress is results / submitted."""

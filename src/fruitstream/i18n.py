@@ -41,6 +41,11 @@ TEXTS: dict[str, dict[str, str]] = {
     "result.top": {"en": "Top guesses", "es": "Mejores opciones"},
     "result.time": {"en": "classified in {ms:.0f} ms", "es": "clasificada en {ms:.0f} ms"},
     "error.file": {"en": "{name}: {reason}", "es": "{name}: {reason}"},
+    "error.backend": {
+        "en": "Batches are unavailable right now: {reason}. Single photos still work.",
+        "es": "Los lotes no están disponibles ahora: {reason}. Las fotos sueltas funcionan.",
+    },
+    "batch.page": {"en": "Page (of {pages})", "es": "Página (de {pages})"},
     "batch.label": {"en": "Choose photos", "es": "Elige fotos"},
     "batch.submit": {"en": "Classify the batch", "es": "Clasificar el lote"},
     "batch.none": {"en": "Choose at least one photo.", "es": "Elige al menos una foto."},

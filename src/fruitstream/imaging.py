@@ -5,14 +5,15 @@ from __future__ import annotations
 import functools
 import io
 import re
+import threading
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
-from fruitstream.errors import ImageTooLargeError, UnsupportedImageError
+from fruitstream.errors import ImageError, ImageTooLargeError, UnsupportedImageError
 from fruitstream.model.bundle import PreprocessConfig
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"})
@@ -22,6 +23,11 @@ _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
+
+
+# Decoded images above this many pixels are "large": decoded one at a time and shrunk at once.
+LARGE_PIXELS = 12_000_000
+_LARGE_DECODES = threading.BoundedSemaphore(1)
 
 
 @dataclass(frozen=True)
@@ -64,11 +70,15 @@ def decode_image(
                 )
             if draft_size and img.format in {"JPEG", "MPO"}:
                 img.draft(None, (draft_size, draft_size))
-            img.load()
-            # exif_transpose copies the image even when it has nothing to turn: half a
-            # millisecond of a single photo's 2 ms of preprocessing.
-            orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
-            upright: Image.Image = ImageOps.exif_transpose(img) if orientation != 1 else img
+            if pixels > LARGE_PIXELS:
+                # A format without draft decodes at full size: one such decode at a time per
+                # process, shrunk at once, keeps memory bounded whatever the batch holds.
+                with _LARGE_DECODES:
+                    img.load()
+                    upright = _upright(_shrink(img, draft_size))
+            else:
+                img.load()
+                upright = _upright(img)
     except UnidentifiedImageError as exc:
         raise UnsupportedImageError("not an image, or an unsupported format") from exc
     except Image.DecompressionBombError as exc:
@@ -80,7 +90,56 @@ def decode_image(
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise UnsupportedImageError(f"corrupt or truncated image: {exc}") from exc
+    except ImageError:
+        raise
+    except Exception as exc:
+        # Decoders of crafted files raise anything (struct.error, TypeError, ...): it is still
+        # this one file's problem, and must read as such.
+        raise UnsupportedImageError(
+            f"cannot decode the image ({type(exc).__name__}: {exc})"
+        ) from exc
     return to_rgb(upright, background)
+
+
+def _shrink(img: Image.Image, draft_size: int | None) -> Image.Image:
+    """A large decoded image reduced by a whole factor toward ``draft_size`` (twice it on the
+    short side, so the model's resize still has detail to work with), before any conversion
+    copies it at full size."""
+    if not draft_size:
+        return img
+    factor = min(img.size) // (2 * draft_size)
+    if factor < 2:
+        return img
+    if img.mode in {"P", "PA", "1"}:  # palette images: reduce() refuses them
+        return img.resize((img.width // factor, img.height // factor), Image.Resampling.NEAREST)
+    return img.reduce(factor)
+
+
+_TRANSPOSE = {
+    2: (Image.Transpose.FLIP_LEFT_RIGHT,),
+    3: (Image.Transpose.ROTATE_180,),
+    4: (Image.Transpose.FLIP_TOP_BOTTOM,),
+    5: (Image.Transpose.TRANSPOSE,),
+    6: (Image.Transpose.ROTATE_270,),
+    7: (Image.Transpose.TRANSVERSE,),
+    8: (Image.Transpose.ROTATE_90,),
+}
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says; unreadable EXIF counts as upright.
+
+    Not ``ImageOps.exif_transpose``: it re-encodes the EXIF block, and a crafted block makes
+    that raise (struct.error, TypeError) on pixels that are perfectly readable. It also copies
+    the image when there is nothing to turn.
+    """
+    try:
+        orientation = int(img.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception:
+        return img
+    for step in _TRANSPOSE.get(orientation, ()):
+        img = img.transpose(step)
+    return img
 
 
 def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
@@ -154,4 +213,9 @@ def load_pixels(
 ) -> NDArray[np.uint8]:
     """Bytes straight to the model's input pixels for one image."""
     img = decode_image(data, limits, draft_size=cfg.resize_to, background=cfg.background)
-    return preprocess(img, cfg)
+    try:
+        return preprocess(img, cfg)
+    except Exception as exc:  # an odd mode or size that decoded but will not convert
+        raise UnsupportedImageError(
+            f"cannot prepare the image ({type(exc).__name__}: {exc})"
+        ) from exc

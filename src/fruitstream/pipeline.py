@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Protocol
 
 from fruitstream.domain import (
     ImageMessage,
     Progress,
     ResultRow,
     SessionRecord,
+    error_row,
     new_id,
     object_key,
     utcnow,
 )
-from fruitstream.errors import BackendError, ImageTooLargeError, UnsupportedImageError
+from fruitstream.errors import (
+    BackendError,
+    ImageTooLargeError,
+    NotFoundError,
+    StorageError,
+    UnsupportedImageError,
+)
 from fruitstream.imaging import ImageLimits
-from fruitstream.ports import ObjectStore, Publisher, ResultStore, SessionStore
+from fruitstream.ports import ObjectStore, Publisher, ResultStore, SessionStore, SubmitLog
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +46,20 @@ _CONTENT_TYPES = {
 
 @dataclass(frozen=True)
 class Upload:
-    """One file handed to ``submit``: its name and bytes."""
+    """One file handed to ``submit``: its name and its bytes, or the path to read them from.
+
+    A path is read only when its turn comes, so that a folder of large photos never sits in
+    memory at once.
+    """
 
     filename: str
-    data: bytes
+    data: bytes | Path
+
+    def size(self) -> int:
+        return len(self.data) if isinstance(self.data, bytes) else self.data.stat().st_size
+
+    def read(self) -> bytes:
+        return self.data if isinstance(self.data, bytes) else self.data.read_bytes()
 
 
 @dataclass
@@ -58,17 +78,27 @@ class SubmitReport:
         return len(self.queued) + len(self.rejected) + len(self.not_sent)
 
 
-def precheck(data: bytes, limits: ImageLimits) -> str | None:
-    """The checks that need no decoding: they reject a file before it is stored."""
-    if not data:
+def precheck(size: int, limits: ImageLimits) -> str | None:
+    """The checks that need no decoding: they reject a file before it is read or stored."""
+    if not size:
         return str(UnsupportedImageError("empty file (0 bytes)"))
-    if len(data) > limits.max_bytes:
+    if size > limits.max_bytes:
         return str(
             ImageTooLargeError(
-                f"file is {len(data):,} bytes, over the limit of {limits.max_bytes:,} bytes"
+                f"file is {size:,} bytes, over the limit of {limits.max_bytes:,} bytes"
             )
         )
     return None
+
+
+# Photos stored between two queue sends (and progress notes in the submit log).
+SUBMIT_CHUNK = 32
+# A submit that has not moved for this long is taken to be dead, and ``repair`` finishes it.
+STALLED_SECONDS = 60.0
+
+
+class SessionLog(SessionStore, SubmitLog, Protocol):
+    """The sessions and the submit log: one database in every set-up."""
 
 
 class Pipeline:
@@ -79,9 +109,10 @@ class Pipeline:
         store: ObjectStore,
         publisher: Publisher,
         results: ResultStore,
-        sessions: SessionStore,
+        sessions: SessionLog,
         limits: ImageLimits = ImageLimits(),
         model_version: str = "",
+        failpoint: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.publisher = publisher
@@ -89,66 +120,147 @@ class Pipeline:
         self.sessions = sessions
         self.limits = limits
         self.model_version = model_version
+        # Called at each step of ``submit`` by name: the fault tests kill the process there.
+        self._failpoint = failpoint or (lambda _step: None)
 
     def submit(self, uploads: Sequence[Upload], name: str = "") -> SubmitReport:
-        """Store each photo, record the session, then announce each photo on the queue.
+        """Record the session and its photo list, then store and announce photo by photo.
 
-        A photo that fails a check, cannot be stored, or cannot be sent gets an error row at
-        once, so the session always completes; the report says which and why.
+        The order makes every session converge, whatever stops the submitter: the photo list
+        is written first (one transaction), a photo is marked queued once announced, and
+        ``repair`` finishes the photos of a submit that died in between. A photo that fails a
+        check, cannot be stored, or cannot be sent gets its error row at once. An object
+        store that does not answer at all is a ``StorageError`` before anything is recorded.
         """
+        health = self.store.health()
+        if not health.ok:
+            raise StorageError(f"nothing submitted: the object store is down ({health.detail})")
         now = utcnow()
         session_id = new_id()
         report = SubmitReport(session_id)
-        messages: list[ImageMessage] = []
-        errors: list[ResultRow] = []
+        planned = []
         for up in uploads:
             image_id = new_id()
-            key = object_key(session_id, image_id, up.filename, now)
             msg = ImageMessage(
                 image_id=image_id,
                 session_id=session_id,
-                object_key=key,
+                object_key=object_key(session_id, image_id, up.filename, now),
                 filename=up.filename,
-                content_sha256=hashlib.sha256(up.data).hexdigest(),
+                content_sha256="",
                 submitted_at=now,
             )
-            reason = precheck(up.data, self.limits)
-            if reason is None:
-                try:
-                    suffix = (
-                        "." + up.filename.rsplit(".", 1)[-1].lower() if "." in up.filename else ""
-                    )
-                    self.store.put(key, up.data, _CONTENT_TYPES.get(suffix))
-                except BackendError as exc:
-                    reason = f"could not store the image: {exc}"
-            if reason is not None:
-                report.rejected[up.filename] = reason
-                errors.append(self._error_row(msg, reason))
-                continue
-            url = self.store.url(key)
-            messages.append(
-                msg if url is None else ImageMessage(**{**msg.__dict__, "image_url": url})
-            )
-        self.sessions.add_session(SessionRecord(session_id, now, len(uploads), name))
-        failed = self.publisher.publish(messages) if messages else {}
-        for msg in messages:
-            if msg.image_id in failed:
-                reason = f"could not be queued: {failed[msg.image_id]}"
-                report.not_sent[msg.filename] = reason
-                errors.append(self._error_row(msg, reason))
-            else:
-                report.queued.append(msg.image_id)
-        self.results.upsert(errors)
+            planned.append((up, msg))
+        self.sessions.add_session(
+            SessionRecord(session_id, now, len(uploads), name[:200]), [m for _, m in planned]
+        )
+        self._failpoint("session-recorded")
+        for start in range(0, len(planned), SUBMIT_CHUNK):
+            chunk = planned[start : start + SUBMIT_CHUNK]
+            messages, errors = self._store_chunk(chunk, report)
+            self._failpoint("chunk-stored")
+            failed = self.publisher.publish(messages) if messages else {}
+            self._failpoint("chunk-published")
+            for msg in messages:
+                if msg.image_id in failed:
+                    reason = f"could not be queued: {failed[msg.image_id]}"
+                    report.not_sent[msg.filename] = reason
+                    errors.append(error_row(msg, reason, self.model_version))
+                else:
+                    report.queued.append(msg.image_id)
+            self.results.upsert(errors)
+            last = start + SUBMIT_CHUNK >= len(planned)
+            self.sessions.mark_queued(session_id, [m.image_id for _, m in chunk], finished=last)
+        if not planned:
+            self.sessions.mark_queued(session_id, [], finished=True)
         if report.not_sent:
             log.warning("%d of %d photos could not be queued", len(report.not_sent), len(uploads))
         return report
 
-    def _error_row(self, msg: ImageMessage, reason: str) -> ResultRow:
-        return ResultRow.from_outcome(msg, RuntimeError(reason), self.model_version)
+    def _store_chunk(
+        self, chunk: Sequence[tuple[Upload, ImageMessage]], report: SubmitReport
+    ) -> tuple[list[ImageMessage], list[ResultRow]]:
+        """Check, read and store each photo of ``chunk``; one at a time in memory."""
+        messages: list[ImageMessage] = []
+        errors: list[ResultRow] = []
+        for up, msg in chunk:
+            try:
+                reason = precheck(up.size(), self.limits)
+                if reason is None:
+                    data = up.read()
+                    reason = precheck(len(data), self.limits)  # it may have changed since
+            except OSError as exc:
+                reason = f"cannot read file: {exc.strerror or exc}"
+            if reason is None:
+                msg = replace(msg, content_sha256=hashlib.sha256(data).hexdigest())
+                try:
+                    self.store.put(msg.object_key, data, content_type(up.filename))
+                except BackendError as exc:
+                    reason = f"could not store the image: {exc}"
+                del data
+            if reason is not None:
+                report.rejected[up.filename] = reason
+                errors.append(error_row(msg, reason, self.model_version))
+            else:
+                messages.append(msg)
+        return messages, errors
+
+    def repair(self, older_than: float = STALLED_SECONDS) -> dict[str, int]:
+        """Finish the submits that stopped half way: a photo that reached the store is queued
+        now, one that did not gets its error row. Returns photos settled per session."""
+        settled: dict[str, int] = {}
+        for session_id, photos in self.sessions.stalled(older_than).items():
+            messages, errors = [], []
+            for msg in photos:
+                try:
+                    data = self.store.get(msg.object_key)
+                except NotFoundError:
+                    reason = "the submit was interrupted before this photo was stored"
+                    errors.append(error_row(msg, reason, self.model_version))
+                    continue
+                messages.append(replace(msg, content_sha256=hashlib.sha256(data).hexdigest()))
+            failed = self.publisher.publish(messages) if messages else {}
+            errors += [
+                error_row(m, f"could not be queued: {failed[m.image_id]}", self.model_version)
+                for m in messages
+                if m.image_id in failed
+            ]
+            self.results.upsert(errors)
+            self.sessions.mark_queued(session_id, [m.image_id for m in photos], finished=True)
+            settled[session_id] = len(photos)
+            log.warning("repaired session %s: %d photos settled", session_id, len(photos))
+        return settled
 
     def progress(self, session_id: str) -> Progress:
         return self.results.progress(session_id)
 
+    def wait(
+        self,
+        session_id: str,
+        timeout: float | None = None,
+        poll: float = 0.2,
+        on_progress: Callable[[Progress], None] | None = None,
+        check: Callable[[], None] | None = None,
+    ) -> Progress:
+        """Poll until the session is complete or ``timeout`` seconds pass; returns the last
+        progress. ``check`` runs about once a second (the caller's liveness check)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last_check = 0.0
+        while True:
+            progress = self.progress(session_id)
+            if on_progress is not None:
+                on_progress(progress)
+            if progress.complete or (deadline is not None and time.monotonic() >= deadline):
+                return progress
+            if check is not None and time.monotonic() - last_check >= 1.0:
+                last_check = time.monotonic()
+                check()
+            time.sleep(poll)
+
     def results_of(self, session_id: str) -> list[ResultRow]:
         self.sessions.get_session(session_id)  # NotFoundError for an unknown session
         return self.results.results(session_id)
+
+
+def content_type(filename: str) -> str | None:
+    suffix = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    return _CONTENT_TYPES.get(suffix)

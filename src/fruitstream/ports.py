@@ -27,6 +27,8 @@ class Delivery:
     raw: bytes
     handle: Any
     attempts: int = 1
+    # Why the previous attempt failed, when it said (kept for the final error row).
+    last_error: str | None = None
 
 
 class ObjectStore(Protocol):
@@ -47,6 +49,12 @@ class Publisher(Protocol):
 class Consumer(Protocol):
     def take(self, max_messages: int, timeout: float) -> list[Delivery]: ...
     def ack(self, deliveries: Sequence[Delivery]) -> None: ...
+    def extend(
+        self, deliveries: Sequence[Delivery], seconds: float, reason: str | None = None
+    ) -> None:
+        """Keep ``deliveries`` leased ``seconds`` from now: to go on working on them, or
+        (with the ``reason`` they failed) to hand them back for a later attempt."""
+        ...
 
 
 class ResultStore(Protocol):
@@ -56,9 +64,16 @@ class ResultStore(Protocol):
 
 
 class SessionStore(Protocol):
-    def add_session(self, session: SessionRecord) -> None: ...
+    def add_session(self, session: SessionRecord, photos: Sequence[ImageMessage] = ()) -> None: ...
     def get_session(self, session_id: str) -> SessionRecord: ...
     def sessions(self, limit: int = 50) -> list[SessionRecord]: ...
+
+
+class SubmitLog(Protocol):
+    """What a submit has done so far, so that a crashed one can be finished by another."""
+
+    def mark_queued(self, session_id: str, image_ids: Sequence[str], finished: bool) -> None: ...
+    def stalled(self, older_than: float) -> dict[str, list[ImageMessage]]: ...
 
 
 class Heartbeats(Protocol):

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from fruitstream.classifier import Classifier, Prediction
 from fruitstream.dataset import expand_paths
+from fruitstream.errors import ImageTooLargeError
 
 
 class _Bar(Protocol):
@@ -32,13 +33,18 @@ def file_record(path: Path, outcome: Prediction | Exception) -> dict[str, Any]:
 
 
 def classify_files(
-    clf: Classifier, paths: Iterable[Path], top_k: int = 3, bar: _Bar | None = None
+    clf: Classifier,
+    paths: Iterable[Path],
+    top_k: int = 3,
+    bar: _Bar | None = None,
+    skipped: list[tuple[Path, str]] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Classify files and folders (recursively) in batches, yielding records in path order.
 
-    A file that cannot be read or decoded gets its ``error``; the others go on.
+    A file that cannot be read or decoded gets its ``error``; the others go on. Paths left
+    out of folders (links, hidden files) are appended to ``skipped`` with the reason.
     """
-    files = list(expand_paths(paths))
+    files = list(expand_paths(paths, skipped))
     if bar is not None:
         bar.total = len(files)
         bar.refresh()
@@ -48,6 +54,16 @@ def classify_files(
         readable: list[Path] = []
         for path in chunk:
             try:
+                size = path.stat().st_size
+                if size > clf.limits.max_bytes:  # refused before a byte of it is read
+                    yield file_record(
+                        path,
+                        ImageTooLargeError(
+                            f"file is {size:,} bytes, over the limit of "
+                            f"{clf.limits.max_bytes:,} bytes"
+                        ),
+                    )
+                    continue
                 blobs.append(path.read_bytes())
                 readable.append(path)
             except OSError as exc:

@@ -2,25 +2,38 @@
 
 Run with ``fruitstream spark-job`` or ``spark-submit src/fruitstream/spark_job.py``. The model is
 loaded once per Python worker (module-level cache, workers are reused) and photos are
-classified in batches by ``mapInPandas``; results are upserted in ``foreachBatch``, so a
-batch replayed after a crash rewrites the same rows instead of adding new ones.
+classified in batches by ``mapInPandas``; each executor upserts its own partition's results
+(``foreachBatch`` + ``foreachPartition``), so the driver never holds them, and a batch
+replayed after a crash rewrites the same rows instead of adding new ones.
+
+Executors get their settings, credentials included, from a file only the job's user can read
+(``FRUITSTREAM_SETTINGS_FILE``), never from ``spark.executorEnv``: those end up on the
+executor JVM's command line, which every user of the machine sees in ``ps``.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
+import shutil
+import socket
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from fruitstream.config import Settings, load_settings
+from pydantic import SecretStr
+
+from fruitstream.config import SETTINGS_FILE_VARIABLE, Settings, load_settings
 from fruitstream.domain import ResultRow
-from fruitstream.errors import MissingDependencyError
+from fruitstream.errors import FruitstreamError, MissingDependencyError
 from fruitstream.ports import Delivery
+from fruitstream.worker import HOUSEKEEPING_SECONDS
 
 log = logging.getLogger("fruitstream.spark")
 
@@ -33,38 +46,90 @@ RESULT_COLUMNS = [
 ]  # fmt: skip
 RESULT_SCHEMA = ", ".join(f"{name} {kind}" for name, kind in RESULT_COLUMNS)
 
-# Settings the executors need (storage and model), never the database or Kafka secrets.
-_EXECUTOR_SKIP = {"FRUITSTREAM_DATABASE_URL", "FRUITSTREAM_KAFKA_SASL_PASSWORD"}
+# Kafka is read by Spark's own JVM source: executors' Python never needs its secrets.
+_EXECUTOR_SKIP = {"kafka_sasl_password", "kafka_ssl_key_password"}
 
 _worker_state: dict[str, Any] = {}
 
 
-def _executor_services() -> tuple[Any, Any, int]:
-    """Object store and classifier of this Python worker, built on first use, then kept."""
+def _executor_services() -> tuple[Any, Any, Any, int]:
+    """Store, results database and classifier of this Python worker, built once, then kept."""
     if not _worker_state:
-        from fruitstream.bootstrap import build_backends, build_classifier
+        from fruitstream.adapters.sql import SqlDatabase
+        from fruitstream.bootstrap import build_classifier, build_store
 
         settings = load_settings()
-        _worker_state["store"] = build_backends(settings).store
+        _worker_state["store"] = build_store(settings)
+        _worker_state["db"] = SqlDatabase.from_url(settings.sqlalchemy_url)
         _worker_state["classifier"] = build_classifier(settings)
         _worker_state["top_k"] = settings.top_k
-    return _worker_state["store"], _worker_state["classifier"], _worker_state["top_k"]
+    state = _worker_state
+    return state["store"], state["db"], state["classifier"], state["top_k"]
 
 
 def classify_partitions(batches: Iterator[Any]) -> Iterator[Any]:
-    """``mapInPandas`` body: Kafka rows (key, value) in, result rows out."""
+    """``mapInPandas`` body: Kafka rows (key, value) in, result rows out.
+
+    One photo never fails another (``process_batch``); a store that fails every photo of a
+    batch raises, the task fails and Spark runs it again.
+    """
     import pandas as pd
 
     from fruitstream.worker import process_batch
 
-    store, classifier, top_k = _executor_services()
+    store, _db, classifier, top_k = _executor_services()
     for frame in batches:
         deliveries = [Delivery(raw=bytes(v), handle=None) for v in frame["value"]]
-        rows, skipped = process_batch(deliveries, store, classifier, top_k)
-        for reason in skipped:
+        out = process_batch(deliveries, store, classifier, top_k, can_retry=False)
+        for reason in out.skipped:
             print(f"fruitstream spark: {reason}", file=sys.stderr)
-        records = [to_record(r) for r in rows]
+        records = [to_record(r) for r in out.rows]
         yield pd.DataFrame.from_records(records, columns=[c for c, _ in RESULT_COLUMNS])
+
+
+def upsert_partition(rows: Iterator[Any]) -> None:
+    """``foreachPartition`` body: this executor writes its own results (idempotent upsert)."""
+    _store, db, _classifier, _top_k = _executor_services()
+    batch: list[ResultRow] = []
+    for row in rows:
+        batch.append(from_spark_row(row))
+        if len(batch) >= 256:
+            db.upsert(batch)
+            batch = []
+    db.upsert(batch)
+
+
+def executor_settings_file(settings: Settings) -> Path:
+    """The file executors read their settings from: the configured one, or one written now
+    into a private temporary folder (0700, file 0600), removed when the driver exits."""
+    if settings.spark_executor_settings_file is not None:
+        return settings.spark_executor_settings_file
+    folder = Path(tempfile.mkdtemp(prefix="fruitstream-spark-"))
+    atexit.register(shutil.rmtree, folder, True)
+    path = folder / "executor.env"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(dotenv_text(settings))
+    return path
+
+
+def dotenv_text(settings: Settings) -> str:
+    """Every setting an executor needs, in dotenv syntax (values double-quoted, escaped)."""
+    lines = []
+    for name in type(settings).model_fields:
+        if name in _EXECUTOR_SKIP:
+            continue
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if name == "database_url":
+            value = settings.sqlalchemy_url
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        lines.append(f'FRUITSTREAM_{name.upper()}="{escaped}"')
+    return "\n".join(lines) + "\n"
 
 
 def to_record(row: ResultRow) -> dict[str, Any]:
@@ -84,7 +149,9 @@ def from_spark_row(row: Any) -> ResultRow:
     return ResultRow(**data)
 
 
-def spark_session(settings: Settings, app_name: str = "fruitstream") -> Any:
+def spark_session(
+    settings: Settings, settings_file: Path | None = None, app_name: str = "fruitstream"
+) -> Any:
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:
@@ -101,18 +168,19 @@ def spark_session(settings: Settings, app_name: str = "fruitstream") -> Any:
         .config("spark.executorEnv.PYSPARK_PYTHON", sys.executable)
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.redaction.regex", "(?i)secret|password|token|access[.]?key|database_url")
+        # Belt and braces: nothing secret is set as a Spark property, but should a user add
+        # one, the UI and event log show it masked.
+        .config(
+            "spark.redaction.regex",
+            "(?i)secret|password|token|credential|access[._]?key|key[._]?id|database[._]?url|jaas",
+        )
+        # One core per Python worker: Spark runs as many workers as the executor has cores.
         .config("spark.executorEnv.FRUITSTREAM_THREADS", os.environ.get("FRUITSTREAM_THREADS", "1"))
     )
+    if settings_file is not None:
+        builder = builder.config(f"spark.executorEnv.{SETTINGS_FILE_VARIABLE}", str(settings_file))
     if settings.spark_jars:
         builder = builder.config("spark.jars", settings.spark_jars)
-    for key, value in os.environ.items():
-        if (
-            key.startswith("FRUITSTREAM_")
-            and key not in _EXECUTOR_SKIP
-            and key != "FRUITSTREAM_THREADS"
-        ):
-            builder = builder.config(f"spark.executorEnv.{key}", value)
     return builder.getOrCreate()
 
 
@@ -122,7 +190,7 @@ def kafka_options(settings: Settings) -> dict[str, str]:
         "subscribe": settings.kafka_topic,
         "startingOffsets": "earliest",
         "maxOffsetsPerTrigger": str(settings.spark_max_offsets_per_trigger),
-        "failOnDataLoss": "false",
+        "failOnDataLoss": str(settings.spark_fail_on_data_loss).lower(),
         # A reused consumer waits out its in-flight fetch before it can seek to the next
         # batch: with the default 500 ms that wait was most of a small batch's latency.
         "kafka.fetch.max.wait.ms": "50",
@@ -138,11 +206,34 @@ def kafka_options(settings: Settings) -> dict[str, str]:
             if settings.kafka_sasl_mechanism.startswith("SCRAM")
             else "org.apache.kafka.common.security.plain.PlainLoginModule"
         )
+        user = jaas_quote(settings.kafka_sasl_username or "")
+        password = jaas_quote(settings.kafka_sasl_password.get_secret_value())
         options["kafka.sasl.jaas.config"] = (
-            f'{module} required username="{settings.kafka_sasl_username}" '
-            f'password="{settings.kafka_sasl_password.get_secret_value()}";'
+            f"{module} required username={user} password={password};"
+        )
+    if settings.kafka_ssl_cafile:
+        # Kafka's Java client reads PEM directly (KIP-651): no JKS keystore to build.
+        options["kafka.ssl.truststore.type"] = "PEM"
+        options["kafka.ssl.truststore.location"] = str(settings.kafka_ssl_cafile)
+    if settings.kafka_ssl_certfile and settings.kafka_ssl_keyfile:
+        options["kafka.ssl.keystore.type"] = "PEM"
+        options["kafka.ssl.keystore.certificate.chain"] = Path(
+            settings.kafka_ssl_certfile
+        ).read_text()
+        options["kafka.ssl.keystore.key"] = Path(settings.kafka_ssl_keyfile).read_text()
+        if settings.kafka_ssl_key_password is not None:
+            options["kafka.ssl.key.password"] = settings.kafka_ssl_key_password.get_secret_value()
+    if settings.kafka_security_protocol.upper().endswith("SSL"):
+        options["kafka.ssl.endpoint.identification.algorithm"] = (
+            "https" if settings.kafka_ssl_check_hostname else ""
         )
     return options
+
+
+def jaas_quote(value: str) -> str:
+    """A JAAS option value: double-quoted, with ``\\`` and ``"`` escaped (a password may hold
+    either, and would otherwise end the string or break the parse)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def progress_info(progress: dict[str, Any] | None) -> dict[str, Any]:
@@ -165,20 +256,28 @@ def progress_info(progress: dict[str, Any] | None) -> dict[str, Any]:
 
 def run(settings: Settings, stop_after_idle: float | None = None) -> None:
     """Start the streaming query and keep it running, recording progress as a heartbeat."""
-    from fruitstream.adapters.kafka import KafkaPublisher
-    from fruitstream.adapters.sql import SqlDatabase
+    from fruitstream.bootstrap import build_backends
 
-    db = SqlDatabase.from_url(settings.sqlalchemy_url)
+    backends = build_backends(settings)
+    db = backends.db
     db.create_schema()
-    KafkaPublisher.from_settings(settings).ensure_topic()
-    spark = spark_session(settings)
+    ensure_topic = getattr(backends.publisher, "ensure_topic", None)
+    if ensure_topic is not None:
+        ensure_topic()
+    pipeline = backends.pipeline()
+    spark = spark_session(settings, executor_settings_file(settings))
     spark.sparkContext.setLogLevel("WARN")
+    written = spark.sparkContext.accumulator(0)
 
     def write_batch(frame: Any, batch_id: int) -> None:
-        # Bounded by maxOffsetsPerTrigger; an upsert makes a replayed batch harmless.
-        rows = [from_spark_row(r) for r in frame.collect()]
-        db.upsert(rows)
-        log.info("batch %d: %d results written", batch_id, len(rows))
+        # Each executor writes its partition; an upsert makes a replayed batch harmless.
+        def write(rows: Iterator[Any]) -> None:
+            materialized = list(rows)
+            upsert_partition(iter(materialized))
+            written.add(len(materialized))
+
+        frame.foreachPartition(write)
+        log.info("batch %d written (%d results so far)", batch_id, written.value)
 
     source = spark.readStream.format("kafka").options(**kafka_options(settings)).load()
     results = source.select("key", "value").mapInPandas(classify_partitions, RESULT_SCHEMA)
@@ -190,12 +289,18 @@ def run(settings: Settings, stop_after_idle: float | None = None) -> None:
         .start()
     )
     name = f"spark:{spark.sparkContext.applicationId}"
+    me = {"master": settings.spark_master, "pid": os.getpid(), "host": socket.gethostname()}
     idle_since = time.monotonic()
+    last_repair = 0.0
+    info: dict[str, Any] = {}
     try:
         while query.isActive:
             query.awaitTermination(2)
             info = progress_info(query.lastProgress)
-            db.beat(name, "spark", {**info, "master": settings.spark_master})
+            db.beat(name, "spark", {**info, **me, "state": "running"})
+            if time.monotonic() - last_repair > HOUSEKEEPING_SECONDS:
+                last_repair = time.monotonic()
+                pipeline.repair()  # submits that died half way
             status = query.status or {}
             busy = status.get("isTriggerActive") or status.get("isDataAvailable")
             if busy or info.get("rows_in_last_batch") or not info:
@@ -203,6 +308,10 @@ def run(settings: Settings, stop_after_idle: float | None = None) -> None:
             if stop_after_idle is not None and time.monotonic() - idle_since > stop_after_idle:
                 break
     finally:
+        try:
+            db.beat(name, "spark", {**info, **me, "state": "stopped"})
+        except FruitstreamError as exc:
+            log.warning("cannot record the stop: %s", exc)
         query.stop()
         spark.stop()
 

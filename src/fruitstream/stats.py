@@ -51,10 +51,21 @@ def session_stats(rows: Sequence[ResultRow]) -> SessionStats:
     )
 
 
+# A cell starting with one of these is a formula to a spreadsheet (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: Any) -> Any:
+    """Text that a spreadsheet shows as text: a leading ``'`` before a formula character."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def csv_record(row: ResultRow) -> dict[str, Any]:
     data = row.to_dict()
     data["top_k"] = json.dumps(data["top_k"])
-    return data
+    return {key: csv_safe(value) for key, value in data.items()}
 
 
 def csv_bytes(rows: Sequence[ResultRow]) -> bytes:

@@ -9,19 +9,28 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, partial
 from typing import Any
 
-from fruitstream.classifier import Classifier
-from fruitstream.domain import ImageMessage, ResultRow, image_id_of, utcnow
-from fruitstream.errors import BackendError, FruitstreamError, MessageError, NotFoundError
-from fruitstream.ports import Consumer, Delivery, Heartbeats, ObjectStore, ResultStore
+from fruitstream.classifier import Classifier, Prediction
+from fruitstream.domain import ImageMessage, ResultRow, error_row, image_id_of, utcnow
+from fruitstream.errors import (
+    BackendError,
+    FruitstreamError,
+    MessageError,
+    NotFoundError,
+    StorageError,
+)
+from fruitstream.ports import Consumer, Delivery, Health, Heartbeats, ObjectStore, ResultStore
 
 log = logging.getLogger(__name__)
 
 # A message delivered this many times without being acknowledged is recorded as an error.
-MAX_ATTEMPTS = 5
+# With the retry backoff below that is about three minutes of a store that does not answer.
+MAX_ATTEMPTS = 8
+# How often a worker looks for submits that died half way (Pipeline.repair).
+HOUSEKEEPING_SECONDS = 30.0
 # Object-store reads in flight at once per process.
 FETCH_THREADS = 8
 
@@ -30,61 +39,114 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 100000}"
 
 
+@dataclass
+class BatchOutcome:
+    """What one batch of deliveries became.
+
+    ``rows`` are final (classified, or failed for a reason that trying again cannot change);
+    ``retry`` are photos whose failure may pass (storage unreachable), each with its reason,
+    so that only they go back to the queue; ``skipped`` names messages that had no image id.
+    """
+
+    rows: list[ResultRow] = field(default_factory=list)
+    retry: list[tuple[Delivery, str]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
 def process_batch(
     deliveries: Sequence[Delivery],
     store: ObjectStore,
     classifier: Classifier,
     top_k: int = 3,
-) -> tuple[list[ResultRow], list[str]]:
-    """Turn deliveries into result rows; the second list names messages skipped, with why.
+    can_retry: bool = True,
+) -> BatchOutcome:
+    """Turn deliveries into result rows, one photo never failing another.
 
-    This is the whole per-batch logic, shared by the embedded worker and the Spark job: a bad
-    message or image becomes an error row (or a logged skip when it has no image id).
+    This is the whole per-batch logic, shared by the embedded worker and the Spark job. A bad
+    message or image becomes its own error row. A photo the store cannot hand over right now
+    is retried alone: put back on the queue when ``can_retry`` (the embedded worker), else
+    recorded with the store's reason (Spark, whose offsets only move forward). Only when the
+    store itself is down is it an outage, raised for the caller to retry the batch whole.
     """
     version = classifier.bundle.model_version
-    rows: list[ResultRow] = []
-    skipped: list[str] = []
-    wanted: list[ImageMessage] = []
-    good: list[ImageMessage] = []
-    blobs: list[bytes] = []
+    out = BatchOutcome()
+    wanted: list[tuple[Delivery, ImageMessage]] = []
     for d in deliveries:
         try:
             msg = ImageMessage.from_json(d.raw)
         except MessageError as exc:
             image_id = image_id_of(d.raw)
             if image_id is None:
-                skipped.append(f"skipped message without an image id: {exc}")
-                continue
-            rows.append(_orphan_row(image_id, d.raw, str(exc), version))
+                out.skipped.append(f"skipped message without an image id: {exc}")
+            else:
+                out.rows.append(_orphan_row(image_id, d.raw, str(exc), version))
             continue
         if d.attempts > MAX_ATTEMPTS:
-            rows.append(
-                ResultRow.from_outcome(
-                    msg,
-                    RuntimeError(f"gave up after {d.attempts - 1} attempts to classify this image"),
-                    version,
-                )
+            why = d.last_error or "the worker stopped while classifying it each time"
+            out.rows.append(
+                error_row(msg, f"gave up after {d.attempts - 1} attempts: {why}", version)
             )
             continue
-        wanted.append(msg)
+        wanted.append((d, msg))
     # Fetched side by side: against S3 each get is a network round trip, mostly waiting.
-    for msg, got in zip(wanted, _fetch_pool().map(partial(_fetch, store), wanted), strict=True):
-        if isinstance(got, NotFoundError):
-            rows.append(ResultRow.from_outcome(msg, got, version))
-        else:
+    fetched = list(_fetch_pool().map(partial(_fetch, store), [m for _, m in wanted]))
+    transient = [f for f in fetched if isinstance(f, _Transient)]
+    if transient:
+        health = _health(store)
+        if not health.ok:
+            raise StorageError(f"the object store is down ({health.detail}): {transient[0]}")
+    good: list[ImageMessage] = []
+    blobs: list[bytes] = []
+    for (d, msg), got in zip(wanted, fetched, strict=True):
+        if isinstance(got, bytes):
             blobs.append(got)
             good.append(msg)
-    if good:
-        for msg, outcome in zip(good, classifier.classify_many(blobs, top_k), strict=True):
-            rows.append(ResultRow.from_outcome(msg, outcome, version))
-    return rows, skipped
+        elif isinstance(got, _Transient) and can_retry:
+            out.retry.append((d, str(got)))
+        else:
+            out.rows.append(error_row(msg, str(got), version))
+    for msg, outcome in zip(good, _classify_each(classifier, blobs, top_k), strict=True):
+        out.rows.append(ResultRow.from_outcome(msg, outcome, version))
+    return out
 
 
-def _fetch(store: ObjectStore, msg: ImageMessage) -> bytes | NotFoundError:
+class _Transient(str):
+    """The reason a photo could not be fetched this time (the store may answer later)."""
+
+
+def _fetch(store: ObjectStore, msg: ImageMessage) -> bytes | NotFoundError | _Transient:
     try:
         return store.get(msg.object_key)
     except NotFoundError as exc:
         return exc
+    except Exception as exc:  # a store error, or an adapter bug: this photo's, not the batch's
+        return _Transient(f"cannot read the image from the store: {exc}")
+
+
+def _health(store: ObjectStore) -> Health:
+    try:
+        return store.health()
+    except Exception as exc:
+        return Health("storage", False, str(exc))
+
+
+def _classify_each(
+    classifier: Classifier, blobs: Sequence[bytes], top_k: int
+) -> list[Prediction | Exception]:
+    """Outcomes of ``blobs``; should the batch call fail as a whole, each photo on its own."""
+    if not blobs:
+        return []
+    try:
+        return list(classifier.classify_many(blobs, top_k))
+    except Exception as exc:
+        log.warning("batch classification failed (%s); classifying one by one", exc)
+    outcomes: list[Prediction | Exception] = []
+    for blob in blobs:
+        try:
+            outcomes.append(classifier.classify(blob, top_k))
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
 @cache
@@ -99,6 +161,8 @@ def _orphan_row(image_id: str, raw: bytes, reason: str, version: str) -> ResultR
     try:
         data: dict[str, Any] = json.loads(raw)
     except Exception:
+        data = {}
+    if not isinstance(data, dict):
         data = {}
     now = utcnow()
     return ResultRow(
@@ -122,6 +186,36 @@ class WorkerStats:
     started: float = 0.0
 
 
+class _LeaseKeeper:
+    """Renews the leases of the batch in hand while it is worked on, from its own thread.
+
+    Leases can then be short, so that the photos of a killed worker go to the next one within
+    seconds, while a slow batch is never taken by a second worker meanwhile.
+    """
+
+    def __init__(self, consumer: Consumer, deliveries: Sequence[Delivery], lease: float) -> None:
+        self._consumer = consumer
+        self._deliveries = deliveries
+        self._lease = lease
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+
+    def __enter__(self) -> _LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._done.wait(self._lease / 3):
+            try:
+                self._consumer.extend(self._deliveries, self._lease)
+            except FruitstreamError as exc:
+                log.warning("cannot renew the leases of the batch in hand: %s", exc)
+
+
 class Worker:
     """Runs until ``stop`` is set; finishes the batch in hand before it returns."""
 
@@ -136,6 +230,9 @@ class Worker:
         poll_seconds: float = 0.2,
         top_k: int = 3,
         name: str | None = None,
+        lease_seconds: float = 10.0,
+        retry_seconds: float = 2.0,
+        housekeeping: Callable[[], object] | None = None,
     ) -> None:
         self.consumer = consumer
         self.store = store
@@ -146,6 +243,11 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.top_k = top_k
         self.name = name or worker_id()
+        self.lease_seconds = lease_seconds
+        self.retry_seconds = retry_seconds
+        # Run at start and every HOUSEKEEPING_SECONDS (finishing submits that crashed).
+        self.housekeeping = housekeeping
+        self._last_housekeeping = 0.0
         self.stats = WorkerStats(started=time.time())
         self._last_beat = 0.0
 
@@ -154,19 +256,41 @@ class Worker:
         deliveries = self.consumer.take(self.batch_size, timeout=self.poll_seconds)
         if not deliveries:
             return 0
-        rows, skipped = process_batch(deliveries, self.store, self.classifier, self.top_k)
-        for reason in skipped:
-            log.warning(reason)
-        # Results first, then the ack: a crash in between only means the batch runs again,
-        # and the upsert keeps one row per image.
-        self.results.upsert(rows)
-        self.consumer.ack(deliveries)
-        self.stats.processed += len(rows)
-        self.stats.errors += sum(r.status == "error" for r in rows)
+        with _LeaseKeeper(self.consumer, deliveries, self.lease_seconds):
+            try:
+                out = process_batch(deliveries, self.store, self.classifier, self.top_k)
+            except StorageError as exc:  # the store is down: the whole batch waits for it
+                self.consumer.extend(deliveries, self._retry_delay(deliveries[0]), str(exc))
+                raise
+            for reason in out.skipped:
+                log.warning(reason)
+            # Results first, then the ack: a crash in between only means the batch runs
+            # again, and the upsert keeps one row per image.
+            self.results.upsert(out.rows)
+        retry = {id(d) for d, _ in out.retry}
+        self.consumer.ack([d for d in deliveries if id(d) not in retry])
+        for d, reason in out.retry:
+            log.warning("will retry a photo: %s", reason)
+            self.consumer.extend([d], self._retry_delay(d), reason)
+        self.stats.processed += len(out.rows)
+        self.stats.errors += sum(r.status == "error" for r in out.rows)
         self.stats.batches += 1
         return len(deliveries)
 
-    def beat(self, force: bool = False) -> None:
+    def tidy(self) -> None:
+        due = time.time() - self._last_housekeeping >= HOUSEKEEPING_SECONDS
+        if self.housekeeping is None or not due:
+            return
+        self._last_housekeeping = time.time()
+        try:
+            self.housekeeping()
+        except Exception as exc:
+            log.warning("housekeeping failed: %s", exc)
+
+    def _retry_delay(self, d: Delivery) -> float:
+        return float(min(60.0, self.retry_seconds * 2 ** (d.attempts - 1)))
+
+    def beat(self, force: bool = False, state: str = "running") -> None:
         if self.heartbeats is None or (not force and time.time() - self._last_beat < 1.0):
             return
         self._last_beat = time.time()
@@ -180,28 +304,38 @@ class Worker:
                     "errors": self.stats.errors,
                     "rate": self.stats.processed / elapsed,
                     "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "state": state,
                 },
             )
         except BackendError as exc:
             log.warning("heartbeat failed: %s", exc)
 
     def run(self, stop: threading.Event, until: Callable[[], bool] | None = None) -> WorkerStats:
-        """Loop until ``stop`` is set (or ``until()`` is true); backend errors are retried."""
+        """Loop until ``stop`` is set (or ``until()`` is true); failures are retried.
+
+        Nothing one batch does can end the loop: a backend error, or any other, is logged and
+        retried with backoff (each message counts its attempts, so a photo that always fails
+        ends as an error row). On the way out the heartbeat says "stopped".
+        """
         backoff = self.poll_seconds
         self.classifier.warm_up_lanes()
-        while not stop.is_set():
-            try:
-                self.beat()
-                handled = self.run_once()
-                backoff = self.poll_seconds
-            except FruitstreamError as exc:
-                log.error("worker batch failed, retrying in %.1f s: %s", backoff, exc)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            if until is not None and until():
-                break
-            if not handled:
-                stop.wait(0)  # take() already waited poll_seconds
-        self.beat(force=True)
+        try:
+            while not stop.is_set():
+                try:
+                    self.beat()
+                    self.tidy()
+                    handled = self.run_once()
+                    backoff = self.poll_seconds
+                except Exception as exc:
+                    log.error("worker batch failed, retrying in %.1f s: %s", backoff, exc)
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                if until is not None and until():
+                    break
+                if not handled:
+                    stop.wait(0)  # take() already waited poll_seconds
+        finally:
+            self.beat(force=True, state="stopped")
         return self.stats

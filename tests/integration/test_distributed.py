@@ -273,7 +273,7 @@ def test_credentials_never_appear_in_output(
     outputs.append(run_cli("sessions", env=bad_db))
     text = "\n".join(o.stdout + o.stderr for o in outputs) + spark_job.output()
     assert "**********" in outputs[0].stdout
-    assert "could not store the image" in outputs[2].stderr
+    assert "nothing submitted: the object store is down" in outputs[2].stderr
     assert outputs[3].returncode == 2 and "results database error" in outputs[3].stderr
     for secret in [*secrets, secrets[0][::-1] + "x"]:
         assert secret not in text

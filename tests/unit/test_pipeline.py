@@ -124,7 +124,8 @@ def test_poison_messages(parts, classifier: Classifier) -> None:  # type: ignore
         Delivery(good.to_json(), 3),
         Delivery(corrupt.to_json(), 4),
     ]
-    rows, skipped = process_batch(deliveries, store, classifier)
+    out = process_batch(deliveries, store, classifier)
+    rows, skipped = out.rows, out.skipped
     assert len(skipped) == 1 and "not valid JSON" in skipped[0]
     by_id = {r.image_id: r for r in rows}
     assert "unsupported message schema 99" in (by_id[wrong_schema["image_id"]].error or "")

@@ -31,6 +31,18 @@ def client_config(settings: Settings) -> dict[str, Any]:
         conf["sasl.username"] = settings.kafka_sasl_username or ""
         if settings.kafka_sasl_password is not None:
             conf["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
+    if settings.kafka_ssl_cafile:
+        conf["ssl.ca.location"] = str(settings.kafka_ssl_cafile)
+    if settings.kafka_ssl_certfile:
+        conf["ssl.certificate.location"] = str(settings.kafka_ssl_certfile)
+    if settings.kafka_ssl_keyfile:
+        conf["ssl.key.location"] = str(settings.kafka_ssl_keyfile)
+    if settings.kafka_ssl_key_password is not None:
+        conf["ssl.key.password"] = settings.kafka_ssl_key_password.get_secret_value()
+    if settings.kafka_security_protocol.upper().endswith("SSL"):
+        conf["ssl.endpoint.identification.algorithm"] = (
+            "https" if settings.kafka_ssl_check_hostname else "none"
+        )
     return conf
 
 

@@ -50,7 +50,7 @@ _DOORBELL = _Doorbell()
 class SqlQueue:
     """Publisher and Consumer over ``queue_table``."""
 
-    def __init__(self, db: SqlDatabase, owner: str = "", lease_seconds: float = 120.0) -> None:
+    def __init__(self, db: SqlDatabase, owner: str = "", lease_seconds: float = 10.0) -> None:
         self.db = db
         self.owner = owner
         self.lease_seconds = lease_seconds
@@ -69,15 +69,6 @@ class SqlQueue:
             return {m.image_id: f"could not queue: {exc}" for m in messages}
         _DOORBELL.ring()
         return {}
-
-    def publish_raw(self, key: str, payload: bytes) -> None:
-        """Put arbitrary bytes on the queue (tests use it to send poison messages)."""
-        with self.db.begin() as conn:
-            conn.execute(
-                sa.insert(queue_table).values(
-                    image_id=key, payload=payload, enqueued_at=time.time()
-                )
-            )
 
     def take(self, max_messages: int, timeout: float = 0.0) -> list[Delivery]:
         """Lease up to ``max_messages``, waiting up to ``timeout`` seconds for the first."""
@@ -104,14 +95,46 @@ class SqlQueue:
                 lease_owner=self.owner,
                 attempts=queue_table.c.attempts + 1,
             )
-            .returning(queue_table.c.seq, queue_table.c.payload, queue_table.c.attempts)
+            .returning(
+                queue_table.c.seq,
+                queue_table.c.payload,
+                queue_table.c.attempts,
+                queue_table.c.last_error,
+            )
         )
         try:
             with self.db.begin() as conn:
                 rows = sorted(conn.execute(stmt).all(), key=lambda r: r.seq)
         except ResultStoreError as exc:
             raise QueueError(f"cannot take from the local queue: {exc}") from exc
-        return [Delivery(raw=bytes(r.payload), handle=r.seq, attempts=r.attempts) for r in rows]
+        return [
+            Delivery(
+                raw=bytes(r.payload), handle=r.seq, attempts=r.attempts, last_error=r.last_error
+            )
+            for r in rows
+        ]
+
+    def extend(
+        self, deliveries: Sequence[Delivery], seconds: float, reason: str | None = None
+    ) -> None:
+        """Move the lease end of messages this consumer still holds; note why, when told."""
+        if not deliveries:
+            return
+        values: dict[str, object] = {"leased_until": time.time() + seconds}
+        if reason is not None:
+            values["last_error"] = reason
+        try:
+            with self.db.begin() as conn:
+                conn.execute(
+                    sa.update(queue_table)
+                    .where(
+                        queue_table.c.seq.in_([d.handle for d in deliveries]),
+                        queue_table.c.lease_owner == self.owner,
+                    )
+                    .values(**values)
+                )
+        except ResultStoreError as exc:
+            raise QueueError(f"cannot extend leases on the local queue: {exc}") from exc
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:

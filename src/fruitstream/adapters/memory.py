@@ -36,6 +36,8 @@ class MemoryQueue:
     def __init__(self) -> None:
         self._items: list[tuple[int, bytes]] = []
         self._taken: dict[int, bytes] = {}
+        self._attempts: dict[int, int] = {}
+        self._reasons: dict[int, str] = {}
         self._seq = 0
         self._lock = threading.Lock()
         self.fail_ids: set[str] = set()
@@ -58,12 +60,30 @@ class MemoryQueue:
         with self._lock:
             batch, self._items = self._items[:max_messages], self._items[max_messages:]
             self._taken.update(batch)
-        return [Delivery(raw=payload, handle=seq) for seq, payload in batch]
+            for seq, _ in batch:
+                self._attempts[seq] = self._attempts.get(seq, 0) + 1
+            return [
+                Delivery(payload, seq, self._attempts[seq], self._reasons.get(seq))
+                for seq, payload in batch
+            ]
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         with self._lock:
             for d in deliveries:
                 self._taken.pop(d.handle, None)
+
+    def extend(
+        self, deliveries: Sequence[Delivery], seconds: float, reason: str | None = None
+    ) -> None:
+        """No leases here: a message handed back with a reason is queued again at once."""
+        if reason is None:
+            return
+        with self._lock:
+            for d in deliveries:
+                payload = self._taken.pop(d.handle, None)
+                if payload is not None:
+                    self._reasons[d.handle] = reason
+                    self._items.append((d.handle, payload))
 
     def depth(self) -> int:
         return len(self._items) + len(self._taken)

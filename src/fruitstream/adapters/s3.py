@@ -115,9 +115,14 @@ class S3ObjectStore:
     def health(self) -> Health:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        endpoint = self.client.meta.endpoint_url
         try:
             self.client.head_bucket(Bucket=self.bucket)
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchBucket", "NotFound"}:
+                # Reachable and answering; the first upload creates the bucket.
+                return Health("storage", True, f"S3 at {endpoint}, bucket {self.bucket} not yet")
             return Health("storage", False, f"S3 bucket {self.bucket}: {_reason(exc)}")
-        endpoint = self.client.meta.endpoint_url
+        except BotoCoreError as exc:
+            return Health("storage", False, f"S3 bucket {self.bucket}: {_reason(exc)}")
         return Health("storage", True, f"S3 bucket {self.bucket} at {endpoint}")

@@ -12,7 +12,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from fruitstream.domain import STATUS_ERROR, Progress, ResultRow, SessionRecord
+from fruitstream.domain import (
+    STATUS_ERROR,
+    STATUS_OK,
+    ImageMessage,
+    Progress,
+    ResultRow,
+    SessionRecord,
+)
 from fruitstream.errors import NotFoundError, ResultStoreError
 from fruitstream.ports import Health
 
@@ -25,6 +32,23 @@ sessions_table = sa.Table(
     sa.Column("name", sa.String(200), nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
     sa.Column("submitted", sa.Integer, nullable=False),
+    # "submitting" until every photo is queued or has its error row, then "submitted"; a
+    # session left "submitting" by a crashed submitter is finished by ``Pipeline.repair``.
+    sa.Column("state", sa.String(16)),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),
+)
+
+# The photo list of each session, written before any photo is stored: what ``repair`` needs
+# to finish a submit that was killed half way.
+photos_table = sa.Table(
+    "photos",
+    metadata,
+    sa.Column("image_id", sa.String(64), primary_key=True),
+    sa.Column("session_id", sa.String(64), nullable=False, index=True),
+    sa.Column("filename", sa.Text, nullable=False),
+    sa.Column("object_key", sa.Text, nullable=False),
+    sa.Column("submitted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("queued", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 results_table = sa.Table(
@@ -32,8 +56,9 @@ results_table = sa.Table(
     metadata,
     sa.Column("image_id", sa.String(64), primary_key=True),
     sa.Column("session_id", sa.String(64), nullable=False, index=True),
-    sa.Column("filename", sa.String(300), nullable=False),
-    sa.Column("object_key", sa.String(600), nullable=False),
+    # Any length: a name is the user's, and one over a limit must not lose its photo's row.
+    sa.Column("filename", sa.Text, nullable=False),
+    sa.Column("object_key", sa.Text, nullable=False),
     sa.Column("label", sa.String(64)),
     sa.Column("confidence", sa.Float),
     sa.Column("known", sa.Boolean),
@@ -66,11 +91,30 @@ queue_table = sa.Table(
     sa.Column("leased_until", sa.Float, index=True),
     sa.Column("lease_owner", sa.String(100)),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text),
 )
+
+# Columns added since the first release: ``create_schema`` adds them to an older database.
+_ADDED_COLUMNS = [
+    (sessions_table, "state"),
+    (sessions_table, "updated_at"),
+    (queue_table, "last_error"),
+]
+# Columns that were VARCHAR(n) and are TEXT now (PostgreSQL enforces the length).
+_WIDENED_COLUMNS = [(results_table, "filename"), (results_table, "object_key")]
 
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _session(row: Any) -> SessionRecord:
+    return SessionRecord(
+        session_id=row["session_id"],
+        created_at=_aware(row["created_at"]),
+        submitted=row["submitted"],
+        name=row["name"],
+    )
 
 
 def _describe(exc: sa.exc.SQLAlchemyError) -> str:
@@ -141,10 +185,29 @@ class SqlDatabase:
                 return
             try:
                 metadata.create_all(self.engine)
-            except sa.exc.OperationalError:
+            except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError):
                 # Another process created them between the check and the CREATE: look again.
                 metadata.create_all(self.engine)
+            self._migrate()
             self._ready = True
+
+    def _migrate(self) -> None:
+        """Bring a database made by an older release up to this schema (idempotent)."""
+        inspector = sa.inspect(self.engine)
+        with self.engine.begin() as conn:
+            for table, name in _ADDED_COLUMNS:
+                have = {c["name"] for c in inspector.get_columns(table.name)}
+                if name not in have:
+                    column = table.c[name]
+                    kind = column.type.compile(dialect=self.engine.dialect)
+                    conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}"))
+            if self.dialect == "postgresql":
+                for table, name in _WIDENED_COLUMNS:
+                    found = [c for c in inspector.get_columns(table.name) if c["name"] == name]
+                    if found and getattr(found[0]["type"], "length", None) is not None:
+                        conn.execute(
+                            sa.text(f"ALTER TABLE {table.name} ALTER COLUMN {name} TYPE TEXT")
+                        )
 
     def _insert(self, table: sa.Table) -> Any:
         if self.dialect == "postgresql":
@@ -168,6 +231,9 @@ class SqlDatabase:
         stmt = stmt.on_conflict_do_update(
             index_elements=["image_id"],
             set_={c.name: stmt.excluded[c.name] for c in results_table.c if c.name != "image_id"},
+            # A photo classified once stays classified: a late error row for it (a second
+            # attempt that lost its lease, a replay) never replaces the answer.
+            where=sa.or_(results_table.c.status != STATUS_OK, stmt.excluded.status == STATUS_OK),
         )
         with self.begin() as conn:
             conn.execute(stmt, values)
@@ -206,9 +272,79 @@ class SqlDatabase:
 
     # --- SessionStore ---------------------------------------------------------------------
 
-    def add_session(self, session: SessionRecord) -> None:
+    def add_session(self, session: SessionRecord, photos: Sequence[ImageMessage] = ()) -> None:
+        """Record a session and its photo list in one transaction, before anything is stored."""
         with self.begin() as conn:
-            conn.execute(sa.insert(sessions_table).values(**session.__dict__))
+            conn.execute(
+                sa.insert(sessions_table).values(
+                    **session.__dict__,
+                    state="submitting" if photos else "submitted",
+                    updated_at=datetime.now(UTC),
+                )
+            )
+            if photos:
+                conn.execute(
+                    sa.insert(photos_table),
+                    [
+                        {
+                            "image_id": m.image_id,
+                            "session_id": m.session_id,
+                            "filename": m.filename,
+                            "object_key": m.object_key,
+                            "submitted_at": m.submitted_at,
+                        }
+                        for m in photos
+                    ],
+                )
+
+    def mark_queued(self, session_id: str, image_ids: Sequence[str], finished: bool) -> None:
+        """Note photos as queued (or settled with an error row); ``finished``: all are."""
+        with self.begin() as conn:
+            if image_ids:
+                conn.execute(
+                    sa.update(photos_table)
+                    .where(photos_table.c.image_id.in_(list(image_ids)))
+                    .values(queued=True)
+                )
+            values: dict[str, Any] = {"updated_at": datetime.now(UTC)}
+            if finished:
+                values["state"] = "submitted"
+            conn.execute(
+                sa.update(sessions_table)
+                .where(sessions_table.c.session_id == session_id)
+                .values(**values)
+            )
+
+    def stalled(self, older_than: float) -> dict[str, list[ImageMessage]]:
+        """Photos of submits that stopped half way (no progress for ``older_than`` seconds):
+        neither queued nor with a result row, by session."""
+        cutoff = datetime.now(UTC).timestamp() - older_than
+        stuck = sa.select(sessions_table.c.session_id).where(
+            sessions_table.c.state == "submitting",
+            sessions_table.c.updated_at < datetime.fromtimestamp(cutoff, UTC),
+        )
+        has_result = sa.exists().where(results_table.c.image_id == photos_table.c.image_id)
+        q = (
+            sa.select(photos_table)
+            .where(photos_table.c.session_id.in_(stuck), ~photos_table.c.queued, ~has_result)
+            .order_by(photos_table.c.session_id)
+        )
+        with self.begin() as conn:
+            sessions = [r[0] for r in conn.execute(stuck).all()]
+            rows = conn.execute(q).mappings().all()
+        found: dict[str, list[ImageMessage]] = {s: [] for s in sessions}
+        for r in rows:
+            found[r["session_id"]].append(
+                ImageMessage(
+                    image_id=r["image_id"],
+                    session_id=r["session_id"],
+                    object_key=r["object_key"],
+                    filename=r["filename"],
+                    content_sha256="",
+                    submitted_at=_aware(r["submitted_at"]),
+                )
+            )
+        return found
 
     def get_session(self, session_id: str) -> SessionRecord:
         q = sa.select(sessions_table).where(sessions_table.c.session_id == session_id)
@@ -216,13 +352,13 @@ class SqlDatabase:
             row = conn.execute(q).mappings().first()
         if row is None:
             raise NotFoundError(f"no session {session_id!r}")
-        return SessionRecord(**{**row, "created_at": _aware(row["created_at"])})
+        return _session(row)
 
     def sessions(self, limit: int = 50) -> list[SessionRecord]:
         q = sa.select(sessions_table).order_by(sessions_table.c.created_at.desc()).limit(limit)
         with self.begin() as conn:
             rows = conn.execute(q).mappings().all()
-        return [SessionRecord(**{**r, "created_at": _aware(r["created_at"])}) for r in rows]
+        return [_session(r) for r in rows]
 
     # --- Heartbeats -----------------------------------------------------------------------
 

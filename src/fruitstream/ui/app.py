@@ -16,6 +16,8 @@ from fruitstream.ui.views import (
     PredictionView,
     T,
     caption,
+    error_line,
+    escape_markdown,
     health_figures,
     health_line,
     stats,
@@ -26,6 +28,7 @@ POLL_SECONDS = 0.5
 HEALTH_SECONDS = 5.0
 SHORT_WAIT_SECONDS = 1.5
 GRID_COLUMNS = 5
+GRID_PAGE = 20
 PRELOAD_KEY = "preload"
 
 
@@ -115,7 +118,7 @@ def batch_ui(svc: AppServices, t: T, lang: str) -> str | None:
     if session_id:
         st.subheader(t("batch.session", sid=session_id))
         for name, reason in st.session_state.get("rejected", {}).items():
-            st.error(t("error.file", name=name, reason=reason))
+            st.error(error_line(name, reason, t))
         done, total = svc.progress(session_id)
         if done < total:
             progress_ui(session_id, svc, t)
@@ -127,7 +130,11 @@ def batch_ui(svc: AppServices, t: T, lang: str) -> str | None:
 @st.fragment(run_every=POLL_SECONDS)
 def progress_ui(session_id: str, svc: AppServices, t: T) -> None:
     """Polls without freezing the page; reruns the app once the session is complete."""
-    done, total = svc.progress(session_id)
+    try:
+        done, total = svc.progress(session_id)
+    except FruitstreamError as exc:
+        st.error(t("error.backend", reason=escape_markdown(str(exc))))
+        return
     st.progress(done / total if total else 1.0, text=t("batch.progress", done=done, total=total))
     if done >= total:
         st.rerun(scope="app")
@@ -152,7 +159,7 @@ def results_ui(session_id: str, svc: AppServices, t: T, lang: str) -> None:
         st.bar_chart(per_fruit, horizontal=True)
     for row in rows:
         if row.status == "error":
-            st.error(t("error.file", name=row.filename, reason=row.error or ""))
+            st.error(error_line(row.filename, row.error or "", t))
     st.markdown(f"#### {t('batch.table')}")
     st.dataframe(table_rows(rows, t, lang), width="stretch", hide_index=True)
     st.download_button(
@@ -161,9 +168,14 @@ def results_ui(session_id: str, svc: AppServices, t: T, lang: str) -> None:
     )  # fmt: skip
     st.markdown(f"#### {t('batch.grid')}")
     grid = [r for r in rows if r.status == "ok"]
-    for start in range(0, len(grid), GRID_COLUMNS):
+    pages = max(1, -(-len(grid) // GRID_PAGE))
+    page = 1
+    if pages > 1:  # a page of pictures at a time: memory and requests stay bounded
+        page = int(st.number_input(t("batch.page", pages=pages), 1, pages, 1, key="grid_page"))
+    shown = grid[(page - 1) * GRID_PAGE : page * GRID_PAGE]
+    for start in range(0, len(shown), GRID_COLUMNS):
         for col, row in zip(
-            st.columns(GRID_COLUMNS), grid[start : start + GRID_COLUMNS], strict=False
+            st.columns(GRID_COLUMNS), shown[start : start + GRID_COLUMNS], strict=False
         ):
             image = svc.image(row)
             if image is not None:
@@ -240,7 +252,10 @@ def main() -> None:
     with camera_tab:
         camera_ui(svc, t, lang)
     with batch_tab:
-        batch_ui(svc, t, lang)
+        try:
+            batch_ui(svc, t, lang)
+        except FruitstreamError as exc:  # a backend is down: say so, the other tabs go on
+            st.error(t("error.backend", reason=escape_markdown(str(exc))))
     preload_ui()
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import io
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -14,11 +17,14 @@ from fruitstream.config import Settings, load_settings
 from fruitstream.domain import ResultRow
 from fruitstream.errors import FruitstreamError, ImageError
 from fruitstream.i18n import fruit_name
+from fruitstream.imaging import decode_image
 from fruitstream.pipeline import SubmitReport, Upload
 from fruitstream.ports import Health
 from fruitstream.stats import SessionStats, session_stats
 
 T = Callable[..., str]
+# Pixels on the long side of a grid picture.
+THUMBNAIL_SIDE = 320
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,7 @@ class AppServices:
         try:
             pred = self.classifier.classify(data, top_k=3)
         except ImageError as exc:
-            return ErrorView(t("error.file", name=name, reason=str(exc)))
+            return ErrorView(error_line(name, str(exc), t))
         return prediction_view(pred, t, lang, (time.perf_counter() - started) * 1000)
 
     # --- batches --------------------------------------------------------------------------
@@ -125,18 +131,44 @@ class AppServices:
             )
         return out
 
-    def image(self, row: ResultRow) -> bytes | str | None:
-        """A presigned URL where the store has one, else the bytes; None if gone."""
-        url = self.backends.store.url(row.object_key) if row.object_key else None
-        if url:
-            return url
+    def image(self, row: ResultRow) -> bytes | None:
+        """A thumbnail of the photo (kept for the next rerun), or None if it is gone."""
+        if not row.object_key:
+            return None
+        return self._thumbnail(row.object_key)
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one AppServices per server process
+    def _thumbnail(self, key: str) -> bytes | None:
         try:
-            return self.backends.store.get(row.object_key)
+            return thumbnail(self.backends.store.get(key))
         except FruitstreamError:
             return None
 
     def health(self) -> list[Health]:
         return self.backends.health()
+
+
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>#|~$:!{}])")
+
+
+def escape_markdown(text: str) -> str:
+    """User text (a file name, a reason quoting it) shown literally by ``st.error``/``markdown``:
+    no links, emphasis, colour directives or HTML from a crafted name."""
+    escaped = _MARKDOWN.sub(r"\\\1", text)
+    return "\\" + escaped if escaped[:1] in {"-", "+", "="} else escaped
+
+
+def thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> bytes | None:
+    """A small JPEG of any photo the classifier can read (16-bit, float and CMYK modes too),
+    so that the grid never depends on what a browser can draw, and holds kilobytes a photo."""
+    try:
+        img = decode_image(data, draft_size=side)
+        img.thumbnail((side, side))
+        out = io.BytesIO()
+        img.save(out, format="JPEG", quality=85)
+    except Exception:
+        return None
+    return out.getvalue()
 
 
 def prediction_view(pred: Prediction, t: T, lang: str, elapsed_ms: float = 0.0) -> PredictionView:
@@ -178,6 +210,11 @@ def table_rows(rows: Sequence[ResultRow], t: T, lang: str) -> list[dict[str, Any
         }
         for r in rows
     ]
+
+
+def error_line(name: str, reason: str, t: T) -> str:
+    """``name: reason`` for ``st.error``, both escaped for Markdown."""
+    return t("error.file", name=escape_markdown(name), reason=escape_markdown(reason))
 
 
 def caption(row: ResultRow, t: T, lang: str) -> str:
