@@ -19,7 +19,7 @@ from fruitstream.errors import BackendError, ConfigError
 from fruitstream.model.bundle import ModelBundle, default_bundle_dir
 from fruitstream.pipeline import Pipeline
 from fruitstream.ports import Consumer, Health, ObjectStore, Publisher
-from fruitstream.worker import Worker, worker_id
+from fruitstream.worker import HOUSEKEEPING_SECONDS, Worker, worker_id
 
 _classifiers: dict[tuple[object, ...], Classifier] = {}
 _lock = threading.Lock()
@@ -77,6 +77,22 @@ def is_alive(beat_at: datetime, info: dict[str, object]) -> bool:
     return True
 
 
+def owner_is_dead(owner: str) -> bool:
+    """Whether a lease owner (``host:pid:thread``, see ``worker_id``) is a process of this
+    machine that no longer runs; owners elsewhere are left to lease expiry."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 @dataclass
 class Backends:
     """The adapters chosen by configuration, built once and shared."""
@@ -112,8 +128,15 @@ class Backends:
 
     def worker(self, classifier: Classifier | None = None) -> Worker:
         name = worker_id()
+        consumer = SqlQueue(self.db, owner=name, lease_seconds=self.settings.lease_seconds)
+        self.consumer(name)  # the configuration check
+
+        def housekeeping() -> None:
+            consumer.reclaim(owner_is_dead)
+            self.repair()
+
         return Worker(
-            self.consumer(name),
+            consumer,
             self.store,
             self.db,
             classifier or build_classifier(self.settings),
@@ -123,8 +146,15 @@ class Backends:
             top_k=self.settings.top_k,
             name=name,
             lease_seconds=self.settings.lease_seconds,
-            housekeeping=self.pipeline().repair,
+            housekeeping=housekeeping,
+            housekeeping_seconds=min(
+                HOUSEKEEPING_SECONDS, self.settings.stalled_submit_seconds / 2
+            ),
         )
+
+    def repair(self) -> dict[str, int]:
+        """Finish the submits that stalled longer than the configured time."""
+        return self.pipeline().repair(older_than=self.settings.stalled_submit_seconds)
 
     def live_workers(self) -> list[tuple[str, str, datetime, dict[str, object]]]:
         """Workers and Spark jobs that beat recently, have not said they stopped, and (when

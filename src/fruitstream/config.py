@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # renews the leases of the batch in hand every third of it, so it bounds how long the
     # photos of a killed worker wait, not how long a batch may take.
     lease_seconds: float = Field(default=10.0, gt=0)
+    # A submit that has not moved for this long is taken for dead: workers and the Spark job
+    # finish it (queue what it stored, an error row for the rest).
+    stalled_submit_seconds: float = Field(default=60.0, gt=0)
 
     # S3-compatible object storage
     s3_endpoint_url: str | None = None

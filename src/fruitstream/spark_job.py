@@ -31,7 +31,12 @@ from pydantic import SecretStr
 
 from fruitstream.config import SETTINGS_FILE_VARIABLE, Settings, load_settings
 from fruitstream.domain import ResultRow
-from fruitstream.errors import FruitstreamError, MissingDependencyError
+from fruitstream.errors import (
+    FruitstreamError,
+    MissingDependencyError,
+    QueueError,
+    ResultStoreError,
+)
 from fruitstream.ports import Delivery
 from fruitstream.worker import HOUSEKEEPING_SECONDS
 
@@ -87,6 +92,11 @@ def classify_partitions(batches: Iterator[Any]) -> Iterator[Any]:
         yield pd.DataFrame.from_records(records, columns=[c for c, _ in RESULT_COLUMNS])
 
 
+# How long an executor keeps retrying a results database that does not answer (a restart)
+# before it fails the task, and Spark's own retries take over.
+UPSERT_PATIENCE_SECONDS = 60.0
+
+
 def upsert_partition(rows: Iterator[Any]) -> None:
     """``foreachPartition`` body: this executor writes its own results (idempotent upsert)."""
     _store, db, _classifier, _top_k = _executor_services()
@@ -94,9 +104,24 @@ def upsert_partition(rows: Iterator[Any]) -> None:
     for row in rows:
         batch.append(from_spark_row(row))
         if len(batch) >= 256:
-            db.upsert(batch)
+            _patient_upsert(db, batch)
             batch = []
-    db.upsert(batch)
+    _patient_upsert(db, batch)
+
+
+def _patient_upsert(db: Any, rows: list[ResultRow]) -> None:
+    deadline = time.monotonic() + UPSERT_PATIENCE_SECONDS
+    delay = 0.5
+    while True:
+        try:
+            db.upsert(rows)
+            return
+        except ResultStoreError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            print(f"fruitstream spark: results database: {exc}; retrying", file=sys.stderr)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def executor_settings_file(settings: Settings) -> Path:
@@ -289,24 +314,38 @@ def run(settings: Settings, stop_after_idle: float | None = None) -> None:
         .start()
     )
     name = f"spark:{spark.sparkContext.applicationId}"
-    me = {"master": settings.spark_master, "pid": os.getpid(), "host": socket.gethostname()}
+    me = {
+        "master": settings.spark_master,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "ui": spark.sparkContext.uiWebUrl,
+        "app_id": spark.sparkContext.applicationId,
+    }
     idle_since = time.monotonic()
     last_repair = 0.0
     info: dict[str, Any] = {}
+    failure = None
     try:
         while query.isActive:
-            query.awaitTermination(2)
+            try:
+                query.awaitTermination(2)
+            except Exception:  # the query failed: its exception is read below
+                break
             info = progress_info(query.lastProgress)
-            db.beat(name, "spark", {**info, **me, "state": "running"})
-            if time.monotonic() - last_repair > HOUSEKEEPING_SECONDS:
-                last_repair = time.monotonic()
-                pipeline.repair()  # submits that died half way
+            try:
+                db.beat(name, "spark", {**info, **me, "state": "running"})
+                if time.monotonic() - last_repair > HOUSEKEEPING_SECONDS:
+                    last_repair = time.monotonic()
+                    pipeline.repair(older_than=settings.stalled_submit_seconds)
+            except FruitstreamError as exc:  # a backend restarting: the query goes on
+                log.warning("heartbeat or repair failed: %s", exc)
             status = query.status or {}
             busy = status.get("isTriggerActive") or status.get("isDataAvailable")
             if busy or info.get("rows_in_last_batch") or not info:
                 idle_since = time.monotonic()
             if stop_after_idle is not None and time.monotonic() - idle_since > stop_after_idle:
                 break
+        failure = query.exception()
     finally:
         try:
             db.beat(name, "spark", {**info, **me, "state": "stopped"})
@@ -314,6 +353,10 @@ def run(settings: Settings, stop_after_idle: float | None = None) -> None:
             log.warning("cannot record the stop: %s", exc)
         query.stop()
         spark.stop()
+    if failure is not None:
+        # Exit non-zero with the reason; a restart resumes from the checkpoint.
+        first = (str(failure).strip().splitlines() or ["unknown error"])[0]
+        raise QueueError(f"the streaming query stopped: {first}")
 
 
 def main() -> None:  # pragma: no cover - spark-submit entry point

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # A message delivered this many times without being acknowledged is recorded as an error.
 # With the retry backoff below that is about three minutes of a store that does not answer.
 MAX_ATTEMPTS = 8
-# How often a worker looks for submits that died half way (Pipeline.repair).
+# How often at most a worker looks for submits that died half way (Pipeline.repair).
 HOUSEKEEPING_SECONDS = 30.0
 # Object-store reads in flight at once per process.
 FETCH_THREADS = 8
@@ -233,6 +233,7 @@ class Worker:
         lease_seconds: float = 10.0,
         retry_seconds: float = 2.0,
         housekeeping: Callable[[], object] | None = None,
+        housekeeping_seconds: float = HOUSEKEEPING_SECONDS,
     ) -> None:
         self.consumer = consumer
         self.store = store
@@ -245,8 +246,9 @@ class Worker:
         self.name = name or worker_id()
         self.lease_seconds = lease_seconds
         self.retry_seconds = retry_seconds
-        # Run at start and every HOUSEKEEPING_SECONDS (finishing submits that crashed).
+        # Run at start and every ``housekeeping_seconds`` (finishing submits that crashed).
         self.housekeeping = housekeeping
+        self.housekeeping_seconds = housekeeping_seconds
         self._last_housekeeping = 0.0
         self.stats = WorkerStats(started=time.time())
         self._last_beat = 0.0
@@ -278,7 +280,7 @@ class Worker:
         return len(deliveries)
 
     def tidy(self) -> None:
-        due = time.time() - self._last_housekeeping >= HOUSEKEEPING_SECONDS
+        due = time.time() - self._last_housekeeping >= self.housekeeping_seconds
         if self.housekeeping is None or not due:
             return
         self._last_housekeeping = time.time()

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from fruitstream.adapters.sql import SqlDatabase, queue_table
 from fruitstream.dataset import image_files
 from tests.conftest import bad_images
-from tests.helpers import run_cli, run_json
+from tests.helpers import Workers, photos, run_cli, run_json, wait_for
 
 
 @pytest.fixture
@@ -29,55 +29,11 @@ def _db(env: dict[str, str]) -> SqlDatabase:
     return SqlDatabase.from_url(f"sqlite:///{env['FRUITSTREAM_DATA_DIR']}/fruitstream.db")
 
 
-def _photos(dataset: Path, n: int, dest: Path) -> Path:
-    """``n`` real photos (copied, distinct names) in a fresh folder."""
-    dest.mkdir(parents=True)
-    pool = image_files(dataset / "studio" / "test")
-    for i in range(n):
-        src = pool[(i * 7) % len(pool)]
-        shutil.copy(src, dest / f"{i:04d}-{src.name}")
-    return dest
-
-
-class Workers:
-    """Worker processes started with ``fruitstream worker``; all killed at the end."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = {**os.environ, **env}
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def start(self) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fruitstream", "worker"],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-
-
 @pytest.fixture
 def workers(env: dict[str, str]) -> Iterator[Workers]:
     w = Workers(env)
     yield w
     w.stop_all()
-
-
-def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _live_workers(env: dict[str, str], n: int) -> bool:
@@ -96,7 +52,7 @@ def _rows(env: dict[str, str], session: str | None = None) -> list[tuple[str, st
 
 
 def test_submit_wait_matches_classify(tmp_path: Path, dataset: Path, env: dict[str, str]) -> None:
-    folder = _photos(dataset, 6, tmp_path / "in")
+    folder = photos(dataset, 6, tmp_path / "in")
     for fruit in ("banana", "lime"):
         shutil.copy(image_files(dataset / "grocery" / "val" / fruit)[0], folder / f"{fruit}.jpg")
     for name, data in bad_images().items():
@@ -132,20 +88,20 @@ def test_submit_wait_matches_classify(tmp_path: Path, dataset: Path, env: dict[s
 def test_kill_9_mid_session_loses_nothing_and_doubles_nothing(
     tmp_path: Path, dataset: Path, env: dict[str, str], workers: Workers
 ) -> None:
-    folder = _photos(dataset, 300, tmp_path / "in")
+    folder = photos(dataset, 300, tmp_path / "in")
     first = workers.start()
-    _wait(lambda: _live_workers(env, 1), 60, "the first worker's heartbeat")
+    wait_for(lambda: _live_workers(env, 1), 60, "the first worker's heartbeat")
     out = run_cli("submit", str(folder), env=env)
     assert out.returncode == 0, out.stderr
     session = out.stdout.strip()
-    _wait(lambda: len(_rows(env, session)) >= 40, 120, "40 results")
+    wait_for(lambda: len(_rows(env, session)) >= 40, 120, "40 results")
     first.send_signal(signal.SIGKILL)
     first.wait()
     done_before = len(_rows(env, session))
     assert done_before < 300, "the worker finished before it could be killed"
 
     workers.start()
-    _wait(lambda: len(_rows(env, session)) >= 300, 240, "all 300 results")
+    wait_for(lambda: len(_rows(env, session)) >= 300, 240, "all 300 results")
     time.sleep(1.0)
     rows = _rows(env, session)
     assert len(rows) == 300
@@ -159,17 +115,17 @@ def test_kill_9_mid_session_loses_nothing_and_doubles_nothing(
 def test_two_submitters_two_workers_every_image_once(
     tmp_path: Path, dataset: Path, env: dict[str, str], workers: Workers
 ) -> None:
-    a = _photos(dataset, 40, tmp_path / "a")
-    b = _photos(dataset, 40, tmp_path / "b")
+    a = photos(dataset, 40, tmp_path / "a")
+    b = photos(dataset, 40, tmp_path / "b")
     workers.start()
     workers.start()
-    _wait(lambda: _live_workers(env, 2), 60, "two worker heartbeats")
+    wait_for(lambda: _live_workers(env, 2), 60, "two worker heartbeats")
     full_env = {**os.environ, **env}
     cmds = [[sys.executable, "-m", "fruitstream", "submit", str(p)] for p in (a, b)]
     procs = [subprocess.Popen(c, env=full_env, stdout=subprocess.PIPE, text=True) for c in cmds]
     sessions = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert all(p.returncode == 0 for p in procs)
-    _wait(lambda: len(_rows(env)) >= 80, 240, "80 results")
+    wait_for(lambda: len(_rows(env)) >= 80, 240, "80 results")
     time.sleep(1.0)
     rows = _rows(env)
     assert len(rows) == 80 and len({r[0] for r in rows}) == 80
@@ -182,13 +138,13 @@ def test_two_submitters_two_workers_every_image_once(
 def test_sigterm_finishes_the_batch_in_hand(
     tmp_path: Path, dataset: Path, env: dict[str, str], workers: Workers
 ) -> None:
-    folder = _photos(dataset, 120, tmp_path / "in")
+    folder = photos(dataset, 120, tmp_path / "in")
     env["FRUITSTREAM_LEASE_SECONDS"] = "600"  # nothing may come back through expiry
     workers.env["FRUITSTREAM_LEASE_SECONDS"] = "600"
     proc = workers.start()
-    _wait(lambda: _live_workers(env, 1), 60, "the worker's heartbeat")
+    wait_for(lambda: _live_workers(env, 1), 60, "the worker's heartbeat")
     session = run_cli("submit", str(folder), env=env).stdout.strip()
-    _wait(lambda: len(_rows(env, session)) >= 20, 120, "20 results")
+    wait_for(lambda: len(_rows(env, session)) >= 20, 120, "20 results")
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0
