@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fruitstream.classifier import PIPELINE_CHUNK, Classifier
+from fruitstream.imaging import ImageLimits
 from fruitstream.model.bundle import PRECISIONS, ModelBundle
 
 if TYPE_CHECKING:
@@ -282,6 +283,95 @@ def pipeline_benchmark(
         proc.wait(timeout=60)
     result["worker_peak_rss_mb"] = {k: round(v / 1024, 1) for k, v in peaks.items()}
     return result
+
+
+def near_limit_images(limits: ImageLimits) -> list[tuple[str, bytes]]:
+    """Images just under the pixel limit, of the kinds that cost most to decode: RGBA and
+    palette PNG (no draft decoding), 16-bit greyscale PNG, and a baseline JPEG."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    side = int((limits.max_pixels * 0.98) ** 0.5)
+    # Smooth gradients: a few hundred kilobytes that decode to hundreds of megabytes, the
+    # cheapest way to make a worker spend memory (the 208 KB PNG of the reliability issue).
+    ramp = np.linspace(0, 255, side, dtype=np.float32)
+    base = (ramp[None, :] * 0.5 + ramp[:, None] * 0.5).astype(np.uint8)
+    grey = (255 - base).astype(np.uint8)
+    images = {
+        "near-limit-rgba.png": Image.fromarray(np.dstack([grey, base, grey, base]), "RGBA"),
+        "near-limit-palette.png": Image.fromarray(grey, "L").convert("P"),
+        "near-limit-16bit.png": Image.fromarray(grey.astype(np.uint16) * 257),
+        "near-limit.jpg": Image.fromarray(np.dstack([grey, base, grey]), "RGB"),
+    }
+    out = []
+    for name, img in images.items():
+        buf = io.BytesIO()
+        img.save(buf, "JPEG" if name.endswith(".jpg") else "PNG")
+        out.append((name, buf.getvalue()))
+    return out
+
+
+def worker_memory_benchmark(
+    files: Sequence[Path], large: int, workdir: Path, normal: int = 64
+) -> dict[str, Any]:
+    """Peak RSS of a ``fruitstream worker`` process classifying ``normal`` photos mixed with
+    ``large`` images just under the pixel limit (every lane may get one at once)."""
+    import os
+    import subprocess
+    import sys
+
+    from fruitstream.bootstrap import build_backends
+    from fruitstream.config import load_settings
+
+    settings = load_settings(data_dir=workdir)
+    big = near_limit_images(settings.limits)
+    blobs = [(f.name, f.read_bytes()) for f in files] or big
+    uploads = numbered_uploads(blobs, normal)
+    uploads += numbered_uploads(big, large, start=normal)
+    # Large ones spread through the batch, several in each worker batch.
+    uploads.sort(key=lambda u: hash(u.filename) % 97)
+    pipeline = build_backends(settings).pipeline()
+    report = pipeline.submit(uploads)
+    env = {**os.environ, "FRUITSTREAM_DATA_DIR": str(workdir)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fruitstream", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    started = time.perf_counter()
+    try:
+        while not pipeline.progress(report.session_id).complete:
+            time.sleep(0.2)
+        elapsed = time.perf_counter() - started
+        peak = _rss_peak_kb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    rows = pipeline.results_of(report.session_id)
+    return {
+        "photos": len(uploads),
+        "near_limit_images": large,
+        "near_limit_kinds": {name: len(data) for name, data in big},
+        "ok": sum(r.status == "ok" for r in rows),
+        "errors": sum(r.status == "error" for r in rows),
+        "seconds": elapsed,
+        "worker_peak_rss_mb": round(peak / 1024, 1),
+    }
+
+
+def format_worker_memory_benchmark(r: dict[str, Any]) -> str:
+    kinds = ", ".join(f"{k} ({v / 1e6:.1f} MB)" for k, v in r["near_limit_kinds"].items())
+    return "\n".join(
+        [
+            f"photos                      {r['photos']} ({r['near_limit_images']} near the"
+            f" pixel limit: {kinds})",
+            f"classified / errors         {r['ok']} / {r['errors']} in {r['seconds']:.1f} s",
+            f"worker peak RSS             {r['worker_peak_rss_mb']} MB",
+        ]
+    )
 
 
 def format_pipeline_benchmark(r: dict[str, Any]) -> str:

@@ -16,7 +16,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fruitstream.errors import ImageError, ModelError
-from fruitstream.imaging import ImageLimits, load_pixels, normalize
+from fruitstream.imaging import (
+    ImageLimits,
+    load_pixels,
+    normalize,
+    return_big_buffers_to_the_os,
+)
 from fruitstream.model.bundle import ModelBundle, default_bundle_dir
 
 
@@ -79,6 +84,7 @@ class Classifier:
         threads: int = 0,
         batch_size: int = 32,
     ) -> None:
+        return_big_buffers_to_the_os()
         self.bundle = bundle
         self.limits = limits
         self.batch_size = batch_size

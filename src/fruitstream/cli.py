@@ -194,6 +194,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = distributed_benchmark(files, args.distributed)
         print(json.dumps(result, indent=2) if args.json else format_distributed_benchmark(result))
         return EXIT_OK
+    if args.near_limit is not None:
+        import tempfile
+
+        from fruitstream.bench import format_worker_memory_benchmark, worker_memory_benchmark
+
+        with tempfile.TemporaryDirectory() as tmp:
+            result = worker_memory_benchmark(files[: args.max_files], args.near_limit, Path(tmp))
+        print(json.dumps(result, indent=2) if args.json else format_worker_memory_benchmark(result))
+        return EXIT_OK
     if args.pipeline:
         import tempfile
 
@@ -513,6 +522,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--memory-images", type=int, default=5000, help="photos for the worker memory check"
+    )
+    p.add_argument(
+        "--near-limit",
+        type=int,
+        metavar="N",
+        help="worker peak memory on the given photos mixed with N images near the pixel limit",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
