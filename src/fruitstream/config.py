@@ -62,7 +62,6 @@ class Settings(BaseSettings):
     s3_bucket: str = "fruitstream"
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
-    s3_presign_seconds: int = Field(default=3600, gt=0)
 
     # Kafka
     kafka_bootstrap_servers: str = "127.0.0.1:9092"

@@ -5,11 +5,8 @@ Kafka (KRaft), PostgreSQL and a Spark standalone cluster running ``fruitstream s
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -20,64 +17,20 @@ import pytest
 
 from fruitstream.dataset import image_files
 from tests.helpers import run_cli, run_json
-
-REPO = Path(__file__).resolve().parents[2]
-STACK_ENV = Path(os.environ.get("FRUITSTREAM_STACK_DIR", REPO / ".stack")) / "env"
+from tests.stack import REPO, SparkJob, stack_env
 
 pytestmark = pytest.mark.distributed
-
-
-def _stack_env() -> dict[str, str]:
-    if not STACK_ENV.exists():
-        message = "needs the local stack: run scripts/stack up"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    env = {}
-    for line in STACK_ENV.read_text().splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key] = value
-    return env
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Stack settings with a topic and checkpoint of this test module's own."""
-    env = _stack_env()
+    env = stack_env()
     tag = uuid.uuid4().hex[:8]
     env["FRUITSTREAM_KAFKA_TOPIC"] = f"fruit-images-test-{tag}"
     env["FRUITSTREAM_SPARK_CHECKPOINT"] = str(tmp_path_factory.mktemp("checkpoint"))
     env["FRUITSTREAM_SPARK_TRIGGER_SECONDS"] = "0.5"
     return env
-
-
-class SparkJob:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = {**os.environ, **env}
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "fruitstream", "spark-job"],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def output(self) -> str:
-        """The driver's log and every executor's stderr on the local worker."""
-        texts = [self.log.read_text(errors="replace")]
-        work = STACK_ENV.parent / "spark-work"
-        texts += [p.read_text(errors="replace") for p in work.glob("app-*/*/stderr")]
-        return "\n".join(texts)
 
 
 @pytest.fixture(scope="module")

@@ -148,3 +148,52 @@ def test_distributed_figures_in_the_sidebar() -> None:
     )
     assert health_figures(h) == ["lag 12 messages", "input 3.0 rows/s", "processed 4.5 rows/s"]
     assert health_line(Health("queue", False, "Kafka down")).startswith(":red[")
+
+
+def test_database_down_leaves_a_clear_message_and_single_photos_working(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dataset: Path
+) -> None:
+    monkeypatch.setenv("FRUITSTREAM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FRUITSTREAM_DATABASE_URL", "postgresql+psycopg://u:pw@127.0.0.1:9/db")
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    try:
+        at.run()
+        assert not at.exception
+        assert any(e.value.startswith("Batches are unavailable right now") for e in at.error)
+        at.file_uploader(key="upload").set_value(
+            ("b.jpg", _photo(dataset, "banana"), "image/jpeg")
+        )
+        at.run()
+        assert not at.exception
+        assert [s.value for s in at.success] == ["It is: banana"]
+    finally:
+        import streamlit as st
+
+        st.cache_resource.clear()
+
+
+def test_crafted_names_and_odd_image_modes_are_shown_safely() -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from fruitstream.stats import csv_safe
+    from fruitstream.ui.views import escape_markdown, thumbnail
+
+    name = "[click](http://evil.example) :red[boom] **x**.jpg"
+    escaped = escape_markdown(name)
+    assert "](" not in escaped.replace("\\]", "").replace("\\(", "")
+    assert escaped.startswith("\\[click\\]") and "\\:red\\[boom\\]" in escaped
+    assert escape_markdown("- list.jpg").startswith("\\-")
+    assert csv_safe("=HYPERLINK(1)") == "'=HYPERLINK(1)" and csv_safe("@x") == "'@x"
+    assert csv_safe("apple.jpg") == "apple.jpg" and csv_safe(0.5) == 0.5
+    for img in (
+        Image.fromarray(np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(48, 64), "F"),
+        Image.fromarray((np.arange(64 * 48, dtype=np.uint16) * 20).reshape(48, 64)),
+    ):
+        buf = io.BytesIO()
+        img.save(buf, "TIFF")
+        small = thumbnail(buf.getvalue())
+        assert small is not None
+        assert Image.open(io.BytesIO(small)).mode == "RGB"

@@ -364,3 +364,19 @@ def test_executor_settings_file_is_private_and_round_trips(
     assert again.s3_secret_access_key.get_secret_value() == secret
     assert again.sqlalchemy_url == "postgresql://u:p%40ss@h/db"
     assert again.storage == "s3" and again.kafka_sasl_password is None
+
+
+def test_a_huge_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.jpg"
+    with huge.open("wb") as f:
+        f.truncate(1 << 30)  # sparse: 1 GiB that costs no disk
+    probe = (
+        "import resource, subprocess, sys; "
+        "out = subprocess.run([sys.executable, '-m', 'fruitstream', 'classify', '--json', "
+        "sys.argv[1]], capture_output=True, text=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); print(out.stdout)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, str(huge)], **_out())
+    peak_kb, _, records = done.stdout.partition("\n")
+    assert "over the limit" in records and "1,073,741,824 bytes" in records
+    assert int(peak_kb) < 400 * 1024, f"{int(peak_kb) // 1024} MB: the file was read"

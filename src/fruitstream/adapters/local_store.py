@@ -40,9 +40,6 @@ class LocalObjectStore:
         except OSError as exc:
             raise StorageError(f"cannot read {key}: {exc.strerror or exc}") from exc
 
-    def url(self, key: str) -> str | None:
-        return None  # served from bytes: a local path means nothing to a browser
-
     def health(self) -> Health:
         try:
             self.root.mkdir(parents=True, exist_ok=True)

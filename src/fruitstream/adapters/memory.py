@@ -23,9 +23,6 @@ class MemoryObjectStore:
         except KeyError:
             raise NotFoundError(f"object {key} does not exist in the store") from None
 
-    def url(self, key: str) -> str | None:
-        return None
-
     def health(self) -> Health:
         return Health("storage", True, f"memory, {len(self.objects)} objects")
 

@@ -19,12 +19,11 @@ def _reason(exc: Exception) -> str:
 
 
 class S3ObjectStore:
-    """The bucket stays private; images are shown through presigned URLs."""
+    """The bucket stays private: photos are read back with credentials, never by URL."""
 
-    def __init__(self, client: Any, bucket: str, presign_seconds: int = 3600) -> None:
+    def __init__(self, client: Any, bucket: str) -> None:
         self.client = client
         self.bucket = bucket
-        self.presign_seconds = presign_seconds
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3ObjectStore:
@@ -49,7 +48,7 @@ class S3ObjectStore:
                 read_timeout=30,
             ),
         )
-        return cls(client, settings.s3_bucket, settings.s3_presign_seconds)
+        return cls(client, settings.s3_bucket)
 
     def ensure_bucket(self) -> None:
         """Create the bucket when absent (private: no ACL is ever granted)."""
@@ -98,19 +97,6 @@ class S3ObjectStore:
         except BotoCoreError as exc:
             raise StorageError(f"cannot read {key}: {_reason(exc)}") from exc
         return body
-
-    def url(self, key: str) -> str | None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            url: str = self.client.generate_presigned_url(
-                "get_object",
-                Params={"Bucket": self.bucket, "Key": key},
-                ExpiresIn=self.presign_seconds,
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"cannot sign a URL for {key}: {_reason(exc)}") from exc
-        return url
 
     def health(self) -> Health:
         from botocore.exceptions import BotoCoreError, ClientError
