@@ -37,12 +37,12 @@ $(BIN)/python:
 
 venv: $(BIN)/python  ## create the virtual environment (.venv) with uv in it
 
-install: venv  ## install fruitstream with the UI (inference only: no torch)
-	$(INSTALL) -e '.[ui]'
+install: venv  ## install fruitstream with the UI and the HTTP API (inference only: no torch)
+	$(INSTALL) -e '.[ui,api]'
 	@$(BIN)/python -m compileall -q src >/dev/null
 
 install-dev: venv  ## install everything the tests need (every extra)
-	$(INSTALL) -e '.[dev,train,ui,distributed,spark]'
+	$(INSTALL) -e '.[dev,train,ui,api,distributed,spark]'
 	@$(BIN)/python -m compileall -q src >/dev/null
 
 run: install  ## set up and start the app on the embedded default (http://127.0.0.1:8501)

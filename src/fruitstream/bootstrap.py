@@ -165,6 +165,11 @@ class Backends:
             return []
         return [b for b in beats if is_alive(b[2], b[3])]
 
+    @property
+    def consumes_locally(self) -> bool:
+        """Whether a worker in this process can consume the configured queue."""
+        return self.settings.queue == "local"
+
     def health(self) -> list[Health]:
         checks = [self.store.health(), self.publisher.health(), self.db.health()]
         live = self.live_workers()
@@ -179,12 +184,27 @@ class Backends:
                 }
             kinds = ", ".join(sorted({b[1] for b in live}))
             detail = f"{len(live)} alive ({kinds}), last beat {live[0][2]:%H:%M:%S} UTC"
-            checks.append(Health("workers", True, detail, extra))
+            checks.append(Health("workers", True, detail, extra, figures(extra)))
         else:
             checks.append(
                 Health("workers", False, "no worker heartbeat in the last 15 s (none running)")
             )
         return checks + self.extra_health
+
+
+_FIGURES = {
+    "rate": "{:.1f} photos/s",
+    "lag": "lag {:,} messages",
+    "input_rate": "input {:.1f} rows/s",
+    "processed_rate": "processed {:.1f} rows/s",
+}
+
+
+def figures(extra: dict[str, object]) -> tuple[str, ...]:
+    """The lines a person reads under a backend's state, from its machine figures."""
+    return tuple(
+        fmt.format(extra[key]) for key, fmt in _FIGURES.items() if extra.get(key) is not None
+    )
 
 
 def build_store(settings: Settings) -> ObjectStore:

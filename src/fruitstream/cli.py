@@ -35,6 +35,16 @@ def _classifier(args: argparse.Namespace) -> Any:
     )
 
 
+def _service(args: argparse.Namespace | None = None) -> Any:
+    """The application service; ``--model`` / ``--precision`` choose its classifier."""
+    from fruitstream.service import FruitService
+
+    service = FruitService.create(_settings())
+    if args is not None and (getattr(args, "model", None) or getattr(args, "precision", None)):
+        service = FruitService(service.settings, service.backends, lambda: _classifier(args))
+    return service
+
+
 def _progress(total: int, desc: str) -> Any:
     """A progress bar on a terminal for long runs, nothing otherwise."""
     from tqdm import tqdm
@@ -70,14 +80,12 @@ def _describe(path: str, rec: dict[str, Any]) -> str:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from fruitstream.service import classify_files
-
-    clf = _classifier(args)
+    service = _service(args)
     records = []
     skipped: list[tuple[Path, str]] = []
     with _progress(0, "classifying") as bar:
         paths = [Path(p) for p in args.paths]
-        for rec in classify_files(clf, paths, top_k=args.top_k, bar=bar, skipped=skipped):
+        for rec in service.classify_files(paths, top_k=args.top_k, bar=bar, skipped=skipped):
             records.append(rec)
             if not args.json:
                 bar.write(_describe(rec["path"], rec), file=sys.stdout)
@@ -221,12 +229,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # --- pipeline -------------------------------------------------------------------------------
 
 
-def _backends() -> Any:
-    from fruitstream.bootstrap import build_backends
-
-    return build_backends(_settings())
-
-
 def _uploads(paths: Sequence[str]) -> tuple[list[Any], list[tuple[Path, str]]]:
     """The files to submit, read only when their turn comes, and the paths left out."""
     from fruitstream.dataset import expand_paths
@@ -238,69 +240,44 @@ def _uploads(paths: Sequence[str]) -> tuple[list[Any], list[tuple[Path, str]]]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    import threading
-
-    backends = _backends()
+    service = _service()
     uploads, skipped = _uploads(args.paths)
     _report_skipped(skipped)
     if not uploads:
         print("fruitstream: error: no files to submit", file=sys.stderr)
         return EXIT_USAGE
-    pipeline = backends.pipeline()
-    report = pipeline.submit(uploads, name=args.name or "")
+    report = service.submit(uploads, name=args.name or "")
     print(report.session_id)
     for name, reason in {**report.rejected, **report.not_sent}.items():
         print(f"{clean(name)}: {clean(reason)}", file=sys.stderr)
-
-    stop = threading.Event()
-    helper: threading.Thread | None = None
-
-    def consumer_alive() -> bool:
-        return bool(backends.live_workers()) or (helper is not None and helper.is_alive())
-
-    def classify_here() -> None:
-        nonlocal helper
+    failed = EXIT_SOME_FAILED if report.rejected or report.not_sent else EXIT_OK
+    here = not args.queue_only and service.can_consume_here()
+    done = lambda: service.progress(report.session_id).complete  # noqa: E731
+    if here and not service.consumer_alive():
         print("no worker is running: classifying the photos in this process", file=sys.stderr)
-        worker = backends.worker()
-        helper = threading.Thread(
-            target=worker.run,
-            args=(stop, lambda: pipeline.progress(report.session_id).complete),
-            daemon=True,
-        )
-        helper.start()
+        service.ensure_consumer(until=done)
+    elif not args.wait:
+        return failed
 
-    local = backends.settings.queue == "local"
-    if local and not args.queue_only and not consumer_alive():
-        classify_here()
-    if not (args.wait or helper is not None):
-        return EXIT_SOME_FAILED if report.rejected or report.not_sent else EXIT_OK
-    warned = False
+    def no_consumer() -> None:
+        what = "fruitstream spark-job" if not service.can_consume_here() else "fruitstream worker"
+        print(f"no consumer is running: start `{what}`; waiting", file=sys.stderr)
 
-    def check() -> None:
-        # A worker that stops while we wait: take over (embedded) or say so (Spark).
-        nonlocal warned
-        if consumer_alive():
-            return
-        if local and not args.queue_only:
-            classify_here()
-        elif not warned:
-            warned = True
-            what = "fruitstream worker" if local else "fruitstream spark-job"
-            print(f"no consumer is running: start `{what}`; waiting", file=sys.stderr)
-
-    def show(progress: Any) -> None:
+    def on_progress(progress: Any) -> None:
         bar.n = progress.done
         bar.refresh()
 
     try:
         with _progress(report.submitted, "classifying") as bar:
-            progress = pipeline.wait(
-                report.session_id, timeout=args.timeout, on_progress=show, check=check
+            progress = service.wait(
+                report.session_id,
+                timeout=args.timeout,
+                on_progress=on_progress,
+                on_no_consumer=no_consumer if args.queue_only or not here else None,
+                take_over=here,
             )
     finally:
-        stop.set()
-        if helper is not None:
-            helper.join()
+        service.stop()
     if not progress.complete:
         print(
             f"timed out after {args.timeout:g} s: {progress.done} of {progress.submitted} done;"
@@ -309,8 +286,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         )
         return EXIT_SOME_FAILED
     if args.wait:
-        _print_summary(pipeline.results_of(report.session_id))
-    return EXIT_SOME_FAILED if report.rejected or report.not_sent else EXIT_OK
+        _print_summary(service.results(report.session_id))
+    return failed
 
 
 def _print_summary(rows: Sequence[Any]) -> None:
@@ -326,7 +303,7 @@ def _print_summary(rows: Sequence[Any]) -> None:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    settled = _backends().pipeline().repair(older_than=args.older_than)
+    settled = _service().repair(older_than=args.older_than)
     for session_id, n in settled.items():
         print(f"{session_id}: {n} photos settled")
     if not settled:
@@ -340,8 +317,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import threading
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    backends = _backends()
-    worker = backends.worker()
+    service = _service()
     stop = threading.Event()
 
     def _stop(signum: int, _frame: Any) -> None:
@@ -350,8 +326,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    print(f"worker {worker.name} running; Ctrl-C to stop", file=sys.stderr)
-    stats = worker.run(stop)
+    stats = service.run_worker(
+        stop, started=lambda name: print(f"worker {name} running; Ctrl-C to stop", file=sys.stderr)
+    )
     print(f"worker stopped: {stats.processed} photos, {stats.errors} errors", file=sys.stderr)
     return EXIT_OK
 
@@ -359,7 +336,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_results(args: argparse.Namespace) -> int:
     from fruitstream.stats import csv_bytes
 
-    rows = _backends().pipeline().results_of(args.session)
+    rows = _service().results(args.session)
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=2))
     elif args.csv:
@@ -377,9 +354,8 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
-    backends = _backends()
-    for s in backends.db.sessions(limit=args.limit):
-        p = backends.db.progress(s.session_id)
+    for summary in _service().sessions(limit=args.limit):
+        s, p = summary.session, summary.progress
         print(
             f"{s.session_id}  {s.created_at:%Y-%m-%d %H:%M:%S}  {p.done}/{s.submitted} done"
             f"  {p.errors} errors  {clean(s.name)}"
@@ -388,11 +364,10 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    checks = _backends().health()
+    ready, checks = _service().ready()
     for h in checks:
         print(f"{'ok  ' if h.ok else 'DOWN'}  {h.name:<18} {h.detail}")
-    core = [h for h in checks if h.name in {"storage", "queue", "results database"}]
-    return EXIT_OK if all(h.ok for h in core) else EXIT_SOME_FAILED
+    return EXIT_OK if ready else EXIT_SOME_FAILED
 
 
 # --- spark ------------------------------------------------------------------------------------
@@ -404,12 +379,7 @@ def cmd_spark_job(args: argparse.Namespace) -> int:
     from fruitstream.spark_job import run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    settings = _settings()
-    if settings.queue != "kafka":
-        from fruitstream.errors import ConfigError
-
-        raise ConfigError("the Spark job reads Kafka: set FRUITSTREAM_QUEUE=kafka")
-    run(settings, stop_after_idle=args.stop_after_idle)
+    run(_settings(), stop_after_idle=args.stop_after_idle)
     return EXIT_OK
 
 

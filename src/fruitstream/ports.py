@@ -18,6 +18,8 @@ class Health:
     ok: bool
     detail: str
     extra: dict[str, Any] | None = None
+    # Ready-made lines to show under it ("lag 12 messages"): no entrypoint knows the keys.
+    figures: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from pydantic import SecretStr
 from fruitstream.config import SETTINGS_FILE_VARIABLE, Settings, load_settings
 from fruitstream.domain import ResultRow
 from fruitstream.errors import (
+    ConfigError,
     FruitstreamError,
     MissingDependencyError,
     QueueError,
@@ -283,6 +284,8 @@ def run(settings: Settings, stop_after_idle: float | None = None) -> None:
     """Start the streaming query and keep it running, recording progress as a heartbeat."""
     from fruitstream.bootstrap import build_backends
 
+    if settings.queue != "kafka":
+        raise ConfigError("the Spark job reads Kafka: set FRUITSTREAM_QUEUE=kafka")
     backends = build_backends(settings)
     db = backends.db
     db.create_schema()

@@ -140,12 +140,12 @@ def test_batch_tab_runs_a_batch_to_completion(app: AppTest, dataset: Path) -> No
 
 
 def test_distributed_figures_in_the_sidebar() -> None:
+    from fruitstream.bootstrap import figures
     from fruitstream.ports import Health
     from fruitstream.ui.views import health_figures, health_line
 
-    h = Health(
-        "workers", True, "1 alive (spark)", {"lag": 12, "input_rate": 3.0, "processed_rate": 4.5}
-    )
+    extra: dict[str, object] = {"lag": 12, "input_rate": 3.0, "processed_rate": 4.5}
+    h = Health("workers", True, "1 alive (spark)", extra, figures(extra))
     assert health_figures(h) == ["lag 12 messages", "input 3.0 rows/s", "processed 4.5 rows/s"]
     assert health_line(Health("queue", False, "Kafka down")).startswith(":red[")
 
@@ -160,9 +160,7 @@ def test_database_down_leaves_a_clear_message_and_single_photos_working(
         at.run()
         assert not at.exception
         assert any(e.value.startswith("Batches are unavailable right now") for e in at.error)
-        at.file_uploader(key="upload").set_value(
-            ("b.jpg", _photo(dataset, "banana"), "image/jpeg")
-        )
+        at.file_uploader(key="upload").set_value(("b.jpg", _photo(dataset, "banana"), "image/jpeg"))
         at.run()
         assert not at.exception
         assert [s.value for s in at.success] == ["It is: banana"]

@@ -188,14 +188,7 @@ def health_line(h: Health) -> str:
 
 
 def health_figures(h: Health) -> list[str]:
-    figures = {
-        "rate": "{:.1f} photos/s",
-        "lag": "lag {:,} messages",
-        "input_rate": "input {:.1f} rows/s",
-        "processed_rate": "processed {:.1f} rows/s",
-    }
-    extra = h.extra or {}
-    return [fmt.format(extra[key]) for key, fmt in figures.items() if extra.get(key) is not None]
+    return list(h.figures)
 
 
 def table_rows(rows: Sequence[ResultRow], t: T, lang: str) -> list[dict[str, Any]]:
