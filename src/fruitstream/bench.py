@@ -467,3 +467,141 @@ def format_distributed_benchmark(r: dict[str, Any]) -> str:
             f"(runs {r['latency_s_runs']}, trigger {r['trigger_s']} s)",
         ]
     )
+
+
+def _multipart(files: Sequence[tuple[str, bytes]], boundary: str) -> bytes:
+    parts = []
+    for name, data in files:
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        )
+        parts.append(head.encode() + data + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode()
+
+
+def http_benchmark(files: Sequence[Path], batch: int, rounds: int, workdir: Path) -> dict[str, Any]:
+    """The HTTP API against the same work in process, alternating, on the embedded default.
+
+    One photo: ``POST /v1/classify`` (raw body, one kept-alive connection) against
+    ``FruitService.classify_one`` on the same bytes. A batch: ``POST /v1/batches`` of ``batch``
+    photos against the submit the CLI does (``Pipeline.submit`` of files on disk); the server
+    does not classify meanwhile (``FRUITSTREAM_API_WORKER=false``), like ``submit --queue-only``.
+    """
+    import http.client
+    import os
+    import socket
+    import subprocess
+    import sys
+    import uuid
+
+    from fruitstream.config import load_settings
+    from fruitstream.pipeline import Upload
+    from fruitstream.service import FruitService
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    env = {
+        **os.environ,
+        "FRUITSTREAM_DATA_DIR": str(workdir / "server"),
+        "FRUITSTREAM_API_WORKER": "false",
+    }
+    env.pop("FRUITSTREAM_API_TOKENS", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "fruitstream", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                conn.request("GET", "/healthz")
+                conn.getresponse().read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                time.sleep(0.2)
+        service = FruitService.create(load_settings(data_dir=workdir / "local"))
+        blobs = [f.read_bytes() for f in files]
+
+        def over_http(data: bytes) -> None:
+            conn.request("POST", "/v1/classify", body=data, headers={"Content-Type": "image/jpeg"})
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"POST /v1/classify answered {response.status}")
+
+        for b in blobs[:3]:
+            service.classify_one(b)
+            over_http(b)
+        local_all, http_all, ratios = [], [], []
+        for _ in range(rounds):
+            local, remote = [], []
+            for b in blobs:
+                started = time.perf_counter()
+                service.classify_one(b)
+                middle = time.perf_counter()
+                over_http(b)
+                local.append(middle - started)
+                remote.append(time.perf_counter() - middle)
+            ratios.append(statistics.median(remote) / statistics.median(local))
+            local_all += local
+            http_all += remote
+
+        on_disk = [files[i % len(files)] for i in range(batch)]
+        named = [(f"{i:05d}-{p.name}", p.read_bytes()) for i, p in enumerate(on_disk)]
+        submit_rates, http_rates = [], []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            service.submit([Upload(f"{i:05d}-{p.name}", p) for i, p in enumerate(on_disk)])
+            submit_rates.append(batch / (time.perf_counter() - started))
+            boundary = uuid.uuid4().hex
+            body = _multipart(named, boundary)
+            started = time.perf_counter()
+            conn.request(
+                "POST",
+                "/v1/batches",
+                body=body,
+                headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+            )
+            response = conn.getresponse()
+            response.read()
+            if response.status != 202:
+                raise RuntimeError(f"POST /v1/batches answered {response.status}")
+            http_rates.append(batch / (time.perf_counter() - started))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {
+        "rounds": rounds,
+        "files": len(blobs),
+        "in_process_ms": statistics.median(local_all) * 1000,
+        "http_ms": statistics.median(http_all) * 1000,
+        "one_photo_ratio": statistics.median(ratios),
+        "ratios_per_round": [round(r, 3) for r in ratios],
+        "batch": batch,
+        "submit_images_per_s": statistics.median(submit_rates),
+        "http_submit_images_per_s": statistics.median(http_rates),
+        "batch_ratio": statistics.median(
+            [h / s for h, s in zip(http_rates, submit_rates, strict=True)]
+        ),
+    }
+
+
+def format_http_benchmark(r: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"one photo in process         {r['in_process_ms']:.1f} ms (median)",
+            f"one photo over HTTP          {r['http_ms']:.1f} ms = {r['one_photo_ratio']:.2f}x"
+            f" in process (median of {r['rounds']} rounds: {r['ratios_per_round']})",
+            f"submit of {r['batch']} photos, CLI    {r['submit_images_per_s']:.1f} images/s",
+            f"submit over HTTP             {r['http_submit_images_per_s']:.1f} images/s ="
+            f" {r['batch_ratio']:.2f}x the CLI's rate",
+        ]
+    )

@@ -202,6 +202,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = distributed_benchmark(files, args.distributed)
         print(json.dumps(result, indent=2) if args.json else format_distributed_benchmark(result))
         return EXIT_OK
+    if args.http is not None:
+        import tempfile
+
+        from fruitstream.bench import format_http_benchmark, http_benchmark
+
+        with tempfile.TemporaryDirectory() as tmp:
+            result = http_benchmark(files[: args.max_files], args.http, args.repeats, Path(tmp))
+        print(json.dumps(result, indent=2) if args.json else format_http_benchmark(result))
+        return EXIT_OK
     if args.near_limit is not None:
         import tempfile
 
@@ -412,6 +421,37 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return EXIT_OK  # pragma: no cover - execv does not return
 
 
+# --- serve ------------------------------------------------------------------------------------
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
+        from fruitstream.errors import MissingDependencyError
+
+        raise MissingDependencyError("fastapi and uvicorn", "api")
+    import uvicorn
+
+    from fruitstream.api import create_app
+
+    settings = _settings()
+    host = args.host
+    if not settings.api_token_list and host not in LOOPBACK:
+        print(
+            f"no FRUITSTREAM_API_TOKENS configured: binding to 127.0.0.1, not {host}",
+            file=sys.stderr,
+        )
+        host = "127.0.0.1"
+    auth = "bearer tokens required" if settings.api_token_list else "no authentication"
+    print(f"fruitstream API at http://{host}:{args.port} ({auth}); docs at /docs", flush=True)
+    uvicorn.run(create_app(), host=host, port=args.port, log_level="warning", access_log=False)
+    return EXIT_OK
+
+
 # --- config -----------------------------------------------------------------------------------
 
 
@@ -494,6 +534,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--memory-images", type=int, default=5000, help="photos for the worker memory check"
     )
     p.add_argument(
+        "--http",
+        type=int,
+        metavar="N",
+        help="the HTTP API against in process: one photo, and a batch submit of N photos",
+    )
+    p.add_argument(
         "--near-limit",
         type=int,
         metavar="N",
@@ -567,6 +613,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8501)
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("serve", help="start the HTTP API (OpenAPI docs at /docs)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("config", help="print the effective configuration, secrets masked")
     p.set_defaults(func=cmd_config)

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     # Check that the broker's certificate names the host connected to (https-style).
     kafka_ssl_check_hostname: bool = True
 
+    # HTTP API (fruitstream serve): bearer tokens, comma-separated (secret). None configured:
+    # the server binds to 127.0.0.1 only.
+    api_tokens: SecretStr | None = None
+    api_max_batch_files: int = Field(default=1000, gt=0)
+    # On the embedded queue, the API process classifies the batches it takes (as the app does).
+    api_worker: bool = True
+
     # Spark
     spark_master: str = "local[2]"
     spark_checkpoint: str = "data/spark-checkpoint"
@@ -118,6 +125,12 @@ class Settings(BaseSettings):
     def max_upload_mb(self) -> int:
         """The per-file limit in whole megabytes (Streamlit's ``server.maxUploadSize``)."""
         return max(1, math.ceil(self.max_image_bytes / (1024 * 1024)))
+
+    @property
+    def api_token_list(self) -> list[str]:
+        if self.api_tokens is None:
+            return []
+        return [t.strip() for t in self.api_tokens.get_secret_value().split(",") if t.strip()]
 
     @property
     def sqlalchemy_url(self) -> str:

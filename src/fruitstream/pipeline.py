@@ -44,22 +44,37 @@ _CONTENT_TYPES = {
 }
 
 
+class Source(Protocol):
+    """Bytes that can say their size before they are read (an uploaded part on disk)."""
+
+    def size(self) -> int: ...
+    def read(self) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class Upload:
-    """One file handed to ``submit``: its name and its bytes, or the path to read them from.
+    """One file handed to ``submit``: its name and its bytes, or where to read them from.
 
-    A path is read only when its turn comes, so that a folder of large photos never sits in
-    memory at once.
+    A path (or another source) is read only when its turn comes, so that a folder of large
+    photos never sits in memory at once.
     """
 
     filename: str
-    data: bytes | Path
+    data: bytes | Path | Source
 
     def size(self) -> int:
-        return len(self.data) if isinstance(self.data, bytes) else self.data.stat().st_size
+        if isinstance(self.data, bytes):
+            return len(self.data)
+        if isinstance(self.data, Path):
+            return self.data.stat().st_size
+        return self.data.size()
 
     def read(self) -> bytes:
-        return self.data if isinstance(self.data, bytes) else self.data.read_bytes()
+        if isinstance(self.data, bytes):
+            return self.data
+        if isinstance(self.data, Path):
+            return self.data.read_bytes()
+        return self.data.read()
 
 
 @dataclass

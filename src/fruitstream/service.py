@@ -226,6 +226,16 @@ class FruitService:
         """Every backend and the consumers, each with ready-made figures to show."""
         return self.backends.health()
 
+    def queue_lag(self) -> float | None:
+        """Photos waiting: the Spark job's Kafka lag, or the embedded queue's depth."""
+        checks = self.health()
+        for name, key in (("workers", "lag"), ("queue", "depth")):
+            for h in checks:
+                value = (h.extra or {}).get(key)
+                if h.name == name and isinstance(value, int | float):
+                    return float(value)
+        return None
+
     def ready(self) -> tuple[bool, list[Health]]:
         checks = self.health()
         return all(h.ok for h in checks if h.name in CORE_BACKENDS), checks

@@ -101,6 +101,37 @@ def test_fifty_photos_through_s3_kafka_spark_postgres(
     assert stack["FRUITSTREAM_SPARK_MASTER"].startswith("spark://")
 
 
+def test_a_batch_through_the_http_api_on_the_real_stack(
+    dataset: Path, stack: dict[str, str], spark_job: SparkJob
+) -> None:
+    import httpx
+
+    from tests.integration.test_api_server import Server
+
+    token = "distributed-api-token"
+    server = Server({**stack, "FRUITSTREAM_API_TOKENS": token}, host="127.0.0.1")
+    auth = {"authorization": f"Bearer {token}"}
+    try:
+        ready = httpx.get(f"{server.url}/readyz").json()
+        assert ready["ready"] and "S3 bucket" in ready["checks"][0]["detail"]
+        pool = image_files(dataset / "grocery" / "val")[:6]
+        files = [("files", (p.name, p.read_bytes())) for p in pool]
+        batch = httpx.post(f"{server.url}/v1/batches", files=files, headers=auth, timeout=60)
+        assert batch.status_code == 202, batch.text
+        sid = batch.json()["session_id"]
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if httpx.get(f"{server.url}/v1/batches/{sid}", headers=auth).json()["complete"]:
+                break
+            time.sleep(1)
+        rows = httpx.get(f"{server.url}/v1/batches/{sid}/results", headers=auth).json()
+    finally:
+        server.stop()
+    assert sorted(r["filename"] for r in rows) == sorted(p.name for p in pool)
+    assert all(r["status"] == "ok" and r["object_key"].startswith("uploads/") for r in rows)
+    assert rows == _results(sid, stack)  # the CLI reads the same rows from PostgreSQL
+
+
 def test_poison_messages_become_error_rows_and_the_query_keeps_running(
     tmp_path: Path, dataset: Path, stack: dict[str, str], spark_job: SparkJob
 ) -> None:

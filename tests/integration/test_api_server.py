@@ -1,0 +1,126 @@
+"""``fruitstream serve`` as a real server process: it binds where it says, answers /readyz,
+classifies a photo and runs a batch over HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fruitstream.dataset import image_files
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, env: dict[str, str], host: str = "0.0.0.0") -> None:
+        self.port = _free_port()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fruitstream",
+                "serve",
+                "--host",
+                host,
+                "--port",
+                str(self.port),
+            ],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"the server did not answer: {self.proc.communicate()}")
+
+    def stop(self) -> tuple[str, str]:
+        self.proc.terminate()
+        return self.proc.communicate(timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    s = Server({"FRUITSTREAM_DATA_DIR": str(tmp_path / "data")})
+    yield s
+    s.stop()
+
+
+def _bound_to(port: int) -> set[str]:
+    """IPv4 addresses listening on ``port``, from the kernel's socket table."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, _, hex_port = local.partition(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+def test_without_tokens_it_binds_to_loopback_only_and_says_so(server: Server) -> None:
+    assert _bound_to(server.port) == {"127.0.0.1"}
+    out, err = server.stop()
+    assert "no FRUITSTREAM_API_TOKENS configured: binding to 127.0.0.1, not 0.0.0.0" in err
+    assert "no authentication" in out
+
+
+def test_a_photo_and_a_batch_over_http(server: Server, dataset: Path) -> None:
+    ready = httpx.get(f"{server.url}/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"]
+    photo = image_files(dataset / "grocery" / "val" / "pineapple")[0]
+    one = httpx.post(f"{server.url}/v1/classify", files={"file": (photo.name, photo.read_bytes())})
+    assert one.status_code == 200 and one.json()["label"] == "pineapple"
+    files = [
+        ("files", (p.name, p.read_bytes())) for p in image_files(dataset / "studio" / "test")[:8]
+    ]
+    sid = httpx.post(f"{server.url}/v1/batches", files=files).json()["session_id"]
+    deadline = time.monotonic() + 60
+    progress: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        progress = httpx.get(f"{server.url}/v1/batches/{sid}").json()
+        if progress["complete"]:
+            break
+        time.sleep(0.3)
+    assert progress["done"] == 8 and progress["errors"] == 0
+    assert len(httpx.get(f"{server.url}/v1/batches/{sid}/results").json()) == 8
+
+
+def test_with_a_token_it_binds_where_asked_and_requires_it(tmp_path: Path) -> None:
+    token = "serve-token-42"
+    s = Server(
+        {"FRUITSTREAM_DATA_DIR": str(tmp_path / "data"), "FRUITSTREAM_API_TOKENS": token},
+        host="127.0.0.1",
+    )
+    try:
+        assert httpx.get(f"{s.url}/v1/batches").status_code == 401
+        auth = {"authorization": f"Bearer {token}"}
+        assert httpx.get(f"{s.url}/v1/batches", headers=auth).status_code == 200
+        config = subprocess.run(
+            [sys.executable, "-m", "fruitstream", "config"],
+            env={**os.environ, "FRUITSTREAM_API_TOKENS": token},
+            capture_output=True,
+            text=True,
+        ).stdout
+        assert "FRUITSTREAM_API_TOKENS=**********" in config and token not in config
+    finally:
+        out, err = s.stop()
+    assert token not in out + err
