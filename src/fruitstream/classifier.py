@@ -8,13 +8,13 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from fruitstream.domain import Prediction, TopK
 from fruitstream.errors import ImageError, ModelError
 from fruitstream.imaging import (
     ImageLimits,
@@ -23,38 +23,6 @@ from fruitstream.imaging import (
     return_big_buffers_to_the_os,
 )
 from fruitstream.model.bundle import ModelBundle, default_bundle_dir
-
-
-@dataclass(frozen=True)
-class TopK:
-    label: str
-    confidence: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "confidence": self.confidence}
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """What the model says about one photo.
-
-    ``label`` is always one of the known fruits (the closest guess); ``known`` is False when
-    the photo is judged not to be one of them.
-    """
-
-    label: str
-    confidence: float
-    known: bool
-    top_k: tuple[TopK, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "confidence": self.confidence,
-            "known": self.known,
-            "top_k": [t.to_dict() for t in self.top_k],
-        }
-
 
 # Images one lane decodes and classifies at a time. Measured on 2 cores with the shipped
 # model: chunks of 1, 2, 4 and 8 classify at the same rate within noise (a single-threaded

@@ -1,4 +1,5 @@
-"""The pipeline's records and contracts (../shared/DESIGN.md): message, result row, session."""
+"""The records and contracts at the bottom of everything (../shared/DESIGN.md): prediction,
+message, result row, session. No import of numpy, Pillow or a backend here."""
 
 from __future__ import annotations
 
@@ -9,13 +10,43 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from fruitstream.classifier import Prediction
 from fruitstream.errors import MessageError
 
 MESSAGE_SCHEMA = 1
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class TopK:
+    label: str
+    confidence: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "confidence": self.confidence}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model says about one photo.
+
+    ``label`` is always one of the known fruits (the closest guess); ``known`` is False when
+    the photo is judged not to be one of them.
+    """
+
+    label: str
+    confidence: float
+    known: bool
+    top_k: tuple[TopK, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "confidence": self.confidence,
+            "known": self.known,
+            "top_k": [t.to_dict() for t in self.top_k],
+        }
 
 
 def utcnow() -> datetime:

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from fruitstream.calibration import expected_calibration_error
-from fruitstream.classifier import Classifier, Prediction
+from fruitstream.classifier import Classifier
 from fruitstream.dataset import NOT_FRUIT_DIRS, image_files, labelled_images
+from fruitstream.domain import Prediction
 from fruitstream.errors import ConfigError
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fruitstream.bootstrap import Backends, build_backends, build_classifier
-from fruitstream.classifier import Classifier, Prediction
+from fruitstream.classifier import Classifier
 from fruitstream.config import Settings, load_settings
 from fruitstream.dataset import expand_paths
-from fruitstream.domain import Progress, ResultRow, SessionRecord
+from fruitstream.domain import Prediction, Progress, ResultRow, SessionRecord
 from fruitstream.errors import ConfigError, ImageTooLargeError
 from fruitstream.pipeline import SubmitReport, Upload
 from fruitstream.ports import Health
@@ -168,6 +168,10 @@ class FruitService:
         return self.backends.pipeline().wait(
             session_id, timeout=timeout, poll=poll, on_progress=on_progress, check=check
         )
+
+    def photo(self, object_key: str) -> bytes:
+        """The stored photo of a result row (``NotFoundError`` when it is gone)."""
+        return self.backends.store.get(object_key)
 
     def repair(self, older_than: float | None = None) -> dict[str, int]:
         """Finish the submits that stopped half way."""

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fruitstream.classifier import Classifier, Prediction
+from fruitstream.classifier import Classifier
 from fruitstream.dataset import image_files
+from fruitstream.domain import Prediction
 from fruitstream.model.bundle import ModelBundle
 from tests.helpers import run_cli
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from fruitstream.adapters.local_queue import SqlQueue
-from fruitstream.adapters.memory import MemoryObjectStore, MemoryQueue
 from fruitstream.adapters.sql import SqlDatabase
 from fruitstream.classifier import Classifier
 from fruitstream.dataset import image_files
@@ -22,6 +21,7 @@ from fruitstream.pipeline import Pipeline, Upload
 from fruitstream.ports import Delivery
 from fruitstream.worker import Worker, process_batch
 from tests.conftest import bad_images, jpeg_bytes
+from tests.fakes import MemoryObjectStore, MemoryQueue
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import sqlalchemy as sa
 from PIL import Image, ImageOps
 
 from fruitstream.adapters.local_queue import SqlQueue
-from fruitstream.adapters.memory import MemoryObjectStore, MemoryQueue
 from fruitstream.adapters.sql import SqlDatabase
 from fruitstream.bootstrap import is_alive
 from fruitstream.classifier import Classifier
@@ -35,6 +34,7 @@ from fruitstream.ports import Delivery, Health
 from fruitstream.spark_job import dotenv_text, executor_settings_file, jaas_quote
 from fruitstream.worker import MAX_ATTEMPTS, Worker, process_batch
 from tests.conftest import crafted_exif_jpeg, jpeg_bytes, mutation_corpus
+from tests.fakes import MemoryObjectStore, MemoryQueue
 
 
 @pytest.fixture

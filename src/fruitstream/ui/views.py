@@ -11,15 +11,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fruitstream.bootstrap import Backends, build_backends, build_classifier
-from fruitstream.classifier import Classifier, Prediction
+from fruitstream.classifier import Classifier
 from fruitstream.config import Settings, load_settings
-from fruitstream.domain import ResultRow
+from fruitstream.domain import Prediction, ResultRow
 from fruitstream.errors import FruitstreamError, ImageError
 from fruitstream.i18n import fruit_name
 from fruitstream.imaging import decode_image
 from fruitstream.pipeline import SubmitReport, Upload
 from fruitstream.ports import Health
+from fruitstream.service import FruitService
 from fruitstream.stats import SessionStats, session_stats
 
 T = Callable[..., str]
@@ -41,14 +41,16 @@ class ErrorView:
 
 
 class AppServices:
-    """Everything the app needs, built once per server process (``st.cache_resource``)."""
+    """What the app needs, built once per server process (``st.cache_resource``): the
+    application service, and the presentation of its answers."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or load_settings()
-        self.backends: Backends = build_backends(self.settings)
-        self.classifier: Classifier = build_classifier(self.settings)
-        self._worker_thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self.service = FruitService.create(settings or load_settings())
+        self.settings = self.service.settings
+
+    @property
+    def classifier(self) -> Classifier:
+        return self.service.classifier
 
     def warm_up(self) -> None:
         """Pay the one-time costs before the first user does: the first ONNX Runtime run, the
@@ -59,7 +61,6 @@ class AppServices:
         def work() -> None:
             import gc
             import importlib
-            import io
 
             from PIL import Image
 
@@ -77,21 +78,14 @@ class AppServices:
 
     def ensure_worker(self) -> None:
         """Embedded default: a worker thread in the app process consumes the local queue."""
-        if self.settings.queue != "local":
-            return
-        if self._worker_thread is None or not self._worker_thread.is_alive():
-            worker = self.backends.worker(self.classifier)
-            self._worker_thread = threading.Thread(
-                target=worker.run, args=(self._stop,), name="fruitstream-worker", daemon=True
-            )
-            self._worker_thread.start()
+        self.service.ensure_consumer()
 
     # --- one photo ------------------------------------------------------------------------
 
     def classify_photo(self, name: str, data: bytes, t: T, lang: str) -> PredictionView | ErrorView:
         started = time.perf_counter()
         try:
-            pred = self.classifier.classify(data, top_k=3)
+            pred = self.service.classify_one(data)
         except ImageError as exc:
             return ErrorView(error_line(name, str(exc), t))
         return prediction_view(pred, t, lang, (time.perf_counter() - started) * 1000)
@@ -100,36 +94,29 @@ class AppServices:
 
     def submit(self, files: Sequence[tuple[str, bytes]]) -> SubmitReport:
         self.ensure_worker()
-        pipeline = self.backends.pipeline()
-        return pipeline.submit([Upload(name, data) for name, data in files])
+        return self.service.submit([Upload(name, data) for name, data in files])
 
     def progress(self, session_id: str) -> tuple[int, int]:
-        p = self.backends.db.progress(session_id)
+        p = self.service.progress(session_id)
         return p.done, p.submitted
 
     def wait(self, session_id: str, seconds: float) -> bool:
         """Wait up to ``seconds`` for the session to complete; True if it did."""
-        deadline = time.monotonic() + seconds
-        while True:
-            done, total = self.progress(session_id)
-            if done >= total or time.monotonic() >= deadline:
-                return done >= total
-            time.sleep(0.02)
+        return self.service.wait(session_id, timeout=seconds, poll=0.02).complete
 
     def results(self, session_id: str) -> list[ResultRow]:
-        return self.backends.db.results(session_id)
+        return self.service.results(session_id)
 
     def sessions(self) -> list[tuple[str, str]]:
         """``(session_id, label)`` for the history list, newest first."""
-        out = []
-        for s in self.backends.db.sessions(limit=30):
-            out.append(
-                (
-                    s.session_id,
-                    f"{s.created_at:%Y-%m-%d %H:%M:%S} · {s.submitted} · {s.session_id[:8]}",
-                )
+        return [
+            (
+                s.session.session_id,
+                f"{s.session.created_at:%Y-%m-%d %H:%M:%S} · {s.session.submitted}"
+                f" · {s.session.session_id[:8]}",
             )
-        return out
+            for s in self.service.sessions(limit=30)
+        ]
 
     def image(self, row: ResultRow) -> bytes | None:
         """A thumbnail of the photo (kept for the next rerun), or None if it is gone."""
@@ -140,12 +127,12 @@ class AppServices:
     @functools.lru_cache(maxsize=256)  # noqa: B019 - one AppServices per server process
     def _thumbnail(self, key: str) -> bytes | None:
         try:
-            return thumbnail(self.backends.store.get(key))
+            return thumbnail(self.service.photo(key))
         except FruitstreamError:
             return None
 
     def health(self) -> list[Health]:
-        return self.backends.health()
+        return self.service.health()
 
 
 _MARKDOWN = re.compile(r"([\\`*_\[\]<>#|~$:!{}])")

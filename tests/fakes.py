@@ -1,4 +1,4 @@
-"""In-memory adapters: the test fakes for unit tests of logic (no durability, one process)."""
+"""In-memory adapters: the fakes for unit tests of logic (no durability, one process)."""
 
 from __future__ import annotations
 
