@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hmac
 import logging
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+from fruitstream.config import Settings
 from fruitstream.errors import (
     BackendError,
     FruitstreamError,
@@ -452,6 +454,26 @@ def create_app(service: FruitService | None = None, tokens: Sequence[str] | None
         )
 
     return app
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Run the API with uvicorn until stopped. Without tokens it binds to 127.0.0.1 only,
+    whatever ``host`` says, and says so."""
+    import uvicorn
+
+    if not settings.api_token_list and host not in LOOPBACK:
+        print(
+            f"no FRUITSTREAM_API_TOKENS configured: binding to 127.0.0.1, not {host}",
+            file=sys.stderr,
+        )
+        host = "127.0.0.1"
+    auth = "bearer tokens required" if settings.api_token_list else "no authentication"
+    print(f"fruitstream API at http://{host}:{port} ({auth}); docs at /docs", flush=True)
+    app = create_app(FruitService.create(settings))
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
 async def _one_photo(request: Request, name: str, limit: int) -> tuple[str, bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -605,3 +606,38 @@ def format_http_benchmark(r: dict[str, Any]) -> str:
             f" {r['batch_ratio']:.2f}x the CLI's rate",
         ]
     )
+
+
+def run_bench(args: Any, settings: Any) -> str:
+    """What `fruitstream bench` prints for its parsed arguments."""
+    from fruitstream.bootstrap import load_bundle
+    from fruitstream.dataset import image_files
+
+    bundle = load_bundle(settings, args.model, args.precision)
+    files: list[Path] = []
+    for p in args.images or []:
+        files.extend(image_files(Path(p)) if Path(p).is_dir() else [Path(p)])
+    if args.distributed:
+        result = distributed_benchmark(files, args.distributed)
+        return json.dumps(result, indent=2) if args.json else format_distributed_benchmark(result)
+    if args.http is not None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            result = http_benchmark(files[: args.max_files], args.http, args.repeats, Path(tmp))
+        return json.dumps(result, indent=2) if args.json else format_http_benchmark(result)
+    if args.near_limit is not None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            result = worker_memory_benchmark(files[: args.max_files], args.near_limit, Path(tmp))
+        return json.dumps(result, indent=2) if args.json else format_worker_memory_benchmark(result)
+    if args.pipeline:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            result = pipeline_benchmark(files, args.pipeline, args.memory_images, Path(tmp))
+        return json.dumps(result, indent=2) if args.json else format_pipeline_benchmark(result)
+    files = files[: args.max_files]
+    result = classifier_benchmark(bundle, files, repeats=args.repeats, threads=settings.threads)
+    return json.dumps(result, indent=2) if args.json else format_classifier_benchmark(result)

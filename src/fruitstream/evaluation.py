@@ -9,7 +9,7 @@ layout), in a folder given explicitly, or ``<root>`` itself is a flat folder of 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,3 +201,67 @@ def evaluate(
         )
     )
     return report
+
+
+def _pct(value: float | None) -> str:
+    return "   -  " if value is None else f"{100 * value:5.1f}%"
+
+
+def format_report(r: dict[str, Any]) -> Iterator[str]:
+    """The lines `fruitstream evaluate` prints for a report of ``evaluate``."""
+    yield f"model: {r['model']}"
+    if "accuracy" in r:
+        yield f"fruit photos: {r['n']} (failed to read: {r['failed']})"
+        yield f"top-1: {r['accuracy']:.4f}   top-3: {r['top3']:.4f}"
+        yield f"balanced accuracy (mean recall over fruits): {r['balanced_accuracy']:.4f}"
+        yield f"fruit photos rejected (called unknown): {r['rejection_rate']:.4f}"
+        yield f"expected calibration error: {r['ece']:.4f}"
+        yield "per fruit:      recall  precision  photos"
+        for label, pc in r["per_class"].items():
+            if pc["n"]:
+                yield f"  {label:<12} {_pct(pc['recall'])}  {_pct(pc['precision'])}   {pc['n']:5d}"
+        pairs = r["confusion_pairs"][:10]
+        if pairs:
+            yield "most frequent confusions (truth -> answer):"
+            for pair in pairs:
+                yield f"  {pair['truth']:<12} -> {pair['predicted']:<12} {pair['n']}"
+    if "not_fruit" in r:
+        nf = r["not_fruit"]
+        yield (
+            f"negatives (none of the fruits): {nf['n']}, rejected (known=false):"
+            f" {nf['rejection_rate']:.4f}"
+        )
+        if nf["called"]:
+            named = ", ".join(f"{k} {v}" for k, v in list(nf["called"].items())[:8])
+            yield f"  named as a fruit: {named}"
+
+
+def gate_failures(
+    report: dict[str, Any],
+    min_accuracy: float | None = None,
+    min_rejection: float | None = None,
+    max_fruit_rejection: float | None = None,
+    min_balanced_accuracy: float | None = None,
+    min_class_recall: float | None = None,
+) -> list[str]:
+    """What a report misses of the given thresholds (the quality gate), one line each."""
+    failures = []
+    if min_accuracy is not None and report.get("accuracy", 0.0) < min_accuracy:
+        failures.append(f"accuracy {report.get('accuracy', 0.0):.4f} < {min_accuracy}")
+    if min_rejection is not None:
+        rej = report.get("not_fruit", {}).get("rejection_rate", 0.0)
+        if rej < min_rejection:
+            failures.append(f"not-fruit rejection {rej:.4f} < {min_rejection}")
+    if max_fruit_rejection is not None:
+        rej = report.get("rejection_rate", 0.0)
+        if rej > max_fruit_rejection:
+            failures.append(f"fruit rejection {rej:.4f} > {max_fruit_rejection}")
+    if min_balanced_accuracy is not None:
+        bal = report.get("balanced_accuracy", 0.0)
+        if bal < min_balanced_accuracy:
+            failures.append(f"balanced accuracy {bal:.4f} < {min_balanced_accuracy}")
+    if min_class_recall is not None:
+        for label, pc in report.get("per_class", {}).items():
+            if pc["recall"] is not None and pc["recall"] < min_class_recall:
+                failures.append(f"{label} recall {pc['recall']:.4f} < {min_class_recall}")
+    return failures

@@ -61,12 +61,12 @@ _worker_state: dict[str, Any] = {}
 def _executor_services() -> tuple[Any, Any, Any, int]:
     """Store, results database and classifier of this Python worker, built once, then kept."""
     if not _worker_state:
-        from fruitstream.adapters.sql import SqlDatabase
-        from fruitstream.bootstrap import build_classifier, build_store
+        from fruitstream.bootstrap import build_backends, build_classifier
 
         settings = load_settings()
-        _worker_state["store"] = build_store(settings)
-        _worker_state["db"] = SqlDatabase.from_url(settings.sqlalchemy_url)
+        backends = build_backends(settings)
+        _worker_state["store"] = backends.store
+        _worker_state["db"] = backends.db
         _worker_state["classifier"] = build_classifier(settings)
         _worker_state["top_k"] = settings.top_k
     state = _worker_state
@@ -284,9 +284,9 @@ def run(settings: Settings, stop_after_idle: float | None = None) -> None:
     """Start the streaming query and keep it running, recording progress as a heartbeat."""
     from fruitstream.bootstrap import build_backends
 
-    if settings.queue != "kafka":
-        raise ConfigError("the Spark job reads Kafka: set FRUITSTREAM_QUEUE=kafka")
     backends = build_backends(settings)
+    if backends.consumes_locally:
+        raise ConfigError("the Spark job reads Kafka: set FRUITSTREAM_QUEUE=kafka")
     db = backends.db
     db.create_schema()
     ensure_topic = getattr(backends.publisher, "ensure_topic", None)

@@ -1,0 +1,53 @@
+"""What the command line prints: one line per photo, summaries, and nothing a terminal would
+run (control characters in a crafted file name print as ``?``)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def clean(text: object) -> str:
+    """Text safe to print on a terminal: control characters (escape sequences in a crafted
+    file name) shown as ``?``."""
+    return _CONTROL.sub("?", str(text))
+
+
+def report_skipped(skipped: Sequence[tuple[Path, str]]) -> None:
+    for path, why in skipped:
+        print(f"{clean(path)}: skipped: {why}", file=sys.stderr)
+
+
+def describe(path: str, rec: dict[str, Any]) -> str:
+    path = clean(path)
+    if rec["error"]:
+        return f"{path}: error: {clean(rec['error'])}"
+    pct = f"{rec['confidence'] * 100:.1f}%"
+    if not rec["known"]:
+        return f"{path}: not one of the known fruits (closest: {rec['label']} {pct})"
+    return f"{path}: {rec['label']} {pct}"
+
+
+def print_summary(rows: Sequence[Any]) -> None:
+    from fruitstream.stats import session_stats
+
+    stats = session_stats(rows)
+    print(
+        f"{stats.total} photos: {stats.ok} classified, {stats.unknown} not a known fruit, "
+        f"{stats.errors} errors"
+    )
+    for label, count in stats.per_label.items():
+        print(f"  {label:<12} {count}")
+
+
+def result_line(r: Any) -> str:
+    """One stored result row, as ``results`` prints it."""
+    if r.status == "error":
+        return f"{clean(r.filename)}: error: {clean(r.error)}"
+    note = "" if r.known else " (not one of the known fruits)"
+    return f"{clean(r.filename)}: {r.label} {r.confidence * 100:.1f}%{note}"
