@@ -6,9 +6,13 @@ import functools
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import SecretStr
 
 from fruitstream.adapters.local_queue import SqlQueue
 from fruitstream.adapters.local_store import LocalObjectStore
@@ -20,6 +24,9 @@ from fruitstream.model.bundle import ModelBundle, default_bundle_dir
 from fruitstream.pipeline import Pipeline
 from fruitstream.ports import Consumer, Health, ObjectStore, Publisher
 from fruitstream.worker import HOUSEKEEPING_SECONDS, Worker, worker_id
+
+if TYPE_CHECKING:
+    from fruitstream.adapters.kafka import KafkaConnection
 
 _classifiers: dict[tuple[object, ...], Classifier] = {}
 _lock = threading.Lock()
@@ -119,7 +126,7 @@ class Backends:
         )
 
     def consumer(self, owner: str) -> Consumer:
-        if self.settings.queue != "local":
+        if not self.consumes_locally:
             raise ConfigError(
                 "the embedded worker consumes the local queue only; with Kafka, run the Spark "
                 "job (fruitstream spark-job)"
@@ -168,7 +175,7 @@ class Backends:
     @property
     def consumes_locally(self) -> bool:
         """Whether a worker in this process can consume the configured queue."""
-        return self.settings.queue == "local"
+        return self.settings.queue in CONSUMED_IN_PROCESS
 
     def health(self) -> list[Health]:
         checks = [self.store.health(), self.publisher.health(), self.db.health()]
@@ -207,22 +214,79 @@ def figures(extra: dict[str, object]) -> tuple[str, ...]:
     )
 
 
-def build_store(settings: Settings) -> ObjectStore:
-    if settings.storage == "s3":
-        from fruitstream.adapters.s3 import S3ObjectStore
+# --- the one place where configuration chooses backends --------------------------------------
+# Adding a backend: one adapter module, one row in a table below, its settings in config.py.
 
-        return S3ObjectStore.from_settings(settings)
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def _local_store(settings: Settings) -> ObjectStore:
     return LocalObjectStore(settings.data_dir / "objects")
+
+
+def _s3_store(settings: Settings) -> ObjectStore:
+    from fruitstream.adapters.s3 import S3ObjectStore
+
+    return S3ObjectStore.connect(
+        settings.s3_bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key_id=_secret(settings.s3_access_key_id),
+        secret_access_key=_secret(settings.s3_secret_access_key),
+    )
+
+
+def kafka_connection(settings: Settings) -> KafkaConnection:
+    from fruitstream.adapters.kafka import KafkaConnection
+
+    def path(value: Path | None) -> str | None:
+        return str(value) if value is not None else None
+
+    return KafkaConnection(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        security_protocol=settings.kafka_security_protocol,
+        sasl_mechanism=settings.kafka_sasl_mechanism,
+        sasl_username=settings.kafka_sasl_username,
+        sasl_password=_secret(settings.kafka_sasl_password),
+        ssl_cafile=path(settings.kafka_ssl_cafile),
+        ssl_certfile=path(settings.kafka_ssl_certfile),
+        ssl_keyfile=path(settings.kafka_ssl_keyfile),
+        ssl_key_password=_secret(settings.kafka_ssl_key_password),
+        ssl_check_hostname=settings.kafka_ssl_check_hostname,
+    )
+
+
+def _local_queue(settings: Settings, db: SqlDatabase) -> Publisher:
+    return SqlQueue(db, lease_seconds=settings.lease_seconds)
+
+
+def _kafka_queue(settings: Settings, db: SqlDatabase) -> Publisher:
+    from fruitstream.adapters.kafka import KafkaPublisher
+
+    return KafkaPublisher.connect(
+        kafka_connection(settings),
+        settings.kafka_topic,
+        settings.kafka_partitions,
+        settings.kafka_replication_factor,
+    )
+
+
+STORES: dict[str, Callable[[Settings], ObjectStore]] = {"local": _local_store, "s3": _s3_store}
+PUBLISHERS: dict[str, Callable[[Settings, SqlDatabase], Publisher]] = {
+    "local": _local_queue,
+    "kafka": _kafka_queue,
+}
+# Queue kinds whose messages a worker thread of any fruitstream process can consume (the
+# others have their own runner: Kafka has the Spark job).
+CONSUMED_IN_PROCESS = frozenset({"local"})
+
+
+def build_store(settings: Settings) -> ObjectStore:
+    return STORES[settings.storage](settings)
 
 
 def build_backends(settings: Settings) -> Backends:
     db = SqlDatabase.from_url(settings.sqlalchemy_url)
-    store = build_store(settings)
-    publisher: Publisher
-    if settings.queue == "kafka":
-        from fruitstream.adapters.kafka import KafkaPublisher
-
-        publisher = KafkaPublisher.from_settings(settings)
-    else:
-        publisher = SqlQueue(db, lease_seconds=settings.lease_seconds)
-    return Backends(settings, store, publisher, db)
+    return Backends(settings, build_store(settings), PUBLISHERS[settings.queue](settings, db), db)

@@ -6,15 +6,25 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from fruitstream.errors import MessageError
 
 MESSAGE_SCHEMA = 1
-STATUS_OK = "ok"
-STATUS_ERROR = "error"
+
+
+class Status(StrEnum):
+    """A result row's status: classified, or not (with the reason in ``error``)."""
+
+    OK = "ok"
+    ERROR = "error"
+
+
+STATUS_OK = Status.OK
+STATUS_ERROR = Status.ERROR
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -125,23 +135,25 @@ def image_id_of(raw: bytes | str) -> str | None:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ResultRow:
     """One classified (or failed) photo; ``image_id`` is the primary key."""
 
+    # The field order is the contract's column order (DESIGN.md): the SQL table, the Spark
+    # schema and the CSV header are all derived from it (``result_columns``).
     image_id: str
     session_id: str
     filename: str
     object_key: str
-    status: str
-    model_version: str
-    submitted_at: datetime
-    processed_at: datetime
     label: str | None = None
     confidence: float | None = None
     known: bool | None = None
     top_k: list[dict[str, Any]] = field(default_factory=list)
+    status: str
     error: str | None = None
+    model_version: str
+    submitted_at: datetime
+    processed_at: datetime
     latency_ms: float | None = None
 
     @classmethod
@@ -158,7 +170,7 @@ class ResultRow:
             session_id=msg.session_id,
             filename=msg.filename,
             object_key=msg.object_key,
-            status=STATUS_OK,
+            status=Status.OK,
             model_version=model_version,
             submitted_at=msg.submitted_at,
             processed_at=done,
@@ -173,13 +185,35 @@ class ResultRow:
                 known=d["known"],
                 top_k=d["top_k"],
             )
-        return replace(row, status=STATUS_ERROR, error=str(outcome) or type(outcome).__name__)
+        return replace(row, status=Status.ERROR, error=str(outcome) or type(outcome).__name__)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["submitted_at"] = self.submitted_at.isoformat()
         data["processed_at"] = self.processed_at.isoformat()
         return data
+
+
+# Kinds of the contract's columns, by ``ResultRow`` annotation: what each storage calls them.
+_KINDS = {
+    "str": "text",
+    "str | None": "text",
+    "float | None": "float",
+    "bool | None": "bool",
+    "datetime": "timestamp",
+    "list[dict[str, Any]]": "json",
+}
+
+
+def result_columns() -> list[tuple[str, str]]:
+    """``(name, kind)`` of every result column in contract order; kinds: text, float, bool,
+    timestamp, json."""
+    return [(f.name, _KINDS[str(f.type)]) for f in fields(ResultRow)]
+
+
+def optional_columns() -> set[str]:
+    """The result columns that may be empty (null)."""
+    return {f.name for f in fields(ResultRow) if str(f.type).endswith("| None")}
 
 
 def error_row(msg: ImageMessage, reason: str, model_version: str) -> ResultRow:

@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from fruitstream.config import SETTINGS_FILE_VARIABLE, Settings, load_settings
-from fruitstream.domain import ResultRow
+from fruitstream.domain import ResultRow, result_columns
 from fruitstream.errors import (
     ConfigError,
     FruitstreamError,
@@ -43,13 +43,14 @@ from fruitstream.worker import HOUSEKEEPING_SECONDS
 
 log = logging.getLogger("fruitstream.spark")
 
-RESULT_COLUMNS = [
-    ("image_id", "string"), ("session_id", "string"), ("filename", "string"),
-    ("object_key", "string"), ("label", "string"), ("confidence", "double"),
-    ("known", "boolean"), ("top_k", "string"), ("status", "string"), ("error", "string"),
-    ("model_version", "string"), ("submitted_at", "timestamp"), ("processed_at", "timestamp"),
-    ("latency_ms", "double"),
-]  # fmt: skip
+_SPARK_TYPES = {
+    "text": "string",
+    "float": "double",
+    "bool": "boolean",
+    "timestamp": "timestamp",
+    "json": "string",
+}
+RESULT_COLUMNS = [(name, _SPARK_TYPES[kind]) for name, kind in result_columns()]
 RESULT_SCHEMA = ", ".join(f"{name} {kind}" for name, kind in RESULT_COLUMNS)
 
 # Kafka is read by Spark's own JVM source: executors' Python never needs its secrets.

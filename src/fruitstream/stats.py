@@ -10,12 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fruitstream.domain import STATUS_ERROR, ResultRow
+from fruitstream.domain import STATUS_ERROR, ResultRow, result_columns
 
-CSV_FIELDS = [
-    "image_id", "session_id", "filename", "object_key", "label", "confidence", "known",
-    "top_k", "status", "error", "model_version", "submitted_at", "processed_at", "latency_ms",
-]  # fmt: skip
+CSV_FIELDS = [name for name, _ in result_columns()]
 
 
 @dataclass(frozen=True)

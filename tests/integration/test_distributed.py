@@ -151,11 +151,11 @@ def test_poison_messages_become_error_rows_and_the_query_keeps_running(
         ).encode()  # fmt: skip
 
     # A corrupt image stored where the job will look for it.
-    from fruitstream.adapters.s3 import S3ObjectStore
+    from fruitstream.bootstrap import build_store
     from fruitstream.config import Settings
 
     settings = Settings(**{k.removeprefix("FRUITSTREAM_").lower(): v for k, v in stack.items()})
-    S3ObjectStore.from_settings(settings).put("poison/corrupt.jpg", b"\xff\xd8\xff garbage")
+    build_store(settings).put("poison/corrupt.jpg", b"\xff\xd8\xff garbage")
     producer = Producer({"bootstrap.servers": stack["FRUITSTREAM_KAFKA_BOOTSTRAP_SERVERS"]})
     topic = stack["FRUITSTREAM_KAFKA_TOPIC"]
     producer.produce(topic, key=b"bad-json", value=b"{this is not json")

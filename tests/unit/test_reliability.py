@@ -153,7 +153,17 @@ def test_worker_retries_a_failing_photo_and_gives_up_with_its_real_reason(
 def test_an_error_row_never_replaces_an_ok_row(db: SqlDatabase) -> None:
     msg = ImageMessage(str(uuid.uuid4()), "s2", "k", "f.jpg", "0", utcnow())
     ok = ResultRow(
-        msg.image_id, "s2", "f.jpg", "k", "ok", "m:1", utcnow(), utcnow(), "apple", 0.9, True
+        image_id=msg.image_id,
+        session_id="s2",
+        filename="f.jpg",
+        object_key="k",
+        label="apple",
+        confidence=0.9,
+        known=True,
+        status="ok",
+        model_version="m:1",
+        submitted_at=utcnow(),
+        processed_at=utcnow(),
     )
     db.upsert([error_row(msg, "first attempt failed", "m:1")])
     db.upsert([ok])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from fruitstream.config import Settings
 from fruitstream.domain import ImageMessage
 from fruitstream.errors import MissingDependencyError, QueueError
 from fruitstream.ports import Health
@@ -18,30 +18,49 @@ _RDKAFKA_LOG = logging.getLogger("fruitstream.kafka.librdkafka")
 _RDKAFKA_LOG.setLevel(logging.ERROR)
 
 
-def client_config(settings: Settings) -> dict[str, Any]:
+@dataclass(frozen=True)
+class KafkaConnection:
+    """Where the brokers are and how to reach them (plain values; secrets as ``str``)."""
+
+    bootstrap_servers: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_key_password: str | None = None
+    ssl_check_hostname: bool = True
+
+    def __repr__(self) -> str:  # never a password in a log line or a traceback
+        return f"KafkaConnection({self.bootstrap_servers!r}, {self.security_protocol!r})"
+
+
+def client_config(conn: KafkaConnection) -> dict[str, Any]:
     """Connection settings shared by the producer and the admin client."""
     conf: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
-        "security.protocol": settings.kafka_security_protocol,
+        "bootstrap.servers": conn.bootstrap_servers,
+        "security.protocol": conn.security_protocol,
         # librdkafka's own log lines go through logging (quiet by default), not stderr.
         "logger": _RDKAFKA_LOG,
     }
-    if settings.kafka_sasl_mechanism:
-        conf["sasl.mechanism"] = settings.kafka_sasl_mechanism
-        conf["sasl.username"] = settings.kafka_sasl_username or ""
-        if settings.kafka_sasl_password is not None:
-            conf["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
-    if settings.kafka_ssl_cafile:
-        conf["ssl.ca.location"] = str(settings.kafka_ssl_cafile)
-    if settings.kafka_ssl_certfile:
-        conf["ssl.certificate.location"] = str(settings.kafka_ssl_certfile)
-    if settings.kafka_ssl_keyfile:
-        conf["ssl.key.location"] = str(settings.kafka_ssl_keyfile)
-    if settings.kafka_ssl_key_password is not None:
-        conf["ssl.key.password"] = settings.kafka_ssl_key_password.get_secret_value()
-    if settings.kafka_security_protocol.upper().endswith("SSL"):
+    if conn.sasl_mechanism:
+        conf["sasl.mechanism"] = conn.sasl_mechanism
+        conf["sasl.username"] = conn.sasl_username or ""
+        if conn.sasl_password is not None:
+            conf["sasl.password"] = conn.sasl_password
+    if conn.ssl_cafile:
+        conf["ssl.ca.location"] = conn.ssl_cafile
+    if conn.ssl_certfile:
+        conf["ssl.certificate.location"] = conn.ssl_certfile
+    if conn.ssl_keyfile:
+        conf["ssl.key.location"] = conn.ssl_keyfile
+    if conn.ssl_key_password is not None:
+        conf["ssl.key.password"] = conn.ssl_key_password
+    if conn.security_protocol.upper().endswith("SSL"):
         conf["ssl.endpoint.identification.algorithm"] = (
-            "https" if settings.kafka_ssl_check_hostname else "none"
+            "https" if conn.ssl_check_hostname else "none"
         )
     return conf
 
@@ -73,13 +92,10 @@ class KafkaPublisher:
         self._topic_ready = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> KafkaPublisher:
-        return cls(
-            client_config(settings),
-            settings.kafka_topic,
-            settings.kafka_partitions,
-            settings.kafka_replication_factor,
-        )
+    def connect(
+        cls, conn: KafkaConnection, topic: str, partitions: int = 3, replication: int = 1
+    ) -> KafkaPublisher:
+        return cls(client_config(conn), topic, partitions, replication)
 
     def _admin(self) -> Any:
         return _kafka().admin.AdminClient({**self.conf, "socket.timeout.ms": 10000})

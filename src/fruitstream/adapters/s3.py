@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from fruitstream.config import Settings
 from fruitstream.errors import MissingDependencyError, NotFoundError, StorageError
 from fruitstream.ports import Health
 
@@ -26,20 +25,27 @@ class S3ObjectStore:
         self.bucket = bucket
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> S3ObjectStore:
+    def connect(
+        cls,
+        bucket: str,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+    ) -> S3ObjectStore:
+        """A client for ``bucket``; no key given: boto3's own chain (environment, files,
+        instance role)."""
         try:
             import boto3
             from botocore.config import Config
         except ImportError as exc:
             raise MissingDependencyError("boto3", "distributed") from exc
-        key = settings.s3_access_key_id
-        secret = settings.s3_secret_access_key
         client = boto3.client(
             "s3",
-            endpoint_url=settings.s3_endpoint_url,
-            region_name=settings.s3_region,
-            aws_access_key_id=key.get_secret_value() if key else None,
-            aws_secret_access_key=secret.get_secret_value() if secret else None,
+            endpoint_url=endpoint_url,
+            region_name=region,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
             config=Config(
                 signature_version="s3v4",
                 s3={"addressing_style": "path"},
@@ -48,7 +54,7 @@ class S3ObjectStore:
                 read_timeout=30,
             ),
         )
-        return cls(client, settings.s3_bucket)
+        return cls(client, bucket)
 
     def ensure_bucket(self) -> None:
         """Create the bucket when absent (private: no ACL is ever granted)."""

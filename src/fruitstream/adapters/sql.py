@@ -19,6 +19,8 @@ from fruitstream.domain import (
     Progress,
     ResultRow,
     SessionRecord,
+    optional_columns,
+    result_columns,
 )
 from fruitstream.errors import NotFoundError, ResultStoreError
 from fruitstream.ports import Health
@@ -51,24 +53,29 @@ photos_table = sa.Table(
     sa.Column("queued", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
+_SQL_TYPES: dict[str, Any] = {
+    "text": sa.Text,
+    "float": sa.Float,
+    "bool": sa.Boolean,
+    "timestamp": sa.DateTime(timezone=True),
+    "json": sa.JSON,
+}
+
+# One column per ``ResultRow`` field, in contract order. Text of any length: a file name is
+# the user's, and one over a limit must not lose its photo's row.
 results_table = sa.Table(
     "results",
     metadata,
-    sa.Column("image_id", sa.String(64), primary_key=True),
-    sa.Column("session_id", sa.String(64), nullable=False, index=True),
-    # Any length: a name is the user's, and one over a limit must not lose its photo's row.
-    sa.Column("filename", sa.Text, nullable=False),
-    sa.Column("object_key", sa.Text, nullable=False),
-    sa.Column("label", sa.String(64)),
-    sa.Column("confidence", sa.Float),
-    sa.Column("known", sa.Boolean),
-    sa.Column("top_k", sa.JSON, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("error", sa.Text),
-    sa.Column("model_version", sa.String(100), nullable=False),
-    sa.Column("submitted_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("latency_ms", sa.Float),
+    *(
+        sa.Column(
+            name,
+            _SQL_TYPES[kind],
+            primary_key=name == "image_id",
+            index=name == "session_id",
+            nullable=name in optional_columns(),
+        )
+        for name, kind in result_columns()
+    ),
 )
 
 heartbeats_table = sa.Table(
