@@ -27,7 +27,6 @@ FRUITS: dict[str, dict[str, str]] = {
 
 TEXTS: dict[str, dict[str, str]] = {
     "title": {"en": "fruitstream: which fruit is it?", "es": "fruitstream: ¿qué fruta es?"},
-    "language": {"en": "Language", "es": "Idioma"},
     "tab.upload": {"en": "Upload", "es": "Subir foto"},
     "tab.camera": {"en": "Camera", "es": "Cámara"},
     "tab.batch": {"en": "Batch", "es": "Lote"},
@@ -60,7 +59,6 @@ TEXTS: dict[str, dict[str, str]] = {
     "batch.grid": {"en": "Photos", "es": "Fotos"},
     "batch.stats": {"en": "Statistics", "es": "Estadísticas"},
     "batch.download": {"en": "Download CSV", "es": "Descargar CSV"},
-    "batch.rejected": {"en": "Not classified", "es": "Sin clasificar"},
     "stats.count": {"en": "Photos", "es": "Fotos"},
     "stats.mean": {"en": "Mean confidence", "es": "Confianza media"},
     "stats.unknown": {"en": "Unknown", "es": "Desconocidas"},

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
+from fruitstream.dataset import CONTENT_TYPES
 from fruitstream.domain import (
     ImageMessage,
     Progress,
@@ -31,17 +32,6 @@ from fruitstream.imaging import ImageLimits
 from fruitstream.ports import ObjectStore, Publisher, ResultStore, SessionStore, SubmitLog
 
 log = logging.getLogger(__name__)
-
-_CONTENT_TYPES = {
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".png": "image/png",
-    ".webp": "image/webp",
-    ".gif": "image/gif",
-    ".bmp": "image/bmp",
-    ".tif": "image/tiff",
-    ".tiff": "image/tiff",
-}
 
 
 class Source(Protocol):
@@ -278,4 +268,4 @@ class Pipeline:
 
 def content_type(filename: str) -> str | None:
     suffix = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
-    return _CONTENT_TYPES.get(suffix)
+    return CONTENT_TYPES.get(suffix)

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from fruitstream.classifier import Classifier
+from fruitstream.domain import FRUITS15
 from fruitstream.evaluation import evaluate
 from fruitstream.model.bundle import ModelBundle
 from fruitstream.training.card import HELD_OUT
-from fruitstream.training.train import FRUITS15, TrainConfig, log, train
+from fruitstream.training.train import TrainConfig, log, train
 
 # The figures kept for the card and the bundle (the confusion matrix stays in `evaluate`).
 KEPT = (
