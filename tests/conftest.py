@@ -30,7 +30,7 @@ def dataset() -> Path:
 
 @pytest.fixture(scope="session")
 def classifier():  # type: ignore[no-untyped-def]
-    from fruitstream.classifier import Classifier
+    from fruitstream.core.classifier import Classifier
 
     return Classifier.from_path()
 

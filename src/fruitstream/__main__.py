@@ -2,6 +2,6 @@
 
 import sys
 
-from fruitstream.cli import main
+from fruitstream.entrypoints.cli import main
 
 sys.exit(main())

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fruitstream.classifier import PIPELINE_CHUNK, Classifier
-from fruitstream.imaging import ImageLimits
+from fruitstream.core.classifier import PIPELINE_CHUNK, Classifier
+from fruitstream.core.imaging import ImageLimits
 from fruitstream.model.bundle import PRECISIONS, ModelBundle
 
 if TYPE_CHECKING:

@@ -17,8 +17,8 @@ from pydantic import SecretStr
 from fruitstream.adapters.local_queue import SqlQueue
 from fruitstream.adapters.local_store import LocalObjectStore
 from fruitstream.adapters.sql import SqlDatabase
-from fruitstream.classifier import Classifier
 from fruitstream.config import Settings
+from fruitstream.core.classifier import Classifier
 from fruitstream.errors import BackendError, ConfigError
 from fruitstream.model.bundle import ModelBundle, default_bundle_dir
 from fruitstream.pipeline import Pipeline

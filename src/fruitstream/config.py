@@ -15,8 +15,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fruitstream.core.imaging import ImageLimits
 from fruitstream.errors import ConfigError
-from fruitstream.imaging import ImageLimits
 
 MASK = "**********"
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
+from fruitstream.core.imaging import ImageLimits
 from fruitstream.dataset import CONTENT_TYPES
 from fruitstream.domain import (
     ImageMessage,
@@ -28,7 +29,6 @@ from fruitstream.errors import (
     StorageError,
     UnsupportedImageError,
 )
-from fruitstream.imaging import ImageLimits
 from fruitstream.ports import ObjectStore, Publisher, ResultStore, SessionStore, SubmitLog
 
 log = logging.getLogger(__name__)

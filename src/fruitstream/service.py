@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fruitstream.bootstrap import Backends, build_backends, build_classifier
-from fruitstream.classifier import Classifier
 from fruitstream.config import Settings, load_settings
+from fruitstream.core.classifier import Classifier
 from fruitstream.dataset import expand_paths
 from fruitstream.domain import Prediction, Progress, ResultRow, SessionRecord
 from fruitstream.errors import ConfigError, ImageTooLargeError

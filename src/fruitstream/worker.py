@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import cache, partial
 from typing import Any
 
-from fruitstream.classifier import Classifier
+from fruitstream.core.classifier import Classifier
 from fruitstream.domain import ImageMessage, Prediction, ResultRow, error_row, image_id_of, utcnow
 from fruitstream.errors import (
     BackendError,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fruitstream.classifier import Classifier
+from fruitstream.core.classifier import Classifier
 from fruitstream.dataset import image_files
 from fruitstream.domain import Prediction
 from fruitstream.model.bundle import ModelBundle

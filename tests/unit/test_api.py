@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from fruitstream.api import create_app
 from fruitstream.config import load_settings
 from fruitstream.dataset import image_files
+from fruitstream.entrypoints.api import create_app
 from fruitstream.service import FruitService
 from tests.conftest import bad_images, crafted_exif_jpeg, jpeg_bytes
 

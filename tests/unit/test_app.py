@@ -12,10 +12,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from fruitstream.dataset import image_files
-from fruitstream.ui.app import PRELOAD_KEY
+from fruitstream.entrypoints.ui.app import PRELOAD_KEY
 from tests.conftest import bad_images
 
-APP = Path(__file__).resolve().parents[2] / "src" / "fruitstream" / "ui" / "app.py"
+APP = Path(__file__).resolve().parents[2] / "src" / "fruitstream" / "entrypoints" / "ui" / "app.py"
 
 
 @pytest.fixture
@@ -141,8 +141,8 @@ def test_batch_tab_runs_a_batch_to_completion(app: AppTest, dataset: Path) -> No
 
 def test_distributed_figures_in_the_sidebar() -> None:
     from fruitstream.bootstrap import figures
+    from fruitstream.entrypoints.ui.views import health_figures, health_line
     from fruitstream.ports import Health
-    from fruitstream.ui.views import health_figures, health_line
 
     extra: dict[str, object] = {"lag": 12, "input_rate": 3.0, "processed_rate": 4.5}
     h = Health("workers", True, "1 alive (spark)", extra, figures(extra))
@@ -176,8 +176,8 @@ def test_crafted_names_and_odd_image_modes_are_shown_safely() -> None:
     import numpy as np
     from PIL import Image
 
+    from fruitstream.entrypoints.ui.views import escape_markdown, thumbnail
     from fruitstream.stats import csv_safe
-    from fruitstream.ui.views import escape_markdown, thumbnail
 
     name = "[click](http://evil.example) :red[boom] **x**.jpg"
     escaped = escape_markdown(name)

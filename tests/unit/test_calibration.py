@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fruitstream.calibration import expected_calibration_error, fit_temperature
+from fruitstream.core.calibration import expected_calibration_error, fit_temperature
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

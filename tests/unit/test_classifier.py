@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fruitstream.classifier import PIPELINE_CHUNK, Classifier, Prediction
+from fruitstream.core.classifier import PIPELINE_CHUNK, Classifier, Prediction
+from fruitstream.core.imaging import load_pixels
 from fruitstream.dataset import image_files
 from fruitstream.errors import ImageError, ModelError, UnsupportedImageError
-from fruitstream.imaging import load_pixels
 from fruitstream.model.bundle import ModelBundle, default_bundle_dir
 from tests.conftest import bad_images, jpeg_bytes
 
@@ -126,7 +126,7 @@ def test_inference_does_not_import_torch() -> None:
     import sys
 
     code = (
-        "import sys; from fruitstream.classifier import Classifier; "
+        "import sys; from fruitstream.core.classifier import Classifier; "
         "from tests.conftest import jpeg_bytes; "
         "Classifier.from_path().classify(jpeg_bytes()); "
         "print('torch' in sys.modules, 'tensorflow' in sys.modules)"
@@ -141,7 +141,7 @@ def test_shipped_graph_normalizes_pixels_as_the_bundle_says() -> None:
     import onnx
     import onnxruntime as ort
 
-    from fruitstream.imaging import normalize
+    from fruitstream.core.imaging import normalize
 
     bundle = ModelBundle.load(default_bundle_dir())
     model = onnx.load(str(bundle.onnx_path))
@@ -162,7 +162,7 @@ def test_a_float_input_bundle_gets_normalized_pixels(tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from fruitstream.imaging import normalize
+    from fruitstream.core.imaging import normalize
     from fruitstream.model.bundle import PreprocessConfig
 
     size = 8

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fruitstream.evaluation import Answer, find_negatives_dir, metrics
+from fruitstream.core.evaluation import Answer, find_negatives_dir, metrics
 
 LABELS = ("apple", "grape", "lime")
 

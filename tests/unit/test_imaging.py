@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fruitstream.errors import ImageTooLargeError, UnsupportedImageError
-from fruitstream.imaging import (
+from fruitstream.core.imaging import (
     ImageLimits,
     decode_image,
     load_pixels,
@@ -17,6 +16,7 @@ from fruitstream.imaging import (
     preprocess,
     resize_crop,
 )
+from fruitstream.errors import ImageTooLargeError, UnsupportedImageError
 from fruitstream.model.bundle import PreprocessConfig
 from tests.conftest import bad_images, exif_rotated_jpeg, jpeg_bytes, png_bytes, png_declaring
 

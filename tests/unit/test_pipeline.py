@@ -12,11 +12,11 @@ import pytest
 
 from fruitstream.adapters.local_queue import SqlQueue
 from fruitstream.adapters.sql import SqlDatabase
-from fruitstream.classifier import Classifier
+from fruitstream.core.classifier import Classifier
+from fruitstream.core.imaging import ImageLimits
 from fruitstream.dataset import image_files
 from fruitstream.domain import ImageMessage, ResultRow, utcnow
 from fruitstream.errors import MessageError, NotFoundError
-from fruitstream.imaging import ImageLimits
 from fruitstream.pipeline import Pipeline, Upload
 from fruitstream.ports import Delivery
 from fruitstream.worker import Worker, process_batch

@@ -22,16 +22,16 @@ from PIL import Image, ImageOps
 from fruitstream.adapters.local_queue import SqlQueue
 from fruitstream.adapters.sql import SqlDatabase
 from fruitstream.bootstrap import is_alive
-from fruitstream.classifier import Classifier
-from fruitstream.cli import clean
 from fruitstream.config import MASK, load_settings, mask_url
+from fruitstream.core.classifier import Classifier
+from fruitstream.core.imaging import load_pixels
 from fruitstream.dataset import expand_paths
 from fruitstream.domain import ImageMessage, ResultRow, error_row, utcnow
+from fruitstream.entrypoints.cli import clean
+from fruitstream.entrypoints.spark_job import dotenv_text, executor_settings_file, jaas_quote
 from fruitstream.errors import ImageError, StorageError
-from fruitstream.imaging import load_pixels
 from fruitstream.pipeline import Pipeline, Upload
 from fruitstream.ports import Delivery, Health
-from fruitstream.spark_job import dotenv_text, executor_settings_file, jaas_quote
 from fruitstream.worker import MAX_ATTEMPTS, Worker, process_batch
 from tests.conftest import crafted_exif_jpeg, jpeg_bytes, mutation_corpus
 from tests.fakes import MemoryObjectStore, MemoryQueue

@@ -7,9 +7,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fruitstream.classifier import Classifier
+from fruitstream.core.classifier import Classifier
+from fruitstream.core.evaluation import evaluate
 from fruitstream.domain import FRUITS15
-from fruitstream.evaluation import evaluate
 from fruitstream.model.bundle import ModelBundle
 from fruitstream.training.card import HELD_OUT
 from fruitstream.training.train import TrainConfig, log, train

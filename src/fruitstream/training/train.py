@@ -37,11 +37,11 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageEnhance, ImageOps
 
-from fruitstream.calibration import expected_calibration_error, fit_temperature
+from fruitstream.core.calibration import expected_calibration_error, fit_temperature
+from fruitstream.core.imaging import affine, decode_image, preprocess
 from fruitstream.dataset import image_files, labelled_images
 from fruitstream.domain import FRUITS15
 from fruitstream.errors import ConfigError, MissingDependencyError
-from fruitstream.imaging import affine, decode_image, preprocess
 from fruitstream.model.bundle import INT8_FILE, MODEL_FILE, ModelBundle, PreprocessConfig
 from fruitstream.training import synth
 from fruitstream.training.card import write_card

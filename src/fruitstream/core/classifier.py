@@ -14,14 +14,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fruitstream.domain import Prediction, TopK
-from fruitstream.errors import ImageError, ModelError
-from fruitstream.imaging import (
+from fruitstream.core.imaging import (
     ImageLimits,
     load_pixels,
     normalize,
     return_big_buffers_to_the_os,
 )
+from fruitstream.domain import Prediction, TopK
+from fruitstream.errors import ImageError, ModelError
 from fruitstream.model.bundle import ModelBundle, default_bundle_dir
 
 # Images one lane decodes and classifies at a time. Measured on 2 cores with the shipped

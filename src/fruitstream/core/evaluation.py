@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fruitstream.calibration import expected_calibration_error
-from fruitstream.classifier import Classifier
+from fruitstream.core.calibration import expected_calibration_error
+from fruitstream.core.classifier import Classifier
 from fruitstream.dataset import NOT_FRUIT_DIRS, image_files, labelled_images
 from fruitstream.domain import Prediction
 from fruitstream.errors import ConfigError

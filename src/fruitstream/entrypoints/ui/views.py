@@ -11,12 +11,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fruitstream.classifier import Classifier
 from fruitstream.config import Settings, load_settings
+from fruitstream.core.classifier import Classifier
+from fruitstream.core.imaging import decode_image
 from fruitstream.domain import Prediction, ResultRow
 from fruitstream.errors import FruitstreamError, ImageError
 from fruitstream.i18n import fruit_name
-from fruitstream.imaging import decode_image
 from fruitstream.pipeline import SubmitReport, Upload
 from fruitstream.ports import Health
 from fruitstream.service import FruitService

@@ -6,11 +6,7 @@ from typing import Any
 
 import streamlit as st
 
-from fruitstream.errors import FruitstreamError
-from fruitstream.i18n import LANGUAGES, fruit_name, translator
-from fruitstream.ports import Health
-from fruitstream.stats import csv_bytes
-from fruitstream.ui.views import (
+from fruitstream.entrypoints.ui.views import (
     AppServices,
     ErrorView,
     PredictionView,
@@ -23,6 +19,10 @@ from fruitstream.ui.views import (
     stats,
     table_rows,
 )
+from fruitstream.errors import FruitstreamError
+from fruitstream.i18n import LANGUAGES, fruit_name, translator
+from fruitstream.ports import Health
+from fruitstream.stats import csv_bytes
 
 POLL_SECONDS = 0.5
 HEALTH_SECONDS = 5.0

@@ -9,14 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fruitstream.cli_output import (
+from fruitstream.entrypoints.cli_output import (
     clean,
     describe,
     print_summary,
     report_skipped,
     result_line,
 )
-from fruitstream.cli_parser import build_parser
+from fruitstream.entrypoints.cli_parser import build_parser
 from fruitstream.errors import FruitstreamError
 
 EXIT_OK = 0
@@ -84,7 +84,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from fruitstream.evaluation import evaluate, format_report, gate_failures
+    from fruitstream.core.evaluation import evaluate, format_report, gate_failures
 
     clf = _classifier(args)
     with _progress(0, "evaluating") as bar:
@@ -259,7 +259,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_spark_job(args: argparse.Namespace) -> int:
     import logging
 
-    from fruitstream.spark_job import run
+    from fruitstream.entrypoints.spark_job import run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     run(_settings(), stop_after_idle=args.stop_after_idle)
@@ -277,7 +277,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         from fruitstream.errors import MissingDependencyError
 
         raise MissingDependencyError("streamlit", "ui")
-    from fruitstream.ui.launch import streamlit_command
+    from fruitstream.entrypoints.ui.launch import streamlit_command
 
     command = streamlit_command(_settings(), args.host, args.port)
     print(f"fruitstream UI at http://{args.host}:{args.port}", flush=True)
@@ -296,7 +296,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from fruitstream.errors import MissingDependencyError
 
         raise MissingDependencyError("fastapi and uvicorn", "api")
-    from fruitstream.api import serve
+    from fruitstream.entrypoints.api import serve
 
     serve(_settings(), args.host, args.port)
     return EXIT_OK

@@ -1,7 +1,7 @@
 """Spark Structured Streaming job: Kafka ``fruit-images`` -> fetch + classify -> results database.
 
-Run with ``fruitstream spark-job`` or ``spark-submit src/fruitstream/spark_job.py``. The model is
-loaded once per Python worker (module-level cache, workers are reused) and photos are
+Run with ``fruitstream spark-job`` or ``spark-submit src/fruitstream/entrypoints/spark_job.py``.
+The model is loaded once per Python worker (module-level cache, workers are reused) and photos are
 classified in batches by ``mapInPandas``; each executor upserts its own partition's results
 (``foreachBatch`` + ``foreachPartition``), so the driver never holds them, and a batch
 replayed after a crash rewrites the same rows instead of adding new ones.
