@@ -22,7 +22,7 @@ from fruitstream.core.classifier import Classifier
 from fruitstream.errors import BackendError, ConfigError
 from fruitstream.model.bundle import ModelBundle, default_bundle_dir
 from fruitstream.pipeline import Pipeline
-from fruitstream.ports import Consumer, Health, ObjectStore, Publisher
+from fruitstream.ports import Consumer, Health, ObjectStore, Publisher, ResultsDatabase
 from fruitstream.worker import HOUSEKEEPING_SECONDS, Worker, worker_id
 
 if TYPE_CHECKING:
@@ -107,7 +107,10 @@ class Backends:
     settings: Settings
     store: ObjectStore
     publisher: Publisher
-    db: SqlDatabase
+    db: ResultsDatabase
+    # Makes a consumer of the queue for a worker in this process (owner name -> consumer);
+    # None: the queue has its own runner (Kafka: the Spark job).
+    consumers: Callable[[str], Consumer] | None = None
     extra_health: list[Health] = field(default_factory=list)
 
     @functools.cached_property
@@ -126,20 +129,21 @@ class Backends:
         )
 
     def consumer(self, owner: str) -> Consumer:
-        if not self.consumes_locally:
+        if self.consumers is None:
             raise ConfigError(
                 "the embedded worker consumes the local queue only; with Kafka, run the Spark "
                 "job (fruitstream spark-job)"
             )
-        return SqlQueue(self.db, owner=owner, lease_seconds=self.settings.lease_seconds)
+        return self.consumers(owner)
 
     def worker(self, classifier: Classifier | None = None) -> Worker:
         name = worker_id()
-        consumer = SqlQueue(self.db, owner=name, lease_seconds=self.settings.lease_seconds)
-        self.consumer(name)  # the configuration check
+        consumer = self.consumer(name)
+        reclaim = getattr(consumer, "reclaim", None)  # queues with leases free dead owners'
 
         def housekeeping() -> None:
-            consumer.reclaim(owner_is_dead)
+            if reclaim is not None:
+                reclaim(owner_is_dead)
             self.repair()
 
         return Worker(
@@ -175,7 +179,7 @@ class Backends:
     @property
     def consumes_locally(self) -> bool:
         """Whether a worker in this process can consume the configured queue."""
-        return self.settings.queue in CONSUMED_IN_PROCESS
+        return self.consumers is not None
 
     def health(self) -> list[Health]:
         checks = [self.store.health(), self.publisher.health(), self.db.health()]
@@ -273,14 +277,20 @@ def _kafka_queue(settings: Settings, db: SqlDatabase) -> Publisher:
     )
 
 
+def _local_consumers(settings: Settings, db: SqlDatabase) -> Callable[[str], Consumer]:
+    return lambda owner: SqlQueue(db, owner=owner, lease_seconds=settings.lease_seconds)
+
+
 STORES: dict[str, Callable[[Settings], ObjectStore]] = {"local": _local_store, "s3": _s3_store}
 PUBLISHERS: dict[str, Callable[[Settings, SqlDatabase], Publisher]] = {
     "local": _local_queue,
     "kafka": _kafka_queue,
 }
-# Queue kinds whose messages a worker thread of any fruitstream process can consume (the
-# others have their own runner: Kafka has the Spark job).
-CONSUMED_IN_PROCESS = frozenset({"local"})
+# Queue kinds a worker thread of any fruitstream process can consume; the others have their
+# own runner (Kafka: the Spark job).
+CONSUMERS: dict[str, Callable[[Settings, SqlDatabase], Callable[[str], Consumer]]] = {
+    "local": _local_consumers,
+}
 
 
 def build_store(settings: Settings) -> ObjectStore:
@@ -289,4 +299,11 @@ def build_store(settings: Settings) -> ObjectStore:
 
 def build_backends(settings: Settings) -> Backends:
     db = SqlDatabase.from_url(settings.sqlalchemy_url)
-    return Backends(settings, build_store(settings), PUBLISHERS[settings.queue](settings, db), db)
+    consumers = CONSUMERS.get(settings.queue)
+    return Backends(
+        settings,
+        build_store(settings),
+        PUBLISHERS[settings.queue](settings, db),
+        db,
+        consumers(settings, db) if consumers is not None else None,
+    )

@@ -80,3 +80,9 @@ class SubmitLog(Protocol):
 class Heartbeats(Protocol):
     def beat(self, worker_id: str, kind: str, info: dict[str, Any]) -> None: ...
     def latest(self) -> list[tuple[str, str, datetime, dict[str, Any]]]: ...
+
+
+class ResultsDatabase(ResultStore, SessionStore, SubmitLog, Heartbeats, Protocol):
+    """Results, sessions, the submit log and heartbeats: one database in every set-up."""
+
+    def health(self) -> Health: ...

@@ -155,27 +155,24 @@ def _fetch_pool() -> ThreadPoolExecutor:
 
 
 def _orphan_row(image_id: str, raw: bytes, reason: str, version: str) -> ResultRow:
-    """An error row for a message that has an image id but breaks the contract otherwise."""
+    """The error row of a message that has an image id but breaks the contract otherwise."""
     import json
 
     try:
-        data: dict[str, Any] = json.loads(raw)
+        data: Any = json.loads(raw)
     except Exception:
         data = {}
     if not isinstance(data, dict):
         data = {}
-    now = utcnow()
-    return ResultRow(
+    msg = ImageMessage(
         image_id=image_id,
         session_id=str(data.get("session_id", "")),
-        filename=str(data.get("filename", "")),
         object_key=str(data.get("object_key", "")),
-        status="error",
-        error=reason,
-        model_version=version,
-        submitted_at=now,
-        processed_at=now,
+        filename=str(data.get("filename", "")),
+        content_sha256="",
+        submitted_at=utcnow(),
     )
+    return error_row(msg, reason, version)
 
 
 @dataclass

@@ -289,7 +289,9 @@ def run(settings: Settings, stop_after_idle: float | None = None) -> None:
     if backends.consumes_locally:
         raise ConfigError("the Spark job reads Kafka: set FRUITSTREAM_QUEUE=kafka")
     db = backends.db
-    db.create_schema()
+    health = db.health()  # creates the tables on first use; a clear error when unreachable
+    if not health.ok:
+        raise ResultStoreError(health.detail)
     ensure_topic = getattr(backends.publisher, "ensure_topic", None)
     if ensure_topic is not None:
         ensure_topic()
