@@ -482,13 +482,13 @@ def _multipart(files: Sequence[tuple[str, bytes]], boundary: str) -> bytes:
 
 
 def http_benchmark(files: Sequence[Path], batch: int, rounds: int, workdir: Path) -> dict[str, Any]:
-    """The HTTP API against the same work in process, alternating, on the embedded default.
+    """The HTTP API against the same work in process, taking turns, on the configured set-up.
 
     One photo: ``POST /v1/classify`` (raw body, one kept-alive connection) against
     ``FruitService.classify_one`` on the same bytes, in blocks taking turns. A batch:
-    ``POST /v1/batches`` of ``batch`` photos against the CLI's submit call on files on disk, and against the whole
-    ``fruitstream submit --queue-only`` command; the server does not classify meanwhile
-    (``FRUITSTREAM_API_WORKER=false``).
+    ``POST /v1/batches`` of ``batch`` photos against the CLI's submit call on files on disk,
+    and against the whole ``fruitstream submit --queue-only`` command; the server does not
+    classify meanwhile (``FRUITSTREAM_API_WORKER=false``).
     """
     import http.client
     import os
