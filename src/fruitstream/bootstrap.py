@@ -49,7 +49,7 @@ def build_classifier(
     """The process-wide classifier for these settings (loaded once, then shared)."""
     path = Path(model_dir or settings.model_dir or default_bundle_dir()).resolve()
     wanted = precision or settings.model_precision
-    key = (str(path), wanted, settings.threads, settings.batch_size, settings.limits)
+    key = (str(path), wanted, settings.threads, settings.limits)
     with _lock:
         clf = _classifiers.get(key)
         if clf is None:
@@ -57,7 +57,6 @@ def build_classifier(
                 load_bundle(settings, path, wanted),
                 limits=settings.limits,
                 threads=settings.threads,
-                batch_size=settings.batch_size,
             )
             _classifiers[key] = clf
         return clf

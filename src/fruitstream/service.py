@@ -105,8 +105,10 @@ class FruitService:
         if bar is not None:
             bar.total = len(files)
             bar.refresh()
-        for start in range(0, len(files), clf.batch_size):
-            chunk = files[start : start + clf.batch_size]
+        # Files are read a chunk at a time: memory holds one chunk of photos, not the folder.
+        step = self.settings.batch_size
+        for start in range(0, len(files), step):
+            chunk = files[start : start + step]
             blobs: list[bytes] = []
             readable: list[Path] = []
             for path in chunk:

@@ -69,8 +69,8 @@ def test_batch_equals_single_and_keeps_order(classifier: Classifier, dataset: Pa
         assert np.isclose(outcome.confidence, single.confidence, atol=1e-4)
 
 
-def test_batches_larger_than_the_batch_size(dataset: Path) -> None:
-    clf = Classifier.from_path(batch_size=4)
+def test_many_photos_match_one_by_one(dataset: Path) -> None:
+    clf = Classifier.from_path()
     photos = image_files(dataset / "grocery" / "val" / "apple")[:10]
     outcomes = clf.classify_many([p.read_bytes() for p in photos])
     assert len(outcomes) == 10

@@ -50,12 +50,10 @@ class Classifier:
         *,
         limits: ImageLimits = ImageLimits(),
         threads: int = 0,
-        batch_size: int = 32,
     ) -> None:
         return_big_buffers_to_the_os()
         self.bundle = bundle
         self.limits = limits
-        self.batch_size = batch_size
         self.threads = threads or (os.cpu_count() or 1)
         started = time.perf_counter()
         self._session = self._new_session(self.threads)
@@ -173,7 +171,7 @@ class Classifier:
         if not images:
             return []
         pool = self._lane_pool()[0]
-        step = max(1, min(self.batch_size, PIPELINE_CHUNK))
+        step = PIPELINE_CHUNK
         chunks = [
             pool.submit(self._classify_chunk, images[i : i + step], top_k)
             for i in range(0, len(images), step)
