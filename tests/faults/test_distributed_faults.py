@@ -143,28 +143,25 @@ def _restart_while_running(
     return names, recovery
 
 
-def test_postgres_restart_while_the_job_runs(
+@pytest.mark.parametrize(
+    ("command", "fault"),
+    [
+        ("restart-postgres", "PostgreSQL restart mid-stream"),
+        ("restart-kafka", "Kafka broker restart mid-stream"),
+    ],
+)
+def test_a_backend_restart_while_the_job_runs(
     tmp_path: Path,
     dataset: Path,
     stack: dict[str, str],
     job: SparkJob,
     ledger: list[FaultRecord],
+    command: str,
+    fault: str,
 ) -> None:
-    names, recovery = _restart_while_running(tmp_path, dataset, stack, job, "restart-postgres")
+    names, recovery = _restart_while_running(tmp_path, dataset, stack, job, command)
     assert len(names) == 200 and set(names.values()) == {1}
-    ledger.append(FaultRecord("PostgreSQL restart mid-stream", 1, 200, 0, 0, recovery))
-
-
-def test_kafka_restart_while_the_job_runs(
-    tmp_path: Path,
-    dataset: Path,
-    stack: dict[str, str],
-    job: SparkJob,
-    ledger: list[FaultRecord],
-) -> None:
-    names, recovery = _restart_while_running(tmp_path, dataset, stack, job, "restart-kafka")
-    assert len(names) == 200 and set(names.values()) == {1}
-    ledger.append(FaultRecord("Kafka broker restart mid-stream", 1, 200, 0, 0, recovery))
+    ledger.append(FaultRecord(fault, 1, 200, 0, 0, recovery))
 
 
 def _secrets(env: dict[str, str]) -> list[str]:
