@@ -93,7 +93,7 @@ def batch_ui(svc: AppServices, t: T, lang: str) -> str | None:
         if not files:
             st.warning(t("batch.none"))
         else:
-            report = svc.submit([(f.name, f.getvalue()) for f in files])
+            report = svc.submit(files)
             # A small batch is done within moments: show it in this run, no polling round trip.
             svc.wait(report.session_id, SHORT_WAIT_SECONDS)
             st.session_state["session_id"] = report.session_id

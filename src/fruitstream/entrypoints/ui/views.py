@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from fruitstream.config import Settings, load_settings
 from fruitstream.core.classifier import Classifier
@@ -38,6 +38,26 @@ class PredictionView:
 @dataclass(frozen=True)
 class ErrorView:
     message: str
+
+
+class UploadedPhoto(Protocol):
+    """What Streamlit's uploader gives for a file."""
+
+    name: str
+    size: int
+
+    def getvalue(self) -> bytes: ...
+
+
+class _Uploaded:
+    def __init__(self, file: UploadedPhoto) -> None:
+        self._file = file
+
+    def size(self) -> int:
+        return int(self._file.size)
+
+    def read(self) -> bytes:
+        return self._file.getvalue()
 
 
 class AppServices:
@@ -92,9 +112,11 @@ class AppServices:
 
     # --- batches --------------------------------------------------------------------------
 
-    def submit(self, files: Sequence[tuple[str, bytes]]) -> SubmitReport:
+    def submit(self, files: Sequence[UploadedPhoto]) -> SubmitReport:
+        """A batch of uploaded files, each read only when ``submit`` stores it (no second
+        copy of the whole batch in memory)."""
         self.ensure_worker()
-        return self.service.submit([Upload(name, data) for name, data in files])
+        return self.service.submit([Upload(f.name, _Uploaded(f)) for f in files])
 
     def progress(self, session_id: str) -> tuple[int, int]:
         p = self.service.progress(session_id)
