@@ -73,14 +73,7 @@ def is_alive(beat_at: datetime, info: dict[str, object]) -> bool:
     if info.get("state") == "stopped":
         return False
     pid = info.get("pid")
-    if info.get("host") == socket.gethostname() and isinstance(pid, int):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-    return True
+    return not (isinstance(pid, int) and _gone(str(info.get("host")), pid))
 
 
 def owner_is_dead(owner: str) -> bool:
@@ -88,13 +81,18 @@ def owner_is_dead(owner: str) -> bool:
     machine that no longer runs; owners elsewhere are left to lease expiry."""
     host, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
+    return pid.isdigit() and _gone(host, int(pid))
+
+
+def _gone(host: str, pid: int) -> bool:
+    """Whether ``pid`` on ``host`` is known to have ended: only this machine can tell."""
+    if host != socket.gethostname():
         return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    except PermissionError:
+    except PermissionError:  # alive, under another user
         return False
     return False
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from fruitstream.core.imaging import ImageLimits
+from fruitstream.core.imaging import ImageLimits, check_size
 from fruitstream.dataset import CONTENT_TYPES
 from fruitstream.domain import (
     ImageMessage,
@@ -24,10 +24,9 @@ from fruitstream.domain import (
 )
 from fruitstream.errors import (
     BackendError,
-    ImageTooLargeError,
+    ImageError,
     NotFoundError,
     StorageError,
-    UnsupportedImageError,
 )
 from fruitstream.ports import ObjectStore, Publisher, ResultStore, SessionStore, SubmitLog
 
@@ -84,15 +83,11 @@ class SubmitReport:
 
 
 def precheck(size: int, limits: ImageLimits) -> str | None:
-    """The checks that need no decoding: they reject a file before it is read or stored."""
-    if not size:
-        return str(UnsupportedImageError("empty file (0 bytes)"))
-    if size > limits.max_bytes:
-        return str(
-            ImageTooLargeError(
-                f"file is {size:,} bytes, over the limit of {limits.max_bytes:,} bytes"
-            )
-        )
+    """The checks that need no decoding: why a file is refused before it is read or stored."""
+    try:
+        check_size(size, limits)
+    except ImageError as exc:
+        return str(exc)
     return None
 
 
@@ -175,8 +170,6 @@ class Pipeline:
             self.results.upsert(errors)
             last = start + SUBMIT_CHUNK >= len(planned)
             self.sessions.mark_queued(session_id, [m.image_id for _, m in chunk], finished=last)
-        if not planned:
-            self.sessions.mark_queued(session_id, [], finished=True)
         if report.not_sent:
             log.warning("%d of %d photos could not be queued", len(report.not_sent), len(uploads))
         return report

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from fruitstream.bootstrap import Backends, build_backends, build_classifier
 from fruitstream.config import Settings, load_settings
 from fruitstream.core.classifier import Classifier
+from fruitstream.core.imaging import check_size
 from fruitstream.dataset import expand_paths
 from fruitstream.domain import Prediction, Progress, ResultRow, SessionRecord
 from fruitstream.errors import ConfigError, ImageTooLargeError
@@ -115,10 +116,11 @@ class FruitService:
                 try:
                     size = path.stat().st_size
                     if size > clf.limits.max_bytes:  # refused before a byte of it is read
-                        yield file_record(path, too_large(size, clf.limits.max_bytes))
-                        continue
+                        check_size(size, clf.limits)
                     blobs.append(path.read_bytes())
                     readable.append(path)
+                except ImageTooLargeError as exc:
+                    yield file_record(path, exc)
                 except OSError as exc:
                     yield file_record(path, OSError(f"cannot read file: {exc.strerror or exc}"))
             for path, outcome in zip(readable, clf.classify_many(blobs, top_k=k), strict=True):
@@ -245,7 +247,3 @@ class FruitService:
     def ready(self) -> tuple[bool, list[Health]]:
         checks = self.health()
         return all(h.ok for h in checks if h.name in CORE_BACKENDS), checks
-
-
-def too_large(size: int, limit: int) -> ImageTooLargeError:
-    return ImageTooLargeError(f"file is {size:,} bytes, over the limit of {limit:,} bytes")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -156,8 +157,6 @@ def _fetch_pool() -> ThreadPoolExecutor:
 
 def _orphan_row(image_id: str, raw: bytes, reason: str, version: str) -> ResultRow:
     """The error row of a message that has an image id but breaks the contract otherwise."""
-    import json
-
     try:
         data: Any = json.loads(raw)
     except Exception:

@@ -38,6 +38,16 @@ class ImageLimits:
     max_pixels: int = 50_000_000
 
 
+def check_size(size: int, limits: ImageLimits) -> None:
+    """Refuse a file by its size alone, before it is read or decoded: empty, or too large."""
+    if not size:
+        raise UnsupportedImageError("empty file (0 bytes)")
+    if size > limits.max_bytes:
+        raise ImageTooLargeError(
+            f"file is {size:,} bytes, over the limit of {limits.max_bytes:,} bytes"
+        )
+
+
 def decode_image(
     data: bytes,
     limits: ImageLimits = ImageLimits(),
@@ -49,12 +59,7 @@ def decode_image(
     ``draft_size`` lets JPEG decoding skip detail the model will never see: a 12 MP phone
     photo decodes at 1/8 scale in a fraction of the time.
     """
-    if not data:
-        raise UnsupportedImageError("empty file (0 bytes)")
-    if len(data) > limits.max_bytes:
-        raise ImageTooLargeError(
-            f"file is {len(data):,} bytes, over the limit of {limits.max_bytes:,} bytes"
-        )
+    check_size(len(data), limits)
     try:
         with warnings.catch_warnings():
             # Our own pixel limit below is the one that counts.
@@ -145,13 +150,13 @@ def _shrink(img: Image.Image, draft_size: int | None) -> Image.Image:
 
 
 _TRANSPOSE = {
-    2: (Image.Transpose.FLIP_LEFT_RIGHT,),
-    3: (Image.Transpose.ROTATE_180,),
-    4: (Image.Transpose.FLIP_TOP_BOTTOM,),
-    5: (Image.Transpose.TRANSPOSE,),
-    6: (Image.Transpose.ROTATE_270,),
-    7: (Image.Transpose.TRANSVERSE,),
-    8: (Image.Transpose.ROTATE_90,),
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
 }
 
 
@@ -166,9 +171,8 @@ def _upright(img: Image.Image) -> Image.Image:
         orientation = int(img.getexif().get(ExifTags.Base.Orientation, 1))
     except Exception:
         return img
-    for step in _TRANSPOSE.get(orientation, ()):
-        img = img.transpose(step)
-    return img
+    step = _TRANSPOSE.get(orientation)
+    return img if step is None else img.transpose(step)
 
 
 def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:

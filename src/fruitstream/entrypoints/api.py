@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fruitstream.config import Settings
+from fruitstream.core.imaging import ImageLimits, check_size
 from fruitstream.errors import (
     BackendError,
     FruitstreamError,
@@ -336,8 +337,7 @@ def create_app(service: FruitService | None = None, tokens: Sequence[str] | None
     )
     async def classify(request: Request, name: str = "upload") -> Any:
         """One photo, classified at once: a multipart ``file`` part or the raw body."""
-        limit = svc().settings.max_image_bytes
-        filename, data = await _one_photo(request, name, limit)
+        filename, data = await _one_photo(request, name, svc().settings.limits)
         started = time.perf_counter()
         try:
             prediction = await _in_thread(svc().classify_one, data)
@@ -476,8 +476,9 @@ def serve(settings: Settings, host: str, port: int) -> None:
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
-async def _one_photo(request: Request, name: str, limit: int) -> tuple[str, bytes]:
-    """The photo of a classify request, refused past ``limit`` bytes before it is all read."""
+async def _one_photo(request: Request, name: str, limits: ImageLimits) -> tuple[str, bytes]:
+    """The photo of a classify request, refused past the byte limit before it is all read."""
+    limit = limits.max_bytes
     kind = request.headers.get("content-type", "")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit + 64 * 1024:
@@ -489,10 +490,8 @@ async def _one_photo(request: Request, name: str, limit: int) -> tuple[str, byte
         part = form.get("file")
         if part is None or isinstance(part, str):
             raise ImageError("no 'file' part in the multipart body")
-        if part.size is not None and part.size > limit:
-            raise ImageTooLargeError(
-                f"file is {part.size:,} bytes, over the limit of {limit:,} bytes"
-            )
+        if part.size is not None and part.size > limits.max_bytes:
+            check_size(part.size, limits)
         return part.filename or name, await part.read()
     body = bytearray()
     async for chunk in request.stream():

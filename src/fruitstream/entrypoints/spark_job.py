@@ -99,16 +99,20 @@ def classify_partitions(batches: Iterator[Any]) -> Iterator[Any]:
 UPSERT_PATIENCE_SECONDS = 60.0
 
 
-def upsert_partition(rows: Iterator[Any]) -> None:
-    """``foreachPartition`` body: this executor writes its own results (idempotent upsert)."""
+def upsert_partition(rows: Iterator[Any]) -> int:
+    """``foreachPartition`` body: this executor writes its own results (idempotent upsert);
+    returns how many."""
     _store, db, _classifier, _top_k = _executor_services()
     batch: list[ResultRow] = []
+    written = 0
     for row in rows:
         batch.append(from_spark_row(row))
         if len(batch) >= 256:
             _patient_upsert(db, batch)
+            written += len(batch)
             batch = []
     _patient_upsert(db, batch)
+    return written + len(batch)
 
 
 def _patient_upsert(db: Any, rows: list[ResultRow]) -> None:
@@ -303,9 +307,7 @@ def run(settings: Settings, stop_after_idle: float | None = None) -> None:
     def write_batch(frame: Any, batch_id: int) -> None:
         # Each executor writes its partition; an upsert makes a replayed batch harmless.
         def write(rows: Iterator[Any]) -> None:
-            materialized = list(rows)
-            upsert_partition(iter(materialized))
-            written.add(len(materialized))
+            written.add(upsert_partition(rows))
 
         frame.foreachPartition(write)
         log.info("batch %d written (%d results so far)", batch_id, written.value)
