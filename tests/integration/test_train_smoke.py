@@ -66,6 +66,29 @@ def test_tiny_training_run_writes_a_working_bundle(tmp_path: Path, dataset: Path
             pred = clf.classify(photo.read_bytes())
             assert isinstance(pred, Prediction)
             assert pred.label in bundle.labels
+    assert bundle.preprocess.interpolation == "box-bilinear"  # the recipe's resize
+
+    # --requantize writes the int8 graph again, with another resize, and keeps the weights.
+    fp32_bytes = (out / "model.onnx").read_bytes()
+    result = run_cli(
+        "train", "--data", str(dataset), "--requantize", str(out), "--interpolation", "bilinear",
+        "--version", "smoke.1", "--no-eval",
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    again = ModelBundle.load(out)
+    assert (out / "model.onnx").read_bytes() == fp32_bytes
+    assert again.version == "smoke.1" and again.precision == "int8"
+    assert again.preprocess.interpolation == "bilinear"
+    assert again.known_threshold == bundle.known_threshold
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["training"]["trained_interpolation"] == "box-bilinear"
+    assert meta["training"]["config"]["quant_calibration"] == 512
+    # Not measured again (--no-eval): the old graph's figures are gone, not left standing.
+    assert set(meta["metrics"]) == {"calibration"}
+    assert "--requantize" in again.card_path.read_text()
+    photo = image_files(dataset / "grocery" / "val" / "banana")[0]
+    assert Classifier(again).classify(photo.read_bytes()).label in again.labels
 
 
 def test_contact_sheet_of_generated_scenes(tmp_path: Path, dataset: Path) -> None:

@@ -16,7 +16,7 @@ from fruitstream.core.imaging import (
     preprocess,
     resize_crop,
 )
-from fruitstream.errors import ImageTooLargeError, UnsupportedImageError
+from fruitstream.errors import ConfigError, ImageTooLargeError, UnsupportedImageError
 from fruitstream.model.bundle import PreprocessConfig
 from tests.conftest import bad_images, exif_rotated_jpeg, jpeg_bytes, png_bytes, png_declaring
 
@@ -120,3 +120,48 @@ def test_large_jpeg_is_decoded_in_draft_mode_with_the_same_result() -> None:
     fast = load_pixels(data, PreprocessConfig(input_size=64)).astype(int)
     full = preprocess(Image.open(io.BytesIO(data)), PreprocessConfig(input_size=64)).astype(int)
     assert np.abs(fast - full).max() <= 6
+
+
+FAST = PreprocessConfig(input_size=32, interpolation="box-bilinear")
+
+
+def _gradient(w: int, h: int) -> Image.Image:
+    """A smooth picture: resizes that agree on it differ only in filtering."""
+    x = np.linspace(0, 255, w)[None, :, None]
+    y = np.linspace(0, 255, h)[:, None, None]
+    rgb = np.concatenate([np.broadcast_to(x, (h, w, 1)), np.broadcast_to(y, (h, w, 1)),
+                          np.full((h, w, 1), 90.0)], axis=2)  # fmt: skip
+    return Image.fromarray(rgb.astype(np.uint8))
+
+
+@pytest.mark.parametrize("size", [(50, 70), (48, 32), (300, 100), (1000, 3000)])
+def test_box_bilinear_matches_pillows_resize_on_a_smooth_picture(size: tuple[int, int]) -> None:
+    img = _gradient(*size)
+    fast = preprocess(img, FAST)
+    slow = preprocess(img, CFG)
+    assert fast.shape == (32, 32, 3) and fast.dtype == np.uint8
+    # Same centre square, same orientation: only the filter differs, by a few levels.
+    assert np.abs(fast.astype(int) - slow.astype(int)).mean() < 3
+
+
+def test_box_bilinear_takes_the_centre_square_of_a_large_image() -> None:
+    img = Image.new("RGB", (3000, 1000), "black")
+    img.paste((255, 255, 255), (1000, 0, 2000, 1000))  # white centre third
+    out = preprocess(img, FAST)
+    assert out.shape == (32, 32, 3)
+    assert out.min() > 250
+    assert np.asarray(resize_crop(img, FAST)).min() > 250
+
+
+def test_box_bilinear_averages_when_it_shrinks_a_lot() -> None:
+    """A fine checkerboard shrunk 31x: the box step averages it to grey, where bilinear
+    sampling alone would alias it into black and white patches."""
+    board = ((np.indices((1000, 1000)).sum(axis=0) % 2) * 255).astype(np.uint8)
+    out = preprocess(Image.fromarray(board).convert("RGB"), FAST).astype(int)
+    assert np.abs(out - 127).max() < 10
+
+
+def test_an_unknown_interpolation_is_a_clear_error() -> None:
+    cfg = PreprocessConfig(input_size=32, interpolation="sinc")
+    with pytest.raises(ConfigError, match="unknown interpolation 'sinc'"):
+        preprocess(Image.new("RGB", (40, 40)), cfg)

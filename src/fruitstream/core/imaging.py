@@ -8,15 +8,24 @@ import re
 import threading
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from fruitstream.errors import ImageError, ImageTooLargeError, UnsupportedImageError
+from fruitstream.errors import (
+    ConfigError,
+    ImageError,
+    ImageTooLargeError,
+    ModelError,
+    UnsupportedImageError,
+)
 from fruitstream.model.bundle import PreprocessConfig
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"})
+# Pillow's resampling filters (antialiased when shrinking), and OpenCV's faster path.
+BOX_BILINEAR = "box-bilinear"
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -195,6 +204,10 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255))
 
 def resize_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
     """Resize the shorter side to ``cfg.resize_to`` and take the centred square crop."""
+    if cfg.interpolation == BOX_BILINEAR:
+        return Image.fromarray(_box_bilinear(img, cfg))
+    if cfg.interpolation not in _RESAMPLE:
+        raise ConfigError(f"unknown interpolation {cfg.interpolation!r} in the model bundle")
     w, h = img.size
     scale = cfg.resize_to / min(w, h)
     # The crop box in source coordinates, so one resize call does both steps.
@@ -238,7 +251,46 @@ def preprocess(img: Image.Image, cfg: PreprocessConfig) -> NDArray[np.uint8]:
 
     Normalization is the first step of the model graph, so no float pass runs in Python.
     """
-    return np.asarray(resize_crop(to_rgb(img, cfg.background), cfg))
+    rgb = to_rgb(img, cfg.background)
+    if cfg.interpolation == BOX_BILINEAR:
+        return _box_bilinear(rgb, cfg)
+    return np.asarray(resize_crop(rgb, cfg))
+
+
+@functools.cache
+def _cv2() -> Any:
+    try:
+        import cv2
+    except ImportError as exc:  # a core dependency: only a broken install lacks it
+        raise ModelError(
+            f"the model's {BOX_BILINEAR} resize needs opencv-python-headless, a dependency of"
+            " fruitstream: reinstall it (pip install fruitstream)"
+        ) from exc
+    # Photos are resized inside the classifier's lanes, one per core already.
+    cv2.setNumThreads(1)
+    return cv2
+
+
+def _box_bilinear(img: Image.Image, cfg: PreprocessConfig) -> NDArray[np.uint8]:
+    """``box-bilinear``: the centred square reduced by a whole factor with a box filter while
+    it is at least twice the target, then resized bilinearly (OpenCV, no antialiasing).
+
+    It measured 0.15 ms against 1.0-1.2 ms for Pillow's antialiased bilinear resize of a
+    348 px photo to 260 px, a sixth of a photo's whole cost to the int8 model; the box step
+    keeps what is left of a downscale under 2x, where skipping antialiasing loses nothing
+    the model notices (same top-1 on every held-out set within one photo).
+    """
+    w, h = img.size
+    side = min(round(cfg.input_size * min(w, h) / cfg.resize_to), w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    box = (left, top, left + side, top + side)
+    factor = side // cfg.input_size
+    square = img.reduce(factor, box) if factor >= 2 else img.crop(box)
+    cv2 = _cv2()
+    out: NDArray[np.uint8] = cv2.resize(
+        np.asarray(square), (cfg.input_size, cfg.input_size), interpolation=cv2.INTER_LINEAR
+    )
+    return out
 
 
 def load_pixels(

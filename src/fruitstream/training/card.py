@@ -94,6 +94,29 @@ def _limits(m: dict[str, Any]) -> list[str]:
     return out
 
 
+# What each resize of a bundle's preprocessing is, in words.
+RESIZES = {
+    "bilinear": "Pillow's antialiased bilinear",
+    "box-bilinear": "box-bilinear: a whole-factor box reduction, then OpenCV's bilinear",
+}
+
+
+def _requantized(bundle: ModelBundle) -> list[str]:
+    """The card's word on a bundle whose int8 graph was written again after training."""
+    seconds = bundle.training.get("requantized_seconds")
+    if seconds is None:
+        return []
+    trained = bundle.training.get("trained_interpolation", "bilinear")
+    return [
+        "",
+        f"The int8 graph was written again after training (`fruitstream train --requantize`,"
+        f" {seconds / 60:.1f} min) with this recipe's quantization settings and the"
+        f" {bundle.preprocess.interpolation} resize; the fp32 weights were trained on views"
+        f" resized with {RESIZES.get(trained, trained)}. The figures below are measured with the"
+        " new graph and resize (`make train` runs both steps).",
+    ]
+
+
 def write_card(bundle: ModelBundle) -> None:
     m = bundle.metrics
     cfg = bundle.training.get("config", {})
@@ -119,7 +142,8 @@ def write_card(bundle: ModelBundle) -> None:
         " comparison: `FRUITSTREAM_MODEL_PRECISION=fp32`). Default here:"
         f" {bundle.precision}.",
         f"- Input: {pre.input_size}x{pre.input_size} RGB pixels, uint8 NHWC: shorter side resized"
-        f" to {pre.resize_to} ({pre.interpolation}), centre crop. The graph normalizes first:"
+        f" to {pre.resize_to} ({RESIZES.get(pre.interpolation, pre.interpolation)}), centre crop."
+        " The graph normalizes first:"
         f" (x/255 - {list(pre.mean)}) / {list(pre.std)}.",
         f"- `known` when the top fruit's probability >= {bundle.known_threshold:.4f}: on held-out"
         f" real photos, the lower of the threshold that rejects at most"
@@ -149,6 +173,7 @@ def write_card(bundle: ModelBundle) -> None:
         f"3. {_pct(cfg.get('calib_fraction'))} of the real photos are held out: a temperature is"
         " fitted on them (negative log-likelihood), then the `known` threshold.",
         "4. Export to ONNX, int8 quantization, evaluation of both graphs.",
+        *_requantized(bundle),
         "",
         f"Seed {cfg.get('seed')}; runs on a 2-core CPU without a GPU."
         + (

@@ -73,12 +73,23 @@ def run_training(args: argparse.Namespace) -> ModelBundle | None:
     """Train and evaluate a bundle; with ``--contact-sheet``, only draw generated scenes."""
     classes = tuple(c.strip() for c in args.classes.split(",")) if args.classes else FRUITS15
     data = Path(args.data)
+    if args.requantize:
+        from fruitstream.training.train import requantize
+
+        return requantize(
+            Path(args.requantize),
+            data,
+            interpolation=args.interpolation,
+            version=args.version,
+            on_eval=None if args.no_eval else lambda bundle: evaluate_held_out(bundle, data),
+        )
     cfg = TrainConfig(
         data_dir=data,
         out_dir=Path(args.out),
         classes=classes,
         backbone=args.backbone,
         input_size=args.size,
+        interpolation=args.interpolation,
         max_per_class=args.max_per_class,
         real_views=args.real_views,
         scenes_per_class=args.scenes_per_class,
@@ -88,7 +99,7 @@ def run_training(args: argparse.Namespace) -> ModelBundle | None:
         split_block=args.split_block,
         quantize=not args.no_int8,
         seed=args.seed,
-        version=args.version,
+        version=args.version or TrainConfig.version,
         cache_dir=None if args.no_cache else Path("artifacts/cache"),
         evaluate=not args.no_eval,
     )

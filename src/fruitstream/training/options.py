@@ -35,9 +35,25 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         help="first backbone block fine-tuned (default: where the last stride-2 stage begins)",
     )
+    p.add_argument(
+        "--interpolation",
+        default="box-bilinear",
+        choices=["box-bilinear", "bilinear"],
+        help="the resize of every view, written into the bundle: box-bilinear (OpenCV, the"
+        " default) or bilinear (Pillow, antialiased, as models before v3.1)",
+    )
     p.add_argument("--no-int8", action="store_true", help="do not write the int8 graph")
+    p.add_argument(
+        "--requantize",
+        metavar="BUNDLE",
+        help="only write BUNDLE's int8 graph again with this recipe's int8 settings and"
+        " --interpolation, calibrated on its training views, then re-evaluate it; the fp32"
+        " weights stay as trained",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--version", default="3", help="model version written in the bundle")
+    p.add_argument(
+        "--version", help="model version written in the bundle (default 3; --requantize: kept)"
+    )
     p.add_argument("--no-cache", action="store_true", help="do not cache features on disk")
     p.add_argument("--no-eval", action="store_true", help="skip evaluating on the held-out sets")
     p.add_argument(
