@@ -24,7 +24,7 @@ from fruitstream.errors import (
 from fruitstream.model.bundle import PreprocessConfig
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"})
-# Pillow's resampling filters (antialiased when shrinking), and OpenCV's faster path.
+# OpenCV's faster resize (``_box_bilinear``), and Pillow's filters (antialiased when shrinking).
 BOX_BILINEAR = "box-bilinear"
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -204,8 +204,13 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255))
 
 def resize_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
     """Resize the shorter side to ``cfg.resize_to`` and take the centred square crop."""
+    return Image.fromarray(_resize_crop(img, cfg))
+
+
+def _resize_crop(img: Image.Image, cfg: PreprocessConfig) -> NDArray[np.uint8]:
+    """``resize_crop`` as the model's input pixels, by the bundle's interpolation."""
     if cfg.interpolation == BOX_BILINEAR:
-        return Image.fromarray(_box_bilinear(img, cfg))
+        return _box_bilinear(img, cfg)
     if cfg.interpolation not in _RESAMPLE:
         raise ConfigError(f"unknown interpolation {cfg.interpolation!r} in the model bundle")
     w, h = img.size
@@ -215,12 +220,13 @@ def resize_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
     left = max(0.0, (w - side) / 2)
     top = max(0.0, (h - side) / 2)
     box = (left, top, left + side, top + side)
-    return img.resize(
+    resized = img.resize(
         (cfg.input_size, cfg.input_size),
         _RESAMPLE[cfg.interpolation],
         box=box,
         reducing_gap=3.0,
     )
+    return np.asarray(resized)
 
 
 @functools.lru_cache(maxsize=8)
@@ -251,10 +257,7 @@ def preprocess(img: Image.Image, cfg: PreprocessConfig) -> NDArray[np.uint8]:
 
     Normalization is the first step of the model graph, so no float pass runs in Python.
     """
-    rgb = to_rgb(img, cfg.background)
-    if cfg.interpolation == BOX_BILINEAR:
-        return _box_bilinear(rgb, cfg)
-    return np.asarray(resize_crop(rgb, cfg))
+    return _resize_crop(to_rgb(img, cfg.background), cfg)
 
 
 @functools.cache

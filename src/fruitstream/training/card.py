@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fruitstream.core.imaging import BOX_BILINEAR
 from fruitstream.model.bundle import ModelBundle
 
 # Held-out sets, never trained on: name in the metrics, folder, its negatives folder (or
@@ -97,7 +98,7 @@ def _limits(m: dict[str, Any]) -> list[str]:
 # What each resize of a bundle's preprocessing is, in words.
 RESIZES = {
     "bilinear": "Pillow's antialiased bilinear",
-    "box-bilinear": "box-bilinear: a whole-factor box reduction, then OpenCV's bilinear",
+    BOX_BILINEAR: f"{BOX_BILINEAR}: a whole-factor box reduction, then OpenCV's bilinear",
 }
 
 

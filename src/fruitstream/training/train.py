@@ -453,8 +453,8 @@ def features_key(cfg: TrainConfig, sources: list[Source]) -> str:
     """What the cached features depend on: the frozen network, the views, the scenes."""
     return hashlib.sha256(
         json.dumps(
-            [cfg.backbone, cfg.size, cfg.real_views, cfg.seed, cfg.split, synth.VERSION]
-            + ([] if cfg.interpolation == "bilinear" else [cfg.interpolation])
+            [cfg.backbone, cfg.size, cfg.interpolation, cfg.real_views, cfg.seed, cfg.split]
+            + [synth.VERSION]
             + [s.key() for s in sources]
         ).encode()
     ).hexdigest()[:16]
@@ -955,29 +955,34 @@ def requantize(
     )
     cfg = TrainConfig(**kw)
     pre = replace(bundle.preprocess, interpolation=interpolation)
-    trained_with = bundle.training.get("trained_interpolation") or record.get(
-        "interpolation", "bilinear"
-    )
     log(f"re-quantizing {path} to int8 on {cfg.quant_calibration} views ({interpolation} resize)")
     frames = studio_frames(cfg)
     sources = training_sources(cfg, frames)
     bank = SpriteBank(cfg, frames)
     quantize_int8(path / MODEL_FILE, path / INT8_FILE, calibration_batches(cfg, sources, bank, pre))
-    training = dict(bundle.training)
-    training["config"] = {**record, "quant_calibration": cfg.quant_calibration}
-    training["config"]["interpolation"] = interpolation
-    training["trained_interpolation"] = trained_with
     seconds = round(time.perf_counter() - clock, 1)
+    training = {
+        **bundle.training,
+        "config": {
+            **record,
+            "quant_calibration": cfg.quant_calibration,
+            "interpolation": pre.interpolation,
+        },
+        # What the weights saw: kept through any number of re-quantizations.
+        "trained_interpolation": bundle.training.get("trained_interpolation")
+        or record.get("interpolation", "bilinear"),
+        "requantized_seconds": seconds,
+    }
+    # The held-out figures were the old graph's: measured again, or dropped.
+    metrics = {"calibration": bundle.metrics.get("calibration", {})}
     bundle = replace(
         bundle,
         preprocess=pre,
         precision="int8",
         version=version or bundle.version,
-        training={**training, "requantized_seconds": seconds},
+        metrics=metrics,
+        training=training,
     )
-    # The held-out figures were the old graph's: measured again, or dropped.
-    metrics = {"calibration": bundle.metrics.get("calibration", {})}
-    bundle = replace(bundle, metrics=metrics)
     bundle.save_metadata()
     if on_eval is not None:
         bundle = replace(bundle, metrics={**metrics, **on_eval(bundle)})
