@@ -74,10 +74,11 @@ quality:  ## quality gate: evaluate the shipped model on every held-out set
 	$(BIN)/fruitstream evaluate $(DATA)/not-fruit/val --min-rejection $(GATE_NOT_FRUIT)
 	$(BIN)/fruitstream evaluate $(DATA)/other-fruit/test --min-rejection $(GATE_OTHER_FRUIT)
 
-system-deps:  ## Debian packages the browser tests need (chromium, chromium-driver)
-	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+system-deps:  ## Debian packages the tests need: chromium, chromium-driver, qemu-user (int8 on AVX2)
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || \
+		[ ! -x /usr/bin/qemu-x86_64 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			chromium chromium-driver >/dev/null; \
+			chromium chromium-driver qemu-user >/dev/null; \
 	fi
 
 test: system-deps install-dev  ## set up and run every check: lint, types, tests, quality gate

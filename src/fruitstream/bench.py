@@ -13,6 +13,7 @@ import numpy as np
 
 from fruitstream.core.classifier import PIPELINE_CHUNK, Classifier
 from fruitstream.core.imaging import ImageLimits
+from fruitstream.core.precision import cpu_features
 from fruitstream.model.bundle import PRECISIONS, ModelBundle
 
 if TYPE_CHECKING:
@@ -148,6 +149,8 @@ def classifier_benchmark(
     raw32 = raw_throughput(clf, 32, repeats)
     lanes = raw_lanes_throughput(clf, repeats)
     result: dict[str, Any] = {
+        "cpu": cpu_features().describe(),
+        "graph_chosen": {"precision": bundle.precision, "reason": bundle.precision_reason},
         "model": f"{bundle.name} v{bundle.version} ({bundle.precision})",
         "model_bytes": bundle.onnx_path.stat().st_size,
         "model_load_s": model_load(bundle, max(3, repeats // 2), threads),
@@ -163,6 +166,9 @@ def classifier_benchmark(
 
 def format_classifier_benchmark(r: dict[str, Any]) -> str:
     lines = [
+        f"cpu                        {r['cpu']}",
+        f"graph                      {r['graph_chosen']['precision']}:"
+        f" {r['graph_chosen']['reason']}",
         f"model                      {r['model']} ({r['model_bytes'] / 1e6:.1f} MB)",
         f"model load (median)        {r['model_load_s'] * 1000:.0f} ms",
         f"raw ORT batch 1            {r['raw_batch1']['ms_per_batch']:.2f} ms/image, "

@@ -19,6 +19,7 @@ from fruitstream.adapters.local_store import LocalObjectStore
 from fruitstream.adapters.sql import SqlDatabase
 from fruitstream.config import Settings
 from fruitstream.core.classifier import Classifier
+from fruitstream.core.precision import choose_precision
 from fruitstream.errors import BackendError, ConfigError
 from fruitstream.model.bundle import ModelBundle, default_bundle_dir
 from fruitstream.pipeline import Pipeline
@@ -38,9 +39,12 @@ HEARTBEAT_STALE_SECONDS = 15.0
 def load_bundle(
     settings: Settings, model_dir: str | Path | None = None, precision: str | None = None
 ) -> ModelBundle:
-    """The configured model bundle, set to run the configured (or given) precision."""
+    """The configured model bundle, set to run the graph chosen for this machine: the given or
+    configured precision, where ``auto`` decides by the CPU and the bundle's figures."""
     path = Path(model_dir or settings.model_dir or default_bundle_dir()).resolve()
-    return ModelBundle.load(path).with_precision(precision or settings.model_precision)
+    bundle = ModelBundle.load(path)
+    choice = choose_precision(bundle, precision or settings.model_precision)
+    return bundle.with_precision(choice.precision, choice.reason)
 
 
 def build_classifier(
@@ -111,9 +115,15 @@ class Backends:
     extra_health: list[Health] = field(default_factory=list)
 
     @functools.cached_property
+    def bundle(self) -> ModelBundle:
+        """The configured model and the graph chosen for this machine, read once (no ONNX
+        session needed)."""
+        return load_bundle(self.settings)
+
+    @property
     def model_version(self) -> str:
-        """``name:version`` of the configured model, read once (no ONNX session needed)."""
-        return load_bundle(self.settings).model_version
+        """``name:version`` of the configured model, as result rows record it."""
+        return self.bundle.model_version
 
     def pipeline(self) -> Pipeline:
         return Pipeline(

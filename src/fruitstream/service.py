@@ -17,9 +17,10 @@ from fruitstream.bootstrap import Backends, build_backends, build_classifier
 from fruitstream.config import Settings, load_settings
 from fruitstream.core.classifier import Classifier
 from fruitstream.core.imaging import check_size
+from fruitstream.core.precision import cpu_features
 from fruitstream.dataset import expand_paths
 from fruitstream.domain import Prediction, Progress, ResultRow, SessionRecord
-from fruitstream.errors import ConfigError, ImageTooLargeError
+from fruitstream.errors import ConfigError, FruitstreamError, ImageTooLargeError
 from fruitstream.pipeline import SubmitReport, Upload
 from fruitstream.ports import Health
 from fruitstream.worker import WorkerStats
@@ -231,8 +232,23 @@ class FruitService:
     # --- health ---------------------------------------------------------------------------
 
     def health(self) -> list[Health]:
-        """Every backend and the consumers, each with ready-made figures to show."""
-        return self.backends.health()
+        """Every backend and the consumers, each with ready-made figures to show, then the
+        model: which graph runs here and why."""
+        return [*self.backends.health(), self.model_health()]
+
+    def model_health(self) -> Health:
+        """The configured model and its graph, read from disk without loading a session."""
+        try:
+            bundle = self.backends.bundle
+        except FruitstreamError as exc:
+            return Health("model", False, str(exc))
+        return Health(
+            "model",
+            True,
+            f"{bundle.name} v{bundle.version}, {bundle.precision} graph",
+            {"precision": bundle.precision},
+            (bundle.precision_reason, f"CPU: {cpu_features().describe()}"),
+        )
 
     def queue_lag(self) -> float | None:
         """Photos waiting: the Spark job's Kafka lag, or the embedded queue's depth."""

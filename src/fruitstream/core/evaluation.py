@@ -188,7 +188,8 @@ def evaluate(
     answers = _answers(clf, [p for p, _ in items], progress)
     negative_answers = _answers(clf, negative_paths, progress)
     report: dict[str, Any] = {
-        "model": f"{clf.bundle.name} v{clf.bundle.version} ({clf.bundle.precision})"
+        "model": f"{clf.bundle.name} v{clf.bundle.version} ({clf.bundle.precision})",
+        "graph_reason": clf.bundle.precision_reason,
     }
     report.update(
         metrics(
@@ -210,6 +211,8 @@ def _pct(value: float | None) -> str:
 def format_report(r: dict[str, Any]) -> Iterator[str]:
     """The lines `fruitstream evaluate` prints for a report of ``evaluate``."""
     yield f"model: {r['model']}"
+    if r.get("graph_reason"):
+        yield f"graph: {r['graph_reason']}"
     if "accuracy" in r:
         yield f"fruit photos: {r['n']} (failed to read: {r['failed']})"
         yield f"top-1: {r['accuracy']:.4f}   top-3: {r['top3']:.4f}"

@@ -11,7 +11,9 @@ from typing import Any
 
 from fruitstream.entrypoints.cli_output import (
     clean,
+    config_lines,
     describe,
+    health_lines,
     print_summary,
     report_skipped,
     result_line,
@@ -251,8 +253,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     ready, checks = _service().ready()
-    for h in checks:
-        print(f"{'ok  ' if h.ok else 'DOWN'}  {h.name:<18} {h.detail}")
+    print("\n".join(health_lines(checks)))
     return EXIT_OK if ready else EXIT_SOME_FAILED
 
 
@@ -303,8 +304,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    for key, value in _settings().masked().items():
-        print(f"FRUITSTREAM_{key.upper()}={'' if value is None else value}")
+    from fruitstream.bootstrap import load_bundle
+
+    settings = _settings()
+    print("\n".join(config_lines(settings.masked(), load_bundle(settings))))
     return EXIT_OK
 
 

@@ -9,6 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fruitstream.model.bundle import ModelBundle
+from fruitstream.ports import Health
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -51,3 +54,18 @@ def result_line(r: Any) -> str:
         return f"{clean(r.filename)}: error: {clean(r.error)}"
     note = "" if r.known else " (not one of the known fruits)"
     return f"{clean(r.filename)}: {r.label} {r.confidence * 100:.1f}%{note}"
+
+
+def health_lines(checks: Sequence[Health]) -> list[str]:
+    """``fruitstream status``: a line per check, its figures indented below it."""
+    lines = []
+    for h in checks:
+        lines.append(f"{'ok  ' if h.ok else 'DOWN'}  {h.name:<18} {h.detail}")
+        lines += [f"{'':<25}{line}" for line in h.figures]
+    return lines
+
+
+def config_lines(masked: dict[str, Any], bundle: ModelBundle) -> list[str]:
+    """``fruitstream config``: the settings as an env file, then which graph runs and why."""
+    lines = [f"FRUITSTREAM_{k.upper()}={'' if v is None else v}" for k, v in masked.items()]
+    return [*lines, f"# runs the {bundle.precision} graph: {bundle.precision_reason}"]

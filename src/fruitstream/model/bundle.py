@@ -70,8 +70,11 @@ class ModelBundle:
     known_threshold: float
     path: Path = field(compare=False)
     metrics: dict[str, Any] = field(default_factory=dict, compare=False)
-    # The graph used unless a precision is asked for: "int8" when the bundle ships one.
+    # The graph this instance runs. bundle.json names the preferred one ("int8" when the
+    # bundle ships it); ``core.precision.choose_precision`` decides per machine.
     precision: str = "fp32"
+    # Why this graph runs (set when a precision is chosen), for status, bench and the UI.
+    precision_reason: str = field(default="", compare=False)
     # How it was trained: the training config and how long each step took.
     training: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -93,12 +96,14 @@ class ModelBundle:
             raise ModelError(f"model bundle {self.path} has no {precision} graph ({path.name})")
         return path
 
-    def with_precision(self, precision: str | None) -> ModelBundle:
-        """This bundle running its ``precision`` graph (None or "auto": its default)."""
-        if precision in (None, "", "auto") or precision == self.precision:
+    def with_precision(self, precision: str | None, reason: str = "") -> ModelBundle:
+        """This bundle running its ``precision`` graph (None or "auto": its preferred one)."""
+        if precision in (None, "", "auto"):
+            precision = self.precision
+        if precision == self.precision and reason == self.precision_reason:
             return self
         self.onnx_path_for(precision)  # fails clearly when the graph is absent
-        return replace(self, precision=precision)
+        return replace(self, precision=precision, precision_reason=reason)
 
     @property
     def model_version(self) -> str:

@@ -118,6 +118,46 @@ def _requantized(bundle: ModelBundle) -> list[str]:
     ]
 
 
+INT8_FORMATS = {
+    "s7": "7-bit weights ([-64, 64]) where ONNX Runtime pairs products in 16 bits, 8-bit in"
+    " depthwise convolutions, the first and last convolutions and the classifier in float:"
+    " its integer sums cannot saturate on any CPU, so int8 answers the same on VNNI and on"
+    " AVX2-only machines",
+    "s8": "8-bit weights; on x86 CPUs without VNNI their paired products saturate 16-bit"
+    " lanes, so int8 figures hold only on VNNI/AMX/ARM CPUs",
+    "u8": "unsigned 8-bit weights, asymmetric",
+}
+
+
+def _measured_on(m: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+    """Which CPU the figures came from, and the two graphs' speed on it."""
+    if "measured_on" not in m:
+        return []
+    lines = ["", f"Figures measured on: {m['measured_on']}."]
+    if cfg.get("int8_weights") == "s7":
+        lines.append(
+            "The int8 graph's integer arithmetic is exact on every CPU, so its figures hold on"
+            " AVX2-only machines too (checked under QEMU's Haswell CPU by"
+            " `tests/integration/test_int8_on_avx2.py`); only its speed differs."
+        )
+    speed = m.get("speed", {})
+    if speed:
+        lines += [
+            "",
+            "| graph | batch 1 (ms/photo) | batch 32 (photos/s) |",
+            "|---|---|---|",
+            *(
+                f"| {p} | {speed[p]['batch1_ms']:.2f} | {speed[p]['batch32_images_per_s']:.1f} |"
+                for p in ("int8", "fp32")
+                if p in speed
+            ),
+            "",
+            "Speed: medians of 3 alternating rounds on random input, on the CPU above"
+            " (`fruitstream bench` measures it on yours).",
+        ]
+    return lines
+
+
 def write_card(bundle: ModelBundle) -> None:
     m = bundle.metrics
     cfg = bundle.training.get("config", {})
@@ -137,11 +177,13 @@ def write_card(bundle: ModelBundle) -> None:
         " architecture from `efficientnet-lite-pytorch`).",
         f"- Head: linear layer over {len(bundle.labels)} fruits + 1 'none of these' class,"
         f" softmax at temperature {calib.get('temperature', 1.0):.3f} (folded into the head).",
-        f"- Graphs: `model.int8.onnx` (default: ONNX Runtime static quantization, QDQ, per-channel"
-        " int8 weights, uint8 activations calibrated on"
-        f" {cfg.get('quant_calibration', '')} training views) and `model.onnx` (fp32, for"
-        " comparison: `FRUITSTREAM_MODEL_PRECISION=fp32`). Default here:"
-        f" {bundle.precision}.",
+        "- Graphs: `model.onnx` (fp32) and `model.int8.onnx` (ONNX Runtime static"
+        " quantization, QDQ, per channel:"
+        f" {INT8_FORMATS.get(str(cfg.get('int8_weights', 's8')), cfg.get('int8_weights'))};"
+        f" uint8 activations calibrated on {cfg.get('quant_calibration', '')} training views)."
+        " `FRUITSTREAM_MODEL_PRECISION=auto` runs int8 only on a CPU with an int8 dot product"
+        " (VNNI, AMX, ARM dotprod) and only while int8 is within 0.5 point of fp32 on every"
+        " set below; elsewhere fp32. `int8` or `fp32` force one.",
         f"- Input: {pre.input_size}x{pre.input_size} RGB pixels, uint8 NHWC: shorter side resized"
         f" to {pre.resize_to} ({RESIZES.get(pre.interpolation, pre.interpolation)}), centre crop."
         " The graph normalizes first:"
@@ -218,6 +260,7 @@ def write_card(bundle: ModelBundle) -> None:
         lines += ["", f"The {precision} graph on the same sets:", ""]
         lines += TABLE_HEAD
         lines += [_row(title_, sets[name]) for name, title_ in SETS if name in sets]
+    lines += _measured_on(m, cfg)
     for name, title_ in SETS:
         r = m.get(name, {})
         if r.get("per_class") and name in ("wild_val", "grocery_val"):

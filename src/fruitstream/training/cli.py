@@ -7,8 +7,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from fruitstream.bench import precision_comparison
 from fruitstream.core.classifier import Classifier
 from fruitstream.core.evaluation import evaluate
+from fruitstream.core.precision import cpu_features
 from fruitstream.domain import FRUITS15
 from fruitstream.model.bundle import ModelBundle
 from fruitstream.training.card import HELD_OUT
@@ -42,6 +44,13 @@ def evaluate_held_out(bundle: ModelBundle, data_dir: Path) -> dict[str, Any]:
             metrics.update(out)
         else:
             metrics[precision] = out
+    metrics["measured_on"] = cpu_features().describe()
+    if bundle.has_precision("int8"):
+        speed = precision_comparison(bundle, rounds=3)
+        metrics["speed"] = {
+            p: {k: round(v, 2) for k, v in speed[p].items() if k != "model_bytes"}
+            for p in ("int8", "fp32")
+        }
     return metrics
 
 
@@ -80,6 +89,8 @@ def run_training(args: argparse.Namespace) -> ModelBundle | None:
             Path(args.requantize),
             data,
             interpolation=args.interpolation,
+            int8_weights=args.int8_weights,
+            bias_correction=args.int8_bias_correction,
             version=args.version,
             on_eval=None if args.no_eval else lambda bundle: evaluate_held_out(bundle, data),
         )
@@ -98,6 +109,8 @@ def run_training(args: argparse.Namespace) -> ModelBundle | None:
         finetune_epochs=args.finetune_epochs,
         split_block=args.split_block,
         quantize=not args.no_int8,
+        int8_weights=args.int8_weights,
+        int8_bias_correction=args.int8_bias_correction,
         seed=args.seed,
         version=args.version or TrainConfig.version,
         cache_dir=None if args.no_cache else Path("artifacts/cache"),

@@ -44,6 +44,18 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-int8", action="store_true", help="do not write the int8 graph")
     p.add_argument(
+        "--int8-weights",
+        default="s7",
+        choices=["s7", "s8", "u8"],
+        help="weights of the int8 graph: s7 (7-bit, the default: cannot saturate on CPUs"
+        " without VNNI), s8 (8-bit, as models before v3.2) or u8 (unsigned, asymmetric)",
+    )
+    p.add_argument(
+        "--int8-bias-correction",
+        action="store_true",
+        help="fold the mean weight-rounding error of each convolution into its bias first",
+    )
+    p.add_argument(
         "--requantize",
         metavar="BUNDLE",
         help="only write BUNDLE's int8 graph again with this recipe's int8 settings and"
