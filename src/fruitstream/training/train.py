@@ -44,7 +44,7 @@ from fruitstream.domain import FRUITS15
 from fruitstream.errors import ConfigError, MissingDependencyError
 from fruitstream.model.bundle import INT8_FILE, MODEL_FILE, ModelBundle, PreprocessConfig
 from fruitstream.training import synth
-from fruitstream.training.card import write_card
+from fruitstream.training.card import INT8_FORMATS, write_card
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class TrainConfig:
     min_not_fruit_rejection: float = 0.97  # ... unless this share of not-fruit is reached lower
     quantize: bool = True  # also write the int8 graph (and make it the default)
     quant_calibration: int = 512  # training views that calibrate the int8 ranges
-    # Weight format of the int8 graph (INT8_WEIGHTS): "s7" cannot saturate on any CPU.
+    # Weight format of the int8 graph (INT8_FORMATS): "s7" cannot saturate on any CPU.
     int8_weights: str = "s7"
     # Biases absorb the mean weight-rounding error before quantizing: better agreement with
     # fp32 on the v3 weights (studio 99.6% against 99.3%), no better accuracy; off.
@@ -137,10 +137,10 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}"
             )
-        if self.int8_weights not in INT8_WEIGHTS:
+        if self.int8_weights not in INT8_FORMATS:
             raise ConfigError(
                 f"unknown int8 weight format {self.int8_weights!r}; choose one of"
-                f" {', '.join(INT8_WEIGHTS)}"
+                f" {', '.join(INT8_FORMATS)}"
             )
         blocks = BACKBONES[self.backbone].blocks
         if not 0 < self.split < blocks:
@@ -796,13 +796,7 @@ def calibrate(
 # pointwise convolutions and matrix products: 8-bit weights can overflow them (2 x 255 x 128 =
 # 65,280 > 32,767), 7-bit weights cannot (2 x 255 x 64 = 32,640); see core.precision. Its
 # depthwise kernels widen every product to 32 bits first, so they keep 8 bits in "s7".
-INT8_WEIGHTS = {
-    "s7": "int8 weights in [-64, 64] where products pair in 16 bits, 8 bits in depthwise"
-    " convolutions; the first and last convolutions and the classifier stay in float",
-    "s8": "int8 weights in [-127, 127]: saturates 16-bit lanes on x86 without VNNI",
-    "u8": "uint8 weights, asymmetric per channel (uint8 x uint8 kernels: 5x slower with VNNI)",
-}
-INT8_WEIGHT_QMAX = {"s7": 64, "s8": 127, "u8": 255}
+INT8_WEIGHT_QMAX = {"s7": 64, "s8": 127}
 
 
 def quantize_int8(
@@ -813,8 +807,10 @@ def quantize_int8(
     bias_correction: bool = False,
 ) -> None:
     """ONNX Runtime static quantization: QDQ, per-channel weights in the ``weights`` format of
-    ``INT8_WEIGHTS``, uint8 activations whose ranges come from ``calibration`` batches of
+    ``INT8_FORMATS``, uint8 activations whose ranges come from ``calibration`` batches of
     training views; with ``bias_correction``, biases absorb the mean rounding error first."""
+    if bias_correction and weights not in INT8_WEIGHT_QMAX:
+        raise ConfigError(f"bias correction takes symmetric weights (s7, s8), not {weights}")
     try:
         from onnxruntime.quantization import (
             CalibrationDataReader,
