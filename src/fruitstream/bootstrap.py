@@ -1,14 +1,15 @@
-"""Wires the classifier and the adapters from settings; one classifier per process."""
+"""Wires the classifier and the adapters from settings; one classifier per process.
+
+Only wiring: which adapter each setting chooses (the tables at the bottom), built once.
+What to do with them is the service layer's (service, health, housekeeping).
+"""
 
 from __future__ import annotations
 
 import functools
-import os
-import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,20 +21,15 @@ from fruitstream.adapters.sql import SqlDatabase
 from fruitstream.config import Settings
 from fruitstream.core.classifier import Classifier
 from fruitstream.core.precision import choose_precision
-from fruitstream.errors import BackendError, ConfigError
+from fruitstream.errors import ConfigError
 from fruitstream.model.bundle import ModelBundle, default_bundle_dir
-from fruitstream.pipeline import Pipeline
-from fruitstream.ports import Consumer, Health, ObjectStore, Publisher, ResultsDatabase
-from fruitstream.worker import HOUSEKEEPING_SECONDS, Worker, worker_id
+from fruitstream.ports import Consumer, ObjectStore, Publisher, ResultsDatabase
 
 if TYPE_CHECKING:
     from fruitstream.adapters.kafka import KafkaConnection
 
 _classifiers: dict[tuple[object, ...], Classifier] = {}
 _lock = threading.Lock()
-
-# A worker whose last heartbeat is older than this is reported as down.
-HEARTBEAT_STALE_SECONDS = 15.0
 
 
 def load_bundle(
@@ -66,41 +62,6 @@ def build_classifier(
         return clf
 
 
-def is_alive(beat_at: datetime, info: dict[str, object]) -> bool:
-    """Whether a heartbeat stands for a live consumer.
-
-    A clean stop writes ``state: stopped``; a killed process cannot, so one on this machine
-    is looked up by its pid rather than trusted for the whole heartbeat window.
-    """
-    if (datetime.now(UTC) - beat_at).total_seconds() >= HEARTBEAT_STALE_SECONDS:
-        return False
-    if info.get("state") == "stopped":
-        return False
-    pid = info.get("pid")
-    return not (isinstance(pid, int) and _gone(str(info.get("host")), pid))
-
-
-def owner_is_dead(owner: str) -> bool:
-    """Whether a lease owner (``host:pid:thread``, see ``worker_id``) is a process of this
-    machine that no longer runs; owners elsewhere are left to lease expiry."""
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    return pid.isdigit() and _gone(host, int(pid))
-
-
-def _gone(host: str, pid: int) -> bool:
-    """Whether ``pid`` on ``host`` is known to have ended: only this machine can tell."""
-    if host != socket.gethostname():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, under another user
-        return False
-    return False
-
-
 @dataclass
 class Backends:
     """The adapters chosen by configuration, built once and shared."""
@@ -112,7 +73,6 @@ class Backends:
     # Makes a consumer of the queue for a worker in this process (owner name -> consumer);
     # None: the queue has its own runner (Kafka: the Spark job).
     consumers: Callable[[str], Consumer] | None = None
-    extra_health: list[Health] = field(default_factory=list)
 
     @functools.cached_property
     def bundle(self) -> ModelBundle:
@@ -125,16 +85,6 @@ class Backends:
         """``name:version`` of the configured model, as result rows record it."""
         return self.bundle.model_version
 
-    def pipeline(self) -> Pipeline:
-        return Pipeline(
-            self.store,
-            self.publisher,
-            self.db,
-            self.db,
-            self.settings.limits,
-            model_version=self.model_version,
-        )
-
     def consumer(self, owner: str) -> Consumer:
         if self.consumers is None:
             raise ConfigError(
@@ -143,86 +93,10 @@ class Backends:
             )
         return self.consumers(owner)
 
-    def worker(self, classifier: Classifier | None = None) -> Worker:
-        name = worker_id()
-        consumer = self.consumer(name)
-        reclaim = getattr(consumer, "reclaim", None)  # queues with leases free dead owners'
-
-        def housekeeping() -> None:
-            if reclaim is not None:
-                reclaim(owner_is_dead)
-            self.repair()
-
-        return Worker(
-            consumer,
-            self.store,
-            self.db,
-            classifier or build_classifier(self.settings),
-            heartbeats=self.db,
-            batch_size=self.settings.worker_batch_size,
-            poll_seconds=self.settings.worker_poll_seconds,
-            top_k=self.settings.top_k,
-            name=name,
-            lease_seconds=self.settings.lease_seconds,
-            housekeeping=housekeeping,
-            housekeeping_seconds=min(
-                HOUSEKEEPING_SECONDS, self.settings.stalled_submit_seconds / 2
-            ),
-        )
-
-    def repair(self) -> dict[str, int]:
-        """Finish the submits that stalled longer than the configured time."""
-        return self.pipeline().repair(older_than=self.settings.stalled_submit_seconds)
-
-    def live_workers(self) -> list[tuple[str, str, datetime, dict[str, object]]]:
-        """Workers and Spark jobs that beat recently, have not said they stopped, and (when
-        on this machine) are still running."""
-        try:
-            beats = self.db.latest()
-        except BackendError:
-            return []
-        return [b for b in beats if is_alive(b[2], b[3])]
-
     @property
     def consumes_locally(self) -> bool:
         """Whether a worker in this process can consume the configured queue."""
         return self.consumers is not None
-
-    def health(self) -> list[Health]:
-        checks = [self.store.health(), self.publisher.health(), self.db.health()]
-        live = self.live_workers()
-        if live:
-            extra: dict[str, object] = {"rate": sum(float(str(b[3].get("rate", 0))) for b in live)}
-            spark = [b[3] for b in live if b[1] == "spark"]
-            if spark:  # the streaming query's own figures: Kafka lag and rates
-                extra = {
-                    k: spark[0][k]
-                    for k in ("lag", "input_rate", "processed_rate")
-                    if spark[0].get(k) is not None
-                }
-            kinds = ", ".join(sorted({b[1] for b in live}))
-            detail = f"{len(live)} alive ({kinds}), last beat {live[0][2]:%H:%M:%S} UTC"
-            checks.append(Health("workers", True, detail, extra, figures(extra)))
-        else:
-            checks.append(
-                Health("workers", False, "no worker heartbeat in the last 15 s (none running)")
-            )
-        return checks + self.extra_health
-
-
-_FIGURES = {
-    "rate": "{:.1f} photos/s",
-    "lag": "lag {:,} messages",
-    "input_rate": "input {:.1f} rows/s",
-    "processed_rate": "processed {:.1f} rows/s",
-}
-
-
-def figures(extra: dict[str, object]) -> tuple[str, ...]:
-    """The lines a person reads under a backend's state, from its machine figures."""
-    return tuple(
-        fmt.format(extra[key]) for key, fmt in _FIGURES.items() if extra.get(key) is not None
-    )
 
 
 # --- the one place where configuration chooses backends --------------------------------------
@@ -267,6 +141,16 @@ def kafka_connection(settings: Settings) -> KafkaConnection:
         ssl_key_password=_secret(settings.kafka_ssl_key_password),
         ssl_check_hostname=settings.kafka_ssl_check_hostname,
     )
+
+
+def kafka_reader_options(settings: Settings) -> dict[str, str]:
+    """Spark's Kafka source options for the configured brokers and topic (the same
+    connection settings the publisher uses, translated by the Kafka adapter)."""
+    from fruitstream.adapters.kafka import java_client_options
+
+    if settings.queue != "kafka":
+        raise ConfigError("the Spark job reads Kafka: set FRUITSTREAM_QUEUE=kafka")
+    return {**java_client_options(kafka_connection(settings)), "subscribe": settings.kafka_topic}
 
 
 def _local_queue(settings: Settings, db: SqlDatabase) -> Publisher:

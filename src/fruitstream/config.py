@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fruitstream.core.imaging import ImageLimits
+from fruitstream.domain import ImageLimits
 from fruitstream.errors import ConfigError
 
 MASK = "**********"

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from fruitstream.errors import MessageError
+from fruitstream.errors import ImageTooLargeError, MessageError, UnsupportedImageError
 
 MESSAGE_SCHEMA = 1
 # The fruits the shipped model knows (its bundle.json lists them too; i18n names them).
@@ -21,6 +21,24 @@ FRUITS15 = (
 )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class ImageLimits:
+    """What an accepted image may weigh: bytes on the wire and decoded pixels."""
+
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 50_000_000
+
+
+def check_size(size: int, limits: ImageLimits) -> None:
+    """Refuse a file by its size alone, before it is read or decoded: empty, or too large."""
+    if not size:
+        raise UnsupportedImageError("empty file (0 bytes)")
+    if size > limits.max_bytes:
+        raise ImageTooLargeError(
+            f"file is {size:,} bytes, over the limit of {limits.max_bytes:,} bytes"
+        )
+
+
 class Status(StrEnum):
     """A result row's status: classified, or not (with the reason in ``error``)."""
 
@@ -28,8 +46,6 @@ class Status(StrEnum):
     ERROR = "error"
 
 
-STATUS_OK = Status.OK
-STATUS_ERROR = Status.ERROR
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -154,12 +170,16 @@ class ResultRow:
     confidence: float | None = None
     known: bool | None = None
     top_k: list[dict[str, Any]] = field(default_factory=list)
-    status: str
+    status: Status
     error: str | None = None
     model_version: str
     submitted_at: datetime
     processed_at: datetime
     latency_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        # Rows read back from SQL, Spark or JSON carry the status as text.
+        object.__setattr__(self, "status", Status(self.status))
 
     @classmethod
     def from_outcome(
@@ -206,6 +226,7 @@ _KINDS = {
     "float | None": "float",
     "bool | None": "bool",
     "datetime": "timestamp",
+    "Status": "text",
     "list[dict[str, Any]]": "json",
 }
 

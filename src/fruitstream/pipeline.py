@@ -10,13 +10,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from fruitstream.core.imaging import ImageLimits, check_size
 from fruitstream.dataset import CONTENT_TYPES
 from fruitstream.domain import (
+    ImageLimits,
     ImageMessage,
     Progress,
     ResultRow,
     SessionRecord,
+    check_size,
     error_row,
     new_id,
     object_key,
@@ -28,7 +29,7 @@ from fruitstream.errors import (
     NotFoundError,
     StorageError,
 )
-from fruitstream.ports import ObjectStore, Publisher, ResultStore, SessionStore, SubmitLog
+from fruitstream.ports import ObjectStore, Publisher, ResultStore, SessionLog
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,33 @@ class Source(Protocol):
 
     def size(self) -> int: ...
     def read(self) -> bytes: ...
+
+
+class BinaryFile(Protocol):
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+    def tell(self) -> int: ...
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class OpenFile:
+    """An upload still in its open file (an HTTP part spooled to disk, a file given to the
+    app): a ``Source`` of ``Upload`` for every entrypoint, read when its turn comes."""
+
+    file: BinaryFile
+    known_size: int | None = None
+
+    def size(self) -> int:
+        if self.known_size is not None:
+            return self.known_size
+        self.file.seek(0, 2)
+        size = self.file.tell()
+        self.file.seek(0)
+        return size
+
+    def read(self) -> bytes:
+        self.file.seek(0)
+        return self.file.read()
 
 
 @dataclass(frozen=True)
@@ -76,6 +104,8 @@ class SubmitReport:
     rejected: dict[str, str] = field(default_factory=dict)
     # filename -> reason, for files stored but not announced on the queue
     not_sent: dict[str, str] = field(default_factory=dict)
+    # Whether a worker thread of the submitting process was started to classify it.
+    classified_here: bool = False
 
     @property
     def submitted(self) -> int:
@@ -95,10 +125,6 @@ def precheck(size: int, limits: ImageLimits) -> str | None:
 SUBMIT_CHUNK = 32
 # A submit that has not moved for this long is taken to be dead, and ``repair`` finishes it.
 STALLED_SECONDS = 60.0
-
-
-class SessionLog(SessionStore, SubmitLog, Protocol):
-    """The sessions and the submit log: one database in every set-up."""
 
 
 class Pipeline:

@@ -77,6 +77,10 @@ class SubmitLog(Protocol):
     def stalled(self, older_than: float) -> dict[str, list[ImageMessage]]: ...
 
 
+class SessionLog(SessionStore, SubmitLog, Protocol):
+    """The sessions and the submit log: one database in every set-up."""
+
+
 class Heartbeats(Protocol):
     def beat(self, worker_id: str, kind: str, info: dict[str, Any]) -> None: ...
     def latest(self) -> list[tuple[str, str, datetime, dict[str, Any]]]: ...

@@ -1,13 +1,15 @@
 """The application service: every use case of fruitstream, the one thing entrypoints call.
 
-The CLI, the Streamlit app, the HTTP API and the Spark job's wiring only translate input and
-output; what happens (classify a photo, submit a batch, follow it, report health, make sure
-something consumes the queue) is written here once, against the ports.
+The CLI, the Streamlit app, the HTTP API and the Spark job only translate input and output;
+what happens (classify a photo, submit a batch and see that something classifies it, follow
+it, repair it, report health) is written here once, against the ports. See
+docs/ARCHITECTURE.md for the layers.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +18,15 @@ from typing import Any, Protocol
 from fruitstream.bootstrap import Backends, build_backends, build_classifier
 from fruitstream.config import Settings, load_settings
 from fruitstream.core.classifier import Classifier
-from fruitstream.core.imaging import check_size
-from fruitstream.core.precision import cpu_features
 from fruitstream.dataset import expand_paths
-from fruitstream.domain import Prediction, Progress, ResultRow, SessionRecord
-from fruitstream.errors import ConfigError, FruitstreamError, ImageTooLargeError
-from fruitstream.pipeline import SubmitReport, Upload
-from fruitstream.ports import Health
-from fruitstream.worker import WorkerStats
+from fruitstream.domain import Prediction, Progress, ResultRow, SessionRecord, check_size
+from fruitstream.errors import ConfigError, FruitstreamError, ImageTooLargeError, ResultStoreError
+from fruitstream.health import backends_health, is_ready, live_workers, model_health, owner_is_dead
+from fruitstream.health import queue_lag as lag_of
+from fruitstream.housekeeping import HOUSEKEEPING_SECONDS, Housekeeping, worker_id
+from fruitstream.pipeline import Pipeline, SubmitReport, Upload
+from fruitstream.ports import Delivery, Health
+from fruitstream.worker import BatchOutcome, Worker, WorkerStats, process_batch
 
 
 class _Bar(Protocol):
@@ -33,22 +36,32 @@ class _Bar(Protocol):
     def refresh(self) -> None: ...
 
 
-# The backends whose state decides whether the service is ready (workers may come later).
-CORE_BACKENDS = ("storage", "queue", "results database")
+@dataclass(frozen=True)
+class FileResult:
+    """One file classified in process: ``classify --json`` and ``POST /v1/classify``."""
+
+    path: str
+    prediction: Prediction | None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Always six keys: path, label, confidence, known, top_k, error."""
+        if self.prediction is not None:
+            return {"path": self.path, **self.prediction.to_dict(), "error": None}
+        return {
+            "path": self.path,
+            "label": None,
+            "confidence": None,
+            "known": None,
+            "top_k": [],
+            "error": self.error,
+        }
 
 
-def file_record(path: Path | str, outcome: Prediction | Exception) -> dict[str, Any]:
-    """The JSON record of ``classify --json`` and ``POST /v1/classify``: always six keys."""
+def file_result(path: Path | str, outcome: Prediction | Exception) -> FileResult:
     if isinstance(outcome, Prediction):
-        return {"path": str(path), **outcome.to_dict(), "error": None}
-    return {
-        "path": str(path),
-        "label": None,
-        "confidence": None,
-        "known": None,
-        "top_k": [],
-        "error": str(outcome),
-    }
+        return FileResult(str(path), outcome)
+    return FileResult(str(path), None, str(outcome))
 
 
 @dataclass(frozen=True)
@@ -58,7 +71,12 @@ class SessionSummary:
 
 
 class FruitService:
-    """Classify, submit, follow, report: built once per process by ``FruitService.create``."""
+    """Classify, submit, follow, report: built once per process by ``FruitService.create``.
+
+    Who classifies a batch is decided here, once: with the embedded queue, a worker thread
+    of this process when no worker is alive (unless the caller asked for queue-only); with
+    Kafka, the Spark job, which ``wait`` can only wait for.
+    """
 
     def __init__(
         self,
@@ -69,8 +87,8 @@ class FruitService:
         self.settings = settings
         self.backends = backends
         self._classifier_factory = classifier or (lambda: build_classifier(settings))
-        self._consumer: threading.Thread | None = None
-        self._consumer_lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._worker_lock = threading.Lock()
         self._stop = threading.Event()
 
     @classmethod
@@ -95,8 +113,8 @@ class FruitService:
         top_k: int | None = None,
         bar: _Bar | None = None,
         skipped: list[tuple[Path, str]] | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        """Files and folders (recursively) in batches, one record per file in path order.
+    ) -> Iterator[FileResult]:
+        """Files and folders (recursively) in batches, one result per file in path order.
 
         A file that cannot be read or decoded gets its ``error``; the others go on. Paths
         left out of folders (links, hidden files) are appended to ``skipped`` with why.
@@ -121,26 +139,39 @@ class FruitService:
                     blobs.append(path.read_bytes())
                     readable.append(path)
                 except ImageTooLargeError as exc:
-                    yield file_record(path, exc)
+                    yield file_result(path, exc)
                 except OSError as exc:
-                    yield file_record(path, OSError(f"cannot read file: {exc.strerror or exc}"))
+                    yield file_result(path, OSError(f"cannot read file: {exc.strerror or exc}"))
             for path, outcome in zip(readable, clf.classify_many(blobs, top_k=k), strict=True):
-                yield file_record(path, outcome)
+                yield file_result(path, outcome)
             if bar is not None:
                 bar.update(len(chunk))
 
     # --- batches --------------------------------------------------------------------------
 
-    def submit(self, uploads: Sequence[Upload], name: str = "") -> SubmitReport:
-        """Store and queue a batch; every photo is queued or has its error row."""
-        return self.backends.pipeline().submit(uploads, name=name)
+    def pipeline(self) -> Pipeline:
+        """Submit and read sessions over the configured backends."""
+        b = self.backends
+        return Pipeline(b.store, b.publisher, b.db, b.db, self.settings.limits, b.model_version)
+
+    def submit(
+        self, uploads: Sequence[Upload], name: str = "", queue_only: bool = False
+    ) -> SubmitReport:
+        """Store and queue a batch (every photo is queued or has its error row), then see
+        that something classifies it: unless ``queue_only``, a worker thread of this process
+        when the queue is embedded and no worker is alive (``report.classified_here``; the
+        caller then waits, or stops the service, before it exits)."""
+        report = self.pipeline().submit(uploads, name=name)
+        if not queue_only:
+            report.classified_here = self.ensure_worker()
+        return report
 
     def progress(self, session_id: str) -> Progress:
         """``NotFoundError`` for an unknown session."""
         return self.backends.db.progress(session_id)
 
     def results(self, session_id: str) -> list[ResultRow]:
-        return self.backends.pipeline().results_of(session_id)
+        return self.pipeline().results_of(session_id)
 
     def sessions(self, limit: int = 50) -> list[SessionSummary]:
         db = self.backends.db
@@ -152,73 +183,113 @@ class FruitService:
         timeout: float | None = None,
         poll: float = 0.2,
         on_progress: Callable[[Progress], None] | None = None,
-        on_no_consumer: Callable[[], None] | None = None,
-        take_over: bool = True,
+        on_no_worker: Callable[[], None] | None = None,
+        queue_only: bool = False,
     ) -> Progress:
-        """Until the session is complete or ``timeout`` passes. Should its consumer go away
-        meanwhile, one is started here when ``take_over`` and possible (embedded queue), else
-        ``on_no_consumer`` is told (once)."""
+        """Poll until the session is complete or ``timeout`` seconds pass; the last progress.
+
+        About once a second it checks that a worker is alive. Should none be, one is started
+        here when the queue is embedded and not ``queue_only``; else ``on_no_worker`` is told
+        (once), since only the user can start one (``fruitstream worker`` or the Spark job).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last_check = time.monotonic()
         told = False
-
-        def check() -> None:
-            nonlocal told
-            if self.consumer_alive():
-                return
-            if take_over and self.can_consume_here():
-                self.ensure_consumer(until=lambda: self.progress(session_id).complete)
-            elif not told and on_no_consumer is not None:
-                told = True
-                on_no_consumer()
-
-        return self.backends.pipeline().wait(
-            session_id, timeout=timeout, poll=poll, on_progress=on_progress, check=check
-        )
+        while True:
+            progress = self.progress(session_id)
+            if on_progress is not None:
+                on_progress(progress)
+            if progress.complete or (deadline is not None and time.monotonic() >= deadline):
+                return progress
+            if time.monotonic() - last_check >= 1.0 and not self.worker_alive():
+                last_check = time.monotonic()
+                if not queue_only and self.can_classify_here():
+                    self.ensure_worker()
+                elif not told and on_no_worker is not None:
+                    told = True
+                    on_no_worker()
+            time.sleep(poll)
 
     def photo(self, object_key: str) -> bytes:
         """The stored photo of a result row (``NotFoundError`` when it is gone)."""
         return self.backends.store.get(object_key)
 
     def repair(self, older_than: float | None = None) -> dict[str, int]:
-        """Finish the submits that stopped half way."""
+        """Finish the submits that stopped half way (older than the configured time unless
+        said): the one entrance, for ``fruitstream repair`` and every worker's chores."""
         wait = self.settings.stalled_submit_seconds if older_than is None else older_than
-        return self.backends.pipeline().repair(older_than=wait)
+        return self.pipeline().repair(older_than=wait)
 
-    # --- who consumes the queue -----------------------------------------------------------
+    # --- who classifies the queue ---------------------------------------------------------
 
-    def can_consume_here(self) -> bool:
+    def can_classify_here(self) -> bool:
         """Whether this process can classify queued photos itself (the embedded queue)."""
         return self.backends.consumes_locally
 
-    def consumer_alive(self) -> bool:
-        """A worker or Spark job beat recently and runs, or this process consumes."""
-        here = self._consumer is not None and self._consumer.is_alive()
-        return here or bool(self.backends.live_workers())
+    def worker_alive(self) -> bool:
+        """A worker or Spark job beat recently and runs, or this process has a worker."""
+        here = self._worker is not None and self._worker.is_alive()
+        return here or bool(live_workers(self.backends.db))
 
-    def ensure_consumer(self, until: Callable[[], bool] | None = None) -> bool:
-        """Start a worker thread in this process when nothing consumes the embedded queue;
-        returns whether one was started. ``until``: the thread stops once it is true."""
-        if not self.can_consume_here():
+    def ensure_worker(self) -> bool:
+        """Start a worker thread in this process when nothing classifies the embedded queue;
+        returns whether one was started. It runs until ``stop``."""
+        if not self.can_classify_here():
             return False
-        with self._consumer_lock:
-            if self.consumer_alive():
+        with self._worker_lock:
+            if self.worker_alive():
                 return False
-            worker = self.backends.worker(self.classifier)
-            self._consumer = threading.Thread(
-                target=worker.run, args=(self._stop, until), name="fruitstream-worker", daemon=True
+            worker = self.worker()
+            self._worker = threading.Thread(
+                target=worker.run, args=(self._stop,), name="fruitstream-worker", daemon=True
             )
-            self._consumer.start()
+            self._worker.start()
             return True
+
+    def worker(self, classifier: Classifier | None = None) -> Worker:
+        """A worker over the embedded queue, whose chores free the leases of dead workers
+        and repair stalled submits (``ConfigError`` with Kafka: the Spark job consumes it)."""
+        if not self.can_classify_here():
+            raise ConfigError(
+                "the embedded worker consumes the local queue only; with Kafka, run the Spark "
+                "job (fruitstream spark-job)"
+            )
+        name = worker_id()
+        consumer = self.backends.consumer(name)
+        reclaim = getattr(consumer, "reclaim", None)  # queues with leases free dead owners'
+
+        def chores() -> None:
+            if reclaim is not None:
+                reclaim(owner_is_dead)
+            self.repair()
+
+        return Worker(
+            consumer,
+            self.backends.store,
+            self.backends.db,
+            classifier or self.classifier,
+            heartbeats=self.backends.db,
+            batch_size=self.settings.worker_batch_size,
+            poll_seconds=self.settings.worker_poll_seconds,
+            top_k=self.settings.top_k,
+            name=name,
+            lease_seconds=self.settings.lease_seconds,
+            housekeeping=chores,
+            housekeeping_seconds=self._chores_seconds(),
+        )
+
+    def housekeeping(self, name: str, kind: str) -> Housekeeping:
+        """The heartbeat and chores of a worker that is not a ``Worker`` (the Spark job)."""
+        return Housekeeping(self.backends.db, name, kind, self.repair, self._chores_seconds())
+
+    def _chores_seconds(self) -> float:
+        return min(HOUSEKEEPING_SECONDS, self.settings.stalled_submit_seconds / 2)
 
     def run_worker(
         self, stop: threading.Event, started: Callable[[str], None] | None = None
     ) -> WorkerStats:
         """Be a worker until ``stop`` is set (``fruitstream worker``): embedded queue only."""
-        if not self.can_consume_here():
-            raise ConfigError(
-                "the embedded worker consumes the local queue only; with Kafka, run the Spark "
-                "job (fruitstream spark-job)"
-            )
-        worker = self.backends.worker(self.classifier)
+        worker = self.worker()
         if started is not None:
             started(worker.name)
         return worker.run(stop)
@@ -226,40 +297,50 @@ class FruitService:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop this process's worker thread, after the batch in hand."""
         self._stop.set()
-        if self._consumer is not None:
-            self._consumer.join(timeout)
+        if self._worker is not None:
+            self._worker.join(timeout)
+
+    # --- the Spark job: its driver, and what an executor does with its rows ----------------
+
+    def prepare_stream(self) -> None:
+        """Before a streaming job starts: the results tables exist (a clear error when the
+        database does not answer) and so does the topic."""
+        health = self.backends.db.health()  # creates the tables on first use
+        if not health.ok:
+            raise ResultStoreError(health.detail)
+        ensure_topic = getattr(self.backends.publisher, "ensure_topic", None)
+        if ensure_topic is not None:
+            ensure_topic()
+
+    def process(self, deliveries: Sequence[Delivery], can_retry: bool = True) -> BatchOutcome:
+        """Messages to result rows, one photo never failing another (``process_batch``)."""
+        return process_batch(
+            deliveries, self.backends.store, self.classifier, self.settings.top_k, can_retry
+        )
+
+    def save(self, rows: Sequence[ResultRow]) -> None:
+        """Upsert result rows (a replayed batch rewrites the same rows)."""
+        self.backends.db.upsert(rows)
 
     # --- health ---------------------------------------------------------------------------
 
     def health(self) -> list[Health]:
-        """Every backend and the consumers, each with ready-made figures to show, then the
+        """Every backend and the workers, each with ready-made figures to show, then the
         model: which graph runs here and why."""
-        return [*self.backends.health(), self.model_health()]
+        b = self.backends
+        return [*backends_health(b.store, b.publisher, b.db), self.model_health()]
 
     def model_health(self) -> Health:
         """The configured model and its graph, read from disk without loading a session."""
         try:
-            bundle = self.backends.bundle
+            return model_health(self.backends.bundle)
         except FruitstreamError as exc:
-            return Health("model", False, str(exc))
-        return Health(
-            "model",
-            True,
-            f"{bundle.name} v{bundle.version}, {bundle.precision} graph",
-            {"precision": bundle.precision},
-            (bundle.precision_reason, f"CPU: {cpu_features().describe()}"),
-        )
+            return model_health(exc)
 
     def queue_lag(self) -> float | None:
         """Photos waiting: the Spark job's Kafka lag, or the embedded queue's depth."""
-        checks = self.health()
-        for name, key in (("workers", "lag"), ("queue", "depth")):
-            for h in checks:
-                value = (h.extra or {}).get(key)
-                if h.name == name and isinstance(value, int | float):
-                    return float(value)
-        return None
+        return lag_of(self.health())
 
     def ready(self) -> tuple[bool, list[Health]]:
         checks = self.health()
-        return all(h.ok for h in checks if h.name in CORE_BACKENDS), checks
+        return is_ready(checks), checks

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fruitstream.domain import STATUS_ERROR, ResultRow, result_columns
+from fruitstream.domain import ResultRow, Status, result_columns
 
 CSV_FIELDS = [name for name, _ in result_columns()]
 
@@ -27,7 +27,7 @@ class SessionStats:
 
 
 def session_stats(rows: Sequence[ResultRow]) -> SessionStats:
-    good = [r for r in rows if r.status != STATUS_ERROR]
+    good = [r for r in rows if r.status != Status.ERROR]
     known = [r for r in good if r.known]
     confidences = [r.confidence for r in good if r.confidence is not None]
     rate = None

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -15,14 +13,22 @@ from functools import cache, partial
 from typing import Any
 
 from fruitstream.core.classifier import Classifier
-from fruitstream.domain import ImageMessage, Prediction, ResultRow, error_row, image_id_of, utcnow
+from fruitstream.domain import (
+    ImageMessage,
+    Prediction,
+    ResultRow,
+    Status,
+    error_row,
+    image_id_of,
+    utcnow,
+)
 from fruitstream.errors import (
-    BackendError,
     FruitstreamError,
     MessageError,
     NotFoundError,
     StorageError,
 )
+from fruitstream.housekeeping import HOUSEKEEPING_SECONDS, Housekeeping, worker_id
 from fruitstream.ports import Consumer, Delivery, Health, Heartbeats, ObjectStore, ResultStore
 
 log = logging.getLogger(__name__)
@@ -30,14 +36,8 @@ log = logging.getLogger(__name__)
 # A message delivered this many times without being acknowledged is recorded as an error.
 # With the retry backoff below that is about three minutes of a store that does not answer.
 MAX_ATTEMPTS = 8
-# How often at most a worker looks for submits that died half way (Pipeline.repair).
-HOUSEKEEPING_SECONDS = 30.0
 # Object-store reads in flight at once per process.
 FETCH_THREADS = 8
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 100000}"
 
 
 @dataclass
@@ -242,12 +242,12 @@ class Worker:
         self.name = name or worker_id()
         self.lease_seconds = lease_seconds
         self.retry_seconds = retry_seconds
-        # Run at start and every ``housekeeping_seconds`` (finishing submits that crashed).
-        self.housekeeping = housekeeping
-        self.housekeeping_seconds = housekeeping_seconds
-        self._last_housekeeping = 0.0
+        # Heartbeat, and at start and every ``housekeeping_seconds`` the chores (finishing
+        # submits that crashed): the same runner as the Spark job's.
+        self.housekeeping = Housekeeping(
+            heartbeats, self.name, "worker", housekeeping, housekeeping_seconds
+        )
         self.stats = WorkerStats(started=time.time())
-        self._last_beat = 0.0
 
     def run_once(self) -> int:
         """Process at most one batch; returns how many messages it handled."""
@@ -271,43 +271,21 @@ class Worker:
             log.warning("will retry a photo: %s", reason)
             self.consumer.extend([d], self._retry_delay(d), reason)
         self.stats.processed += len(out.rows)
-        self.stats.errors += sum(r.status == "error" for r in out.rows)
+        self.stats.errors += sum(r.status == Status.ERROR for r in out.rows)
         self.stats.batches += 1
         return len(deliveries)
-
-    def tidy(self) -> None:
-        due = time.time() - self._last_housekeeping >= self.housekeeping_seconds
-        if self.housekeeping is None or not due:
-            return
-        self._last_housekeeping = time.time()
-        try:
-            self.housekeeping()
-        except Exception as exc:
-            log.warning("housekeeping failed: %s", exc)
 
     def _retry_delay(self, d: Delivery) -> float:
         return float(min(60.0, self.retry_seconds * 2 ** (d.attempts - 1)))
 
-    def beat(self, force: bool = False, state: str = "running") -> None:
-        if self.heartbeats is None or (not force and time.time() - self._last_beat < 1.0):
-            return
-        self._last_beat = time.time()
+    def info(self) -> dict[str, object]:
+        """What the heartbeat says of this worker: its counts and its rate."""
         elapsed = max(1e-9, time.time() - self.stats.started)
-        try:
-            self.heartbeats.beat(
-                self.name,
-                "worker",
-                {
-                    "processed": self.stats.processed,
-                    "errors": self.stats.errors,
-                    "rate": self.stats.processed / elapsed,
-                    "pid": os.getpid(),
-                    "host": socket.gethostname(),
-                    "state": state,
-                },
-            )
-        except BackendError as exc:
-            log.warning("heartbeat failed: %s", exc)
+        return {
+            "processed": self.stats.processed,
+            "errors": self.stats.errors,
+            "rate": self.stats.processed / elapsed,
+        }
 
     def run(self, stop: threading.Event, until: Callable[[], bool] | None = None) -> WorkerStats:
         """Loop until ``stop`` is set (or ``until()`` is true); failures are retried.
@@ -321,8 +299,7 @@ class Worker:
         try:
             while not stop.is_set():
                 try:
-                    self.beat()
-                    self.tidy()
+                    self.housekeeping.tick(self.info())
                     handled = self.run_once()
                     backoff = self.poll_seconds
                 except Exception as exc:
@@ -335,5 +312,5 @@ class Worker:
                 if not handled:
                     stop.wait(0)  # take() already waited poll_seconds
         finally:
-            self.beat(force=True, state="stopped")
+            self.housekeeping.stopped(self.info())
         return self.stats

@@ -165,13 +165,12 @@ _KILLED_SUBMIT = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from fruitstream.bootstrap import build_backends
     from fruitstream.config import load_settings
     from fruitstream.pipeline import Pipeline, Upload
+    from fruitstream.service import FruitService
 
     step, folder = sys.argv[1], Path(sys.argv[2])
-    backends = build_backends(load_settings())
-    base = backends.pipeline()
+    base = FruitService.create(load_settings()).pipeline()
 
     def failpoint(at):
         if at == step:

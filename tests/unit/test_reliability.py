@@ -19,17 +19,18 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image, ImageOps
 
+from fruitstream.adapters.kafka import jaas_quote
 from fruitstream.adapters.local_queue import SqlQueue
 from fruitstream.adapters.sql import SqlDatabase
-from fruitstream.bootstrap import is_alive
 from fruitstream.config import MASK, load_settings, mask_url
 from fruitstream.core.classifier import Classifier
 from fruitstream.core.imaging import load_pixels
 from fruitstream.dataset import expand_paths
 from fruitstream.domain import ImageMessage, ResultRow, error_row, utcnow
 from fruitstream.entrypoints.cli import clean
-from fruitstream.entrypoints.spark_job import dotenv_text, executor_settings_file, jaas_quote
+from fruitstream.entrypoints.spark_job import dotenv_text, executor_settings_file
 from fruitstream.errors import ImageError, StorageError
+from fruitstream.health import is_alive
 from fruitstream.pipeline import Pipeline, Upload
 from fruitstream.ports import Delivery, Health
 from fruitstream.worker import MAX_ATTEMPTS, Worker, process_batch

@@ -1,10 +1,13 @@
-"""Kafka publisher (confluent-kafka): idempotent, ``acks=all``, topic created when absent."""
+"""Kafka: the publisher (confluent-kafka: idempotent, ``acks=all``, topic created when absent)
+and the one translation of the connection settings, for librdkafka and for the Java client
+that Spark's Kafka source runs."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fruitstream.domain import ImageMessage
@@ -63,6 +66,48 @@ def client_config(conn: KafkaConnection) -> dict[str, Any]:
             "https" if conn.ssl_check_hostname else "none"
         )
     return conf
+
+
+def java_client_options(conn: KafkaConnection) -> dict[str, str]:
+    """The same connection for Kafka's Java client, as Spark's Kafka source takes it (every
+    key prefixed ``kafka.``). Certificates are read here: the Java client takes PEM text."""
+    options = {
+        "kafka.bootstrap.servers": conn.bootstrap_servers,
+        "kafka.security.protocol": conn.security_protocol,
+    }
+    if conn.sasl_mechanism and conn.sasl_password is not None:
+        options["kafka.sasl.mechanism"] = conn.sasl_mechanism
+        module = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule"
+            if conn.sasl_mechanism.startswith("SCRAM")
+            else "org.apache.kafka.common.security.plain.PlainLoginModule"
+        )
+        user = jaas_quote(conn.sasl_username or "")
+        password = jaas_quote(conn.sasl_password)
+        options["kafka.sasl.jaas.config"] = (
+            f"{module} required username={user} password={password};"
+        )
+    if conn.ssl_cafile:
+        # Kafka's Java client reads PEM directly (KIP-651): no JKS keystore to build.
+        options["kafka.ssl.truststore.type"] = "PEM"
+        options["kafka.ssl.truststore.location"] = conn.ssl_cafile
+    if conn.ssl_certfile and conn.ssl_keyfile:
+        options["kafka.ssl.keystore.type"] = "PEM"
+        options["kafka.ssl.keystore.certificate.chain"] = Path(conn.ssl_certfile).read_text()
+        options["kafka.ssl.keystore.key"] = Path(conn.ssl_keyfile).read_text()
+        if conn.ssl_key_password is not None:
+            options["kafka.ssl.key.password"] = conn.ssl_key_password
+    if conn.security_protocol.upper().endswith("SSL"):
+        options["kafka.ssl.endpoint.identification.algorithm"] = (
+            "https" if conn.ssl_check_hostname else ""
+        )
+    return options
+
+
+def jaas_quote(value: str) -> str:
+    """A JAAS option value: double-quoted, with ``\\`` and ``"`` escaped (a password may hold
+    either, and would otherwise end the string or break the parse)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _kafka() -> Any:

@@ -13,12 +13,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from fruitstream.domain import (
-    STATUS_ERROR,
-    STATUS_OK,
     ImageMessage,
     Progress,
     ResultRow,
     SessionRecord,
+    Status,
     optional_columns,
     result_columns,
 )
@@ -240,7 +239,7 @@ class SqlDatabase:
             set_={c.name: stmt.excluded[c.name] for c in results_table.c if c.name != "image_id"},
             # A photo classified once stays classified: a late error row for it (a second
             # attempt that lost its lease, a replay) never replaces the answer.
-            where=sa.or_(results_table.c.status != STATUS_OK, stmt.excluded.status == STATUS_OK),
+            where=sa.or_(results_table.c.status != Status.OK, stmt.excluded.status == Status.OK),
         )
         with self.begin() as conn:
             conn.execute(stmt, values)
@@ -270,7 +269,7 @@ class SqlDatabase:
         q = sa.select(
             sa.func.count(),
             sa.func.coalesce(
-                sa.func.sum(sa.case((results_table.c.status == STATUS_ERROR, 1), else_=0)), 0
+                sa.func.sum(sa.case((results_table.c.status == Status.ERROR, 1), else_=0)), 0
             ),
         ).where(results_table.c.session_id == session_id)
         with self.begin() as conn:

@@ -7,13 +7,13 @@ import io
 import re
 import threading
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+from fruitstream.domain import ImageLimits, check_size
 from fruitstream.errors import (
     ConfigError,
     ImageError,
@@ -22,6 +22,8 @@ from fruitstream.errors import (
     UnsupportedImageError,
 )
 from fruitstream.model.bundle import PreprocessConfig
+
+__all__ = ["ImageLimits", "check_size"]  # the domain's, re-exported where images are read
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"})
 # OpenCV's faster resize (``_box_bilinear``), and Pillow's filters (antialiased when shrinking).
@@ -37,24 +39,6 @@ _RESAMPLE = {
 # Decoded images above this many pixels are "large": decoded one at a time and shrunk at once.
 LARGE_PIXELS = 12_000_000
 _LARGE_DECODES = threading.BoundedSemaphore(1)
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """What an accepted image may weigh: bytes on the wire and decoded pixels."""
-
-    max_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 50_000_000
-
-
-def check_size(size: int, limits: ImageLimits) -> None:
-    """Refuse a file by its size alone, before it is read or decoded: empty, or too large."""
-    if not size:
-        raise UnsupportedImageError("empty file (0 bytes)")
-    if size > limits.max_bytes:
-        raise ImageTooLargeError(
-            f"file is {size:,} bytes, over the limit of {limits.max_bytes:,} bytes"
-        )
 
 
 def decode_image(

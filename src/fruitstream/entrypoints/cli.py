@@ -7,7 +7,17 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Never
+
+if TYPE_CHECKING:  # loaded by the commands that need them, so that --help stays instant
+    from tqdm import tqdm
+
+    from fruitstream.config import Settings
+    from fruitstream.core.classifier import Classifier
+    from fruitstream.domain import Progress
+    from fruitstream.pipeline import Upload
+    from fruitstream.service import FruitService
 
 from fruitstream.entrypoints.cli_output import (
     clean,
@@ -26,13 +36,13 @@ EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
 
 
-def _settings() -> Any:
+def _settings() -> Settings:
     from fruitstream.config import load_settings
 
     return load_settings()
 
 
-def _classifier(args: argparse.Namespace) -> Any:
+def _classifier(args: argparse.Namespace) -> Classifier:
     from fruitstream.bootstrap import build_classifier
 
     return build_classifier(
@@ -42,7 +52,7 @@ def _classifier(args: argparse.Namespace) -> Any:
     )
 
 
-def _service(args: argparse.Namespace | None = None) -> Any:
+def _service(args: argparse.Namespace | None = None) -> FruitService:
     """The application service; ``--model`` / ``--precision`` choose its classifier."""
     from fruitstream.service import FruitService
 
@@ -52,7 +62,7 @@ def _service(args: argparse.Namespace | None = None) -> Any:
     return service
 
 
-def _progress(total: int, desc: str) -> Any:
+def _progress(total: int, desc: str) -> tqdm[Never]:
     """A progress bar on a terminal for long runs, nothing otherwise."""
     from tqdm import tqdm
 
@@ -64,22 +74,22 @@ def _progress(total: int, desc: str) -> Any:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     service = _service(args)
-    records = []
+    results = []
     skipped: list[tuple[Path, str]] = []
     with _progress(0, "classifying") as bar:
         paths = [Path(p) for p in args.paths]
-        for rec in service.classify_files(paths, top_k=args.top_k, bar=bar, skipped=skipped):
-            records.append(rec)
+        for result in service.classify_files(paths, top_k=args.top_k, bar=bar, skipped=skipped):
+            results.append(result)
             if not args.json:
-                bar.write(describe(rec["path"], rec), file=sys.stdout)
+                bar.write(describe(result), file=sys.stdout)
     report_skipped(skipped)
     if args.json:
-        json.dump(records, sys.stdout, indent=2)
+        json.dump([r.to_dict() for r in results], sys.stdout, indent=2)
         sys.stdout.write("\n")
-    if not records:
+    if not results:
         print("no files to classify", file=sys.stderr)
         return EXIT_SOME_FAILED
-    return EXIT_SOME_FAILED if any(r["error"] for r in records) else EXIT_OK
+    return EXIT_SOME_FAILED if any(r.error for r in results) else EXIT_OK
 
 
 # --- evaluate ---------------------------------------------------------------------------------
@@ -90,11 +100,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     clf = _classifier(args)
     with _progress(0, "evaluating") as bar:
+
+        def advance(n: int) -> None:
+            bar.update(n)
+
         report = evaluate(
             clf,
             Path(args.dir),
             Path(args.not_fruit) if args.not_fruit else None,
-            progress=bar.update,
+            progress=advance,
         )
     if args.json:
         print(json.dumps(report, indent=2))
@@ -124,16 +138,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from fruitstream.bench import run_bench
+    from fruitstream.bench import BenchRequest, run_bench
 
-    print(run_bench(args, _settings()))
+    fields = BenchRequest.__dataclass_fields__
+    print(
+        run_bench(BenchRequest(**{k: v for k, v in vars(args).items() if k in fields}), _settings())
+    )
     return EXIT_OK
 
 
 # --- pipeline -------------------------------------------------------------------------------
 
 
-def _uploads(paths: Sequence[str]) -> tuple[list[Any], list[tuple[Path, str]]]:
+def _uploads(paths: Sequence[str]) -> tuple[list[Upload], list[tuple[Path, str]]]:
     """The files to submit, read only when their turn comes, and the paths left out."""
     from fruitstream.dataset import expand_paths
     from fruitstream.pipeline import Upload
@@ -150,24 +167,21 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not uploads:
         print("fruitstream: error: no files to submit", file=sys.stderr)
         return EXIT_USAGE
-    report = service.submit(uploads, name=args.name or "")
+    report = service.submit(uploads, name=args.name or "", queue_only=args.queue_only)
     print(report.session_id)
     for name, reason in {**report.rejected, **report.not_sent}.items():
         print(f"{clean(name)}: {clean(reason)}", file=sys.stderr)
     failed = EXIT_SOME_FAILED if report.rejected or report.not_sent else EXIT_OK
-    here = not args.queue_only and service.can_consume_here()
-    done = lambda: service.progress(report.session_id).complete  # noqa: E731
-    if here and not service.consumer_alive():
+    if report.classified_here:
         print("no worker is running: classifying the photos in this process", file=sys.stderr)
-        service.ensure_consumer(until=done)
     elif not args.wait:
         return failed
 
-    def no_consumer() -> None:
-        what = "fruitstream spark-job" if not service.can_consume_here() else "fruitstream worker"
+    def no_worker() -> None:
+        what = "fruitstream worker" if service.can_classify_here() else "fruitstream spark-job"
         print(f"no consumer is running: start `{what}`; waiting", file=sys.stderr)
 
-    def on_progress(progress: Any) -> None:
+    def on_progress(progress: Progress) -> None:
         bar.n = progress.done
         bar.refresh()
 
@@ -177,8 +191,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 report.session_id,
                 timeout=args.timeout,
                 on_progress=on_progress,
-                on_no_consumer=no_consumer if args.queue_only or not here else None,
-                take_over=here,
+                on_no_worker=no_worker,
+                queue_only=args.queue_only,
             )
     finally:
         service.stop()
@@ -212,7 +226,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     service = _service()
     stop = threading.Event()
 
-    def _stop(signum: int, _frame: Any) -> None:
+    def _stop(signum: int, _frame: FrameType | None) -> None:
         print(f"worker: signal {signum}, finishing the batch in hand", file=sys.stderr)
         stop.set()
 

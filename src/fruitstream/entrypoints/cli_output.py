@@ -7,10 +7,14 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+from fruitstream.domain import ResultRow, Status
 from fruitstream.model.bundle import ModelBundle
 from fruitstream.ports import Health
+
+if TYPE_CHECKING:  # the service (and its backends) load only when a command needs them
+    from fruitstream.service import FileResult
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -26,17 +30,18 @@ def report_skipped(skipped: Sequence[tuple[Path, str]]) -> None:
         print(f"{clean(path)}: skipped: {why}", file=sys.stderr)
 
 
-def describe(path: str, rec: dict[str, Any]) -> str:
-    path = clean(path)
-    if rec["error"]:
-        return f"{path}: error: {clean(rec['error'])}"
-    pct = f"{rec['confidence'] * 100:.1f}%"
-    if not rec["known"]:
-        return f"{path}: not one of the known fruits (closest: {rec['label']} {pct})"
-    return f"{path}: {rec['label']} {pct}"
+def describe(result: FileResult) -> str:
+    path = clean(result.path)
+    pred = result.prediction
+    if pred is None:
+        return f"{path}: error: {clean(result.error or 'unknown error')}"
+    pct = f"{pred.confidence * 100:.1f}%"
+    if not pred.known:
+        return f"{path}: not one of the known fruits (closest: {pred.label} {pct})"
+    return f"{path}: {pred.label} {pct}"
 
 
-def print_summary(rows: Sequence[Any]) -> None:
+def print_summary(rows: Sequence[ResultRow]) -> None:
     from fruitstream.stats import session_stats
 
     stats = session_stats(rows)
@@ -48,12 +53,12 @@ def print_summary(rows: Sequence[Any]) -> None:
         print(f"  {label:<12} {count}")
 
 
-def result_line(r: Any) -> str:
+def result_line(r: ResultRow) -> str:
     """One stored result row, as ``results`` prints it."""
-    if r.status == "error":
+    if r.status == Status.ERROR:
         return f"{clean(r.filename)}: error: {clean(r.error)}"
     note = "" if r.known else " (not one of the known fruits)"
-    return f"{clean(r.filename)}: {r.label} {r.confidence * 100:.1f}%{note}"
+    return f"{clean(r.filename)}: {r.label} {(r.confidence or 0.0) * 100:.1f}%{note}"
 
 
 def health_lines(checks: Sequence[Health]) -> list[str]:
@@ -65,7 +70,7 @@ def health_lines(checks: Sequence[Health]) -> list[str]:
     return lines
 
 
-def config_lines(masked: dict[str, Any], bundle: ModelBundle) -> list[str]:
+def config_lines(masked: dict[str, object], bundle: ModelBundle) -> list[str]:
     """``fruitstream config``: the settings as an env file, then which graph runs and why."""
     lines = [f"FRUITSTREAM_{k.upper()}={'' if v is None else v}" for k, v in masked.items()]
     return [*lines, f"# runs the {bundle.precision} graph: {bundle.precision_reason}"]

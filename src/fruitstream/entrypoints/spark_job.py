@@ -1,10 +1,13 @@
 """Spark Structured Streaming job: Kafka ``fruit-images`` -> fetch + classify -> results database.
 
 Run with ``fruitstream spark-job`` or ``spark-submit src/fruitstream/entrypoints/spark_job.py``.
-The model is loaded once per Python worker (module-level cache, workers are reused) and photos are
-classified in batches by ``mapInPandas``; each executor upserts its own partition's results
-(``foreachBatch`` + ``foreachPartition``), so the driver never holds them, and a batch
-replayed after a crash rewrites the same rows instead of adding new ones.
+Only Spark is here: every executor's Python worker builds one ``FruitService`` from settings, as
+every other process does (model loaded once, workers are reused), and classifies each
+``mapInPandas`` batch with it (``process_batch``, the embedded worker's code); each executor
+upserts its own partition's results (``foreachBatch`` + ``foreachPartition``), so the driver
+never holds them, and a batch replayed after a crash rewrites the same rows. The Kafka reader
+options come from the Kafka adapter; the driver's heartbeat and repair are the worker's
+``Housekeeping``.
 
 Executors get their settings, credentials included, from a file only the job's user can read
 (``FRUITSTREAM_SETTINGS_FILE``), never from ``spark.executorEnv``: those end up on the
@@ -18,28 +21,30 @@ import json
 import logging
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import SecretStr
 
+from fruitstream.bootstrap import kafka_reader_options
 from fruitstream.config import SETTINGS_FILE_VARIABLE, Settings, load_settings
 from fruitstream.domain import ResultRow, result_columns
 from fruitstream.errors import (
-    ConfigError,
-    FruitstreamError,
     MissingDependencyError,
     QueueError,
     ResultStoreError,
 )
 from fruitstream.ports import Delivery
-from fruitstream.worker import HOUSEKEEPING_SECONDS
+from fruitstream.service import FruitService
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger("fruitstream.spark")
 
@@ -56,25 +61,30 @@ RESULT_SCHEMA = ", ".join(f"{name} {kind}" for name, kind in RESULT_COLUMNS)
 # Kafka is read by Spark's own JVM source: executors' Python never needs its secrets.
 _EXECUTOR_SKIP = {"kafka_sasl_password", "kafka_ssl_key_password"}
 
-_worker_state: dict[str, Any] = {}
+
+class KafkaRows(Protocol):
+    """A pandas frame of Kafka records, as ``mapInPandas`` hands it (``value``: the bytes)."""
+
+    def __getitem__(self, column: str) -> Iterable[bytes]: ...
 
 
-def _executor_services() -> tuple[Any, Any, Any, int]:
-    """Store, results database and classifier of this Python worker, built once, then kept."""
-    if not _worker_state:
-        from fruitstream.bootstrap import build_backends, build_classifier
-
-        settings = load_settings()
-        backends = build_backends(settings)
-        _worker_state["store"] = backends.store
-        _worker_state["db"] = backends.db
-        _worker_state["classifier"] = build_classifier(settings)
-        _worker_state["top_k"] = settings.top_k
-    state = _worker_state
-    return state["store"], state["db"], state["classifier"], state["top_k"]
+class SparkRow(Protocol):
+    def asDict(self) -> dict[str, object]: ...  # noqa: N802 - PySpark's name
 
 
-def classify_partitions(batches: Iterator[Any]) -> Iterator[Any]:
+class BatchFrame(Protocol):
+    """The micro-batch frame ``foreachBatch`` hands over."""
+
+    def foreachPartition(self, f: Callable[[Iterator[SparkRow]], None]) -> None: ...  # noqa: N802
+
+
+@cache
+def executor_service() -> FruitService:
+    """This Python worker's service, built from settings once, then kept (with its model)."""
+    return FruitService.create(load_settings())
+
+
+def classify_partitions(batches: Iterator[KafkaRows]) -> Iterator[object]:
     """``mapInPandas`` body: Kafka rows (key, value) in, result rows out.
 
     One photo never fails another (``process_batch``); a store that fails every photo of a
@@ -82,12 +92,10 @@ def classify_partitions(batches: Iterator[Any]) -> Iterator[Any]:
     """
     import pandas as pd
 
-    from fruitstream.worker import process_batch
-
-    store, _db, classifier, top_k = _executor_services()
+    service = executor_service()
     for frame in batches:
         deliveries = [Delivery(raw=bytes(v), handle=None) for v in frame["value"]]
-        out = process_batch(deliveries, store, classifier, top_k, can_retry=False)
+        out = service.process(deliveries, can_retry=False)
         for reason in out.skipped:
             print(f"fruitstream spark: {reason}", file=sys.stderr)
         records = [to_record(r) for r in out.rows]
@@ -99,28 +107,28 @@ def classify_partitions(batches: Iterator[Any]) -> Iterator[Any]:
 UPSERT_PATIENCE_SECONDS = 60.0
 
 
-def upsert_partition(rows: Iterator[Any]) -> int:
+def upsert_partition(rows: Iterator[SparkRow]) -> int:
     """``foreachPartition`` body: this executor writes its own results (idempotent upsert);
     returns how many."""
-    _store, db, _classifier, _top_k = _executor_services()
+    service = executor_service()
     batch: list[ResultRow] = []
     written = 0
     for row in rows:
         batch.append(from_spark_row(row))
         if len(batch) >= 256:
-            _patient_upsert(db, batch)
+            _patient_upsert(service, batch)
             written += len(batch)
             batch = []
-    _patient_upsert(db, batch)
+    _patient_upsert(service, batch)
     return written + len(batch)
 
 
-def _patient_upsert(db: Any, rows: list[ResultRow]) -> None:
+def _patient_upsert(service: FruitService, rows: list[ResultRow]) -> None:
     deadline = time.monotonic() + UPSERT_PATIENCE_SECONDS
     delay = 0.5
     while True:
         try:
-            db.upsert(rows)
+            service.save(rows)
             return
         except ResultStoreError as exc:
             if time.monotonic() + delay > deadline:
@@ -163,26 +171,26 @@ def dotenv_text(settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_record(row: ResultRow) -> dict[str, Any]:
-    data = dict(row.__dict__)
+def to_record(row: ResultRow) -> dict[str, object]:
+    data: dict[str, object] = dict(row.__dict__)
     data["top_k"] = json.dumps(row.top_k)
     for key in ("submitted_at", "processed_at"):
-        data[key] = data[key].astimezone(UTC).replace(tzinfo=None)
+        data[key] = getattr(row, key).astimezone(UTC).replace(tzinfo=None)
     return data
 
 
-def from_spark_row(row: Any) -> ResultRow:
+def from_spark_row(row: SparkRow) -> ResultRow:
     data = row.asDict()
-    data["top_k"] = json.loads(data["top_k"] or "[]")
+    data["top_k"] = json.loads(str(data["top_k"] or "[]"))
     for key in ("submitted_at", "processed_at"):
         value = data[key]
         data[key] = value.replace(tzinfo=UTC) if isinstance(value, datetime) else value
-    return ResultRow(**data)
+    return ResultRow(**data)  # type: ignore[arg-type]
 
 
 def spark_session(
     settings: Settings, settings_file: Path | None = None, app_name: str = "fruitstream"
-) -> Any:
+) -> SparkSession:
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:
@@ -216,62 +224,28 @@ def spark_session(
 
 
 def kafka_options(settings: Settings) -> dict[str, str]:
+    """The Kafka source's options: the connection (the Kafka adapter's translation) and how
+    Spark reads it."""
     options = {
-        "kafka.bootstrap.servers": settings.kafka_bootstrap_servers,
-        "subscribe": settings.kafka_topic,
+        **kafka_reader_options(settings),
         "startingOffsets": "earliest",
         "maxOffsetsPerTrigger": str(settings.spark_max_offsets_per_trigger),
         "failOnDataLoss": str(settings.spark_fail_on_data_loss).lower(),
         # A reused consumer waits out its in-flight fetch before it can seek to the next
         # batch: with the default 500 ms that wait was most of a small batch's latency.
         "kafka.fetch.max.wait.ms": "50",
-        "kafka.security.protocol": settings.kafka_security_protocol,
     }
     if settings.spark_min_partitions:
         # More tasks than topic partitions: Spark splits the offset ranges between them.
         options["minPartitions"] = str(settings.spark_min_partitions)
-    if settings.kafka_sasl_mechanism and settings.kafka_sasl_password is not None:
-        options["kafka.sasl.mechanism"] = settings.kafka_sasl_mechanism
-        module = (
-            "org.apache.kafka.common.security.scram.ScramLoginModule"
-            if settings.kafka_sasl_mechanism.startswith("SCRAM")
-            else "org.apache.kafka.common.security.plain.PlainLoginModule"
-        )
-        user = jaas_quote(settings.kafka_sasl_username or "")
-        password = jaas_quote(settings.kafka_sasl_password.get_secret_value())
-        options["kafka.sasl.jaas.config"] = (
-            f"{module} required username={user} password={password};"
-        )
-    if settings.kafka_ssl_cafile:
-        # Kafka's Java client reads PEM directly (KIP-651): no JKS keystore to build.
-        options["kafka.ssl.truststore.type"] = "PEM"
-        options["kafka.ssl.truststore.location"] = str(settings.kafka_ssl_cafile)
-    if settings.kafka_ssl_certfile and settings.kafka_ssl_keyfile:
-        options["kafka.ssl.keystore.type"] = "PEM"
-        options["kafka.ssl.keystore.certificate.chain"] = Path(
-            settings.kafka_ssl_certfile
-        ).read_text()
-        options["kafka.ssl.keystore.key"] = Path(settings.kafka_ssl_keyfile).read_text()
-        if settings.kafka_ssl_key_password is not None:
-            options["kafka.ssl.key.password"] = settings.kafka_ssl_key_password.get_secret_value()
-    if settings.kafka_security_protocol.upper().endswith("SSL"):
-        options["kafka.ssl.endpoint.identification.algorithm"] = (
-            "https" if settings.kafka_ssl_check_hostname else ""
-        )
     return options
 
 
-def jaas_quote(value: str) -> str:
-    """A JAAS option value: double-quoted, with ``\\`` and ``"`` escaped (a password may hold
-    either, and would otherwise end the string or break the parse)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def progress_info(progress: dict[str, Any] | None) -> dict[str, Any]:
+def progress_info(progress: dict[str, Any] | None) -> dict[str, object]:
     """The figures ``status`` and the UI show: rates, last batch, lag behind the topic."""
     if not progress:
         return {}
-    info: dict[str, Any] = {
+    info: dict[str, object] = {
         "batch_id": progress.get("batchId"),
         "input_rate": round(float(progress.get("inputRowsPerSecond") or 0.0), 2),
         "processed_rate": round(float(progress.get("processedRowsPerSecond") or 0.0), 2),
@@ -286,33 +260,23 @@ def progress_info(progress: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def run(settings: Settings, stop_after_idle: float | None = None) -> None:
-    """Start the streaming query and keep it running, recording progress as a heartbeat."""
-    from fruitstream.bootstrap import build_backends
-
-    backends = build_backends(settings)
-    if backends.consumes_locally:
-        raise ConfigError("the Spark job reads Kafka: set FRUITSTREAM_QUEUE=kafka")
-    db = backends.db
-    health = db.health()  # creates the tables on first use; a clear error when unreachable
-    if not health.ok:
-        raise ResultStoreError(health.detail)
-    ensure_topic = getattr(backends.publisher, "ensure_topic", None)
-    if ensure_topic is not None:
-        ensure_topic()
-    pipeline = backends.pipeline()
+    """Start the streaming query and keep it running, with the worker's housekeeping."""
+    options = kafka_options(settings)  # ConfigError unless the queue is Kafka
+    service = FruitService.create(settings)
+    service.prepare_stream()
     spark = spark_session(settings, executor_settings_file(settings))
     spark.sparkContext.setLogLevel("WARN")
     written = spark.sparkContext.accumulator(0)
 
-    def write_batch(frame: Any, batch_id: int) -> None:
+    def write_batch(frame: BatchFrame, batch_id: int) -> None:
         # Each executor writes its partition; an upsert makes a replayed batch harmless.
-        def write(rows: Iterator[Any]) -> None:
+        def write(rows: Iterator[SparkRow]) -> None:
             written.add(upsert_partition(rows))
 
         frame.foreachPartition(write)
         log.info("batch %d written (%d results so far)", batch_id, written.value)
 
-    source = spark.readStream.format("kafka").options(**kafka_options(settings)).load()
+    source = spark.readStream.format("kafka").options(**options).load()
     results = source.select("key", "value").mapInPandas(classify_partitions, RESULT_SCHEMA)
     query = (
         results.writeStream.foreachBatch(write_batch)
@@ -321,17 +285,14 @@ def run(settings: Settings, stop_after_idle: float | None = None) -> None:
         .queryName("fruitstream")
         .start()
     )
-    name = f"spark:{spark.sparkContext.applicationId}"
-    me = {
+    housekeeping = service.housekeeping(f"spark:{spark.sparkContext.applicationId}", "spark")
+    me: dict[str, object] = {
         "master": settings.spark_master,
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
         "ui": spark.sparkContext.uiWebUrl,
         "app_id": spark.sparkContext.applicationId,
     }
     idle_since = time.monotonic()
-    last_repair = 0.0
-    info: dict[str, Any] = {}
+    info: dict[str, object] = {}
     failure = None
     try:
         while query.isActive:
@@ -339,26 +300,17 @@ def run(settings: Settings, stop_after_idle: float | None = None) -> None:
                 query.awaitTermination(2)
             except Exception:  # the query failed: its exception is read below
                 break
-            info = progress_info(query.lastProgress)
-            try:
-                db.beat(name, "spark", {**info, **me, "state": "running"})
-                if time.monotonic() - last_repair > HOUSEKEEPING_SECONDS:
-                    last_repair = time.monotonic()
-                    pipeline.repair(older_than=settings.stalled_submit_seconds)
-            except FruitstreamError as exc:  # a backend restarting: the query goes on
-                log.warning("heartbeat or repair failed: %s", exc)
+            info = {**progress_info(query.lastProgress), **me}
+            housekeeping.tick(info)
             status = query.status or {}
             busy = status.get("isTriggerActive") or status.get("isDataAvailable")
-            if busy or info.get("rows_in_last_batch") or not info:
+            if busy or info.get("rows_in_last_batch") or not query.lastProgress:
                 idle_since = time.monotonic()
             if stop_after_idle is not None and time.monotonic() - idle_since > stop_after_idle:
                 break
         failure = query.exception()
     finally:
-        try:
-            db.beat(name, "spark", {**info, **me, "state": "stopped"})
-        except FruitstreamError as exc:
-            log.warning("cannot record the stop: %s", exc)
+        housekeeping.stopped(info or me)
         query.stop()
         spark.stop()
     if failure is not None:

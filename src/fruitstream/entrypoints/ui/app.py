@@ -6,6 +6,7 @@ from typing import Any
 
 import streamlit as st
 
+from fruitstream.domain import Status
 from fruitstream.entrypoints.ui.views import (
     AppServices,
     ErrorView,
@@ -158,7 +159,7 @@ def results_ui(session_id: str, svc: AppServices, t: T, lang: str) -> None:
         st.caption(t("stats.per_fruit"))
         st.bar_chart(per_fruit, horizontal=True)
     for row in rows:
-        if row.status == "error":
+        if row.status == Status.ERROR:
             st.error(error_line(row.filename, row.error or "", t))
     st.markdown(f"#### {t('batch.table')}")
     st.dataframe(table_rows(rows, t, lang), width="stretch", hide_index=True)
@@ -167,7 +168,7 @@ def results_ui(session_id: str, svc: AppServices, t: T, lang: str) -> None:
         mime="text/csv",
     )  # fmt: skip
     st.markdown(f"#### {t('batch.grid')}")
-    grid = [r for r in rows if r.status == "ok"]
+    grid = [r for r in rows if r.status == Status.OK]
     pages = max(1, -(-len(grid) // GRID_PAGE))
     page = 1
     if pages > 1:  # a page of pictures at a time: memory and requests stay bounded

@@ -14,10 +14,10 @@ from typing import Any, Protocol
 from fruitstream.config import Settings, load_settings
 from fruitstream.core.classifier import Classifier
 from fruitstream.core.imaging import decode_image
-from fruitstream.domain import Prediction, ResultRow
+from fruitstream.domain import Prediction, ResultRow, Status
 from fruitstream.errors import FruitstreamError, ImageError
 from fruitstream.i18n import fruit_name
-from fruitstream.pipeline import SubmitReport, Upload
+from fruitstream.pipeline import BinaryFile, OpenFile, SubmitReport, Upload
 from fruitstream.ports import Health
 from fruitstream.service import FruitService
 from fruitstream.stats import SessionStats, session_stats
@@ -40,24 +40,13 @@ class ErrorView:
     message: str
 
 
-class UploadedPhoto(Protocol):
-    """What Streamlit's uploader gives for a file."""
+class UploadedPhoto(BinaryFile, Protocol):
+    """What Streamlit's uploader gives for a file (a ``BytesIO`` with a name and a size)."""
 
     name: str
     size: int
 
     def getvalue(self) -> bytes: ...
-
-
-class _Uploaded:
-    def __init__(self, file: UploadedPhoto) -> None:
-        self._file = file
-
-    def size(self) -> int:
-        return int(self._file.size)
-
-    def read(self) -> bytes:
-        return self._file.getvalue()
 
 
 class AppServices:
@@ -97,8 +86,8 @@ class AppServices:
         threading.Thread(target=work, name="fruitstream-warm-up", daemon=True).start()
 
     def ensure_worker(self) -> None:
-        """Embedded default: a worker thread in the app process consumes the local queue."""
-        self.service.ensure_consumer()
+        """Embedded default: a worker thread in the app process classifies the local queue."""
+        self.service.ensure_worker()
 
     # --- one photo ------------------------------------------------------------------------
 
@@ -115,8 +104,7 @@ class AppServices:
     def submit(self, files: Sequence[UploadedPhoto]) -> SubmitReport:
         """A batch of uploaded files, each read only when ``submit`` stores it (no second
         copy of the whole batch in memory)."""
-        self.ensure_worker()
-        return self.service.submit([Upload(f.name, _Uploaded(f)) for f in files])
+        return self.service.submit([Upload(f.name, OpenFile(f, f.size)) for f in files])
 
     def progress(self, session_id: str) -> tuple[int, int]:
         p = self.service.progress(session_id)
@@ -220,7 +208,7 @@ def error_line(name: str, reason: str, t: T) -> str:
 
 
 def caption(row: ResultRow, t: T, lang: str) -> str:
-    if row.status == "error":
+    if row.status == Status.ERROR:
         return f"{row.filename}: {row.error}"
     name = fruit_name(row.label or "", lang)
     if not row.known:

@@ -1,0 +1,75 @@
+"""Benchmarks that print figures, one module per subject: model, pipeline, distributed, HTTP."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fruitstream.bench.distributed import distributed_benchmark, format_distributed_benchmark
+from fruitstream.bench.http import format_http_benchmark, http_benchmark
+from fruitstream.bench.model import (
+    classifier_benchmark,
+    format_classifier_benchmark,
+    precision_comparison,
+)
+from fruitstream.bench.pipeline import (
+    format_pipeline_benchmark,
+    format_worker_memory_benchmark,
+    pipeline_benchmark,
+    worker_memory_benchmark,
+)
+from fruitstream.config import Settings
+
+__all__ = ["precision_comparison", "run_bench"]
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """What ``fruitstream bench`` was asked: one benchmark, its photos and its sizes."""
+
+    images: Sequence[str] = ()
+    model: str | None = None
+    precision: str | None = None
+    repeats: int = 5
+    max_files: int = 64
+    pipeline: int | None = None
+    memory_images: int = 0
+    distributed: int | None = None
+    http: int | None = None
+    near_limit: int | None = None
+    json: bool = False
+
+
+def run_bench(req: BenchRequest, settings: Settings) -> str:
+    """What ``fruitstream bench`` prints for a request."""
+    from fruitstream.bootstrap import load_bundle
+    from fruitstream.dataset import image_files
+
+    files: list[Path] = []
+    for p in req.images:
+        files.extend(image_files(Path(p)) if Path(p).is_dir() else [Path(p)])
+    result: dict[str, Any]
+    with tempfile.TemporaryDirectory() as tmp:
+        if req.distributed:
+            result = distributed_benchmark(files, req.distributed)
+            text = format_distributed_benchmark(result)
+        elif req.http is not None:
+            result = http_benchmark(files[: req.max_files], req.http, req.repeats, Path(tmp))
+            text = format_http_benchmark(result)
+        elif req.near_limit is not None:
+            result = worker_memory_benchmark(files[: req.max_files], req.near_limit, Path(tmp))
+            text = format_worker_memory_benchmark(result)
+        elif req.pipeline:
+            result = pipeline_benchmark(files, req.pipeline, req.memory_images, Path(tmp))
+            text = format_pipeline_benchmark(result)
+        else:
+            bundle = load_bundle(settings, req.model, req.precision)
+            result = classifier_benchmark(
+                bundle, files[: req.max_files], repeats=req.repeats, threads=settings.threads
+            )
+            text = format_classifier_benchmark(result)
+    return json.dumps(result, indent=2) if req.json else text

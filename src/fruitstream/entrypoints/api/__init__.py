@@ -1,0 +1,77 @@
+"""HTTP API (FastAPI, served by uvicorn): the same service as the CLI and the app, for programs.
+
+Every route only translates: HTTP in, a ``FruitService`` call, JSON (or CSV) out. Errors are
+RFC 9457 problem documents (``application/problem+json``) with a readable ``detail``; no
+traceback ever reaches a client. Modules: ``schemas`` (documents), ``problems`` (errors),
+``metrics``, ``deps`` (service, guard), ``routes``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fruitstream.config import Settings
+from fruitstream.errors import MissingDependencyError
+from fruitstream.service import FruitService
+
+try:
+    from fastapi import FastAPI
+except ImportError as exc:  # pragma: no cover - the 'api' extra
+    raise MissingDependencyError("fastapi", "api") from exc
+
+from fruitstream.entrypoints.api import problems
+from fruitstream.entrypoints.api.metrics import Metrics
+from fruitstream.entrypoints.api.routes import router
+
+
+def create_app(service: FruitService | None = None, tokens: Sequence[str] | None = None) -> FastAPI:
+    """The ASGI app over ``service`` (built from settings at start when not given).
+
+    ``tokens``: bearer tokens accepted (from ``FRUITSTREAM_API_TOKENS`` when not given); none
+    means no authentication, for a server bound to 127.0.0.1 only (``fruitstream serve``).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if app.state.service is None:
+            app.state.service = FruitService.create()
+        svc: FruitService = app.state.service
+        if svc.settings.api_worker:
+            svc.ensure_worker()  # embedded default: this process classifies the batches
+        yield
+        svc.stop()
+
+    app = FastAPI(
+        title="fruitstream",
+        version="1",
+        summary="Recognize fruit in photos: one at once, or batches through the pipeline.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.tokens = list(tokens) if tokens is not None else None
+    app.state.metrics = Metrics()
+    problems.install(app)
+    app.include_router(router)
+    return app
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Run the API with uvicorn until stopped. Without tokens it binds to 127.0.0.1 only,
+    whatever ``host`` says, and says so."""
+    import uvicorn
+
+    if not settings.api_token_list and host not in LOOPBACK:
+        print(
+            f"no FRUITSTREAM_API_TOKENS configured: binding to 127.0.0.1, not {host}",
+            file=sys.stderr,
+        )
+        host = "127.0.0.1"
+    auth = "bearer tokens required" if settings.api_token_list else "no authentication"
+    print(f"fruitstream API at http://{host}:{port} ({auth}); docs at /docs", flush=True)
+    app = create_app(FruitService.create(settings))
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,60 @@
+"""The API's documents: what each route answers, as the OpenAPI schema shows them."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+
+class TopKOut(BaseModel):
+    label: str
+    confidence: float
+
+
+class ClassifyOut(BaseModel):
+    """Exactly the record of ``fruitstream classify --json``."""
+
+    path: str
+    label: str | None
+    confidence: float | None
+    known: bool | None
+    top_k: list[TopKOut]
+    error: str | None
+
+
+class BatchOut(BaseModel):
+    session_id: str
+    submitted: int
+    queued: int
+    rejected: dict[str, str]
+
+
+class ProgressOut(BaseModel):
+    session_id: str
+    submitted: int
+    done: int
+    errors: int
+    complete: bool
+
+
+class SessionOut(ProgressOut):
+    name: str
+    created_at: str
+
+
+class CheckOut(BaseModel):
+    name: str
+    ok: bool
+    detail: str
+    figures: list[str]
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    checks: list[CheckOut]
+
+
+class Problem(BaseModel):
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str

@@ -1,0 +1,129 @@
+"""Health: which consumers are alive, each backend's state, and the lines a person reads."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from fruitstream.core.precision import cpu_features
+from fruitstream.errors import BackendError, FruitstreamError
+from fruitstream.model.bundle import ModelBundle
+from fruitstream.ports import Health, Heartbeats, ObjectStore, Publisher, ResultsDatabase
+
+# A worker whose last heartbeat is older than this is reported as down.
+HEARTBEAT_STALE_SECONDS = 15.0
+# The backends whose state decides whether the service is ready (workers may come later).
+CORE_BACKENDS = ("storage", "queue", "results database")
+
+Beat = tuple[str, str, datetime, dict[str, object]]
+
+
+def is_alive(beat_at: datetime, info: dict[str, object]) -> bool:
+    """Whether a heartbeat stands for a live consumer.
+
+    A clean stop writes ``state: stopped``; a killed process cannot, so one on this machine
+    is looked up by its pid rather than trusted for the whole heartbeat window.
+    """
+    if (datetime.now(UTC) - beat_at).total_seconds() >= HEARTBEAT_STALE_SECONDS:
+        return False
+    if info.get("state") == "stopped":
+        return False
+    pid = info.get("pid")
+    return not (isinstance(pid, int) and _gone(str(info.get("host")), pid))
+
+
+def owner_is_dead(owner: str) -> bool:
+    """Whether a lease owner (``host:pid:thread``, see ``worker_id``) is a process of this
+    machine that no longer runs; owners elsewhere are left to lease expiry."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    return pid.isdigit() and _gone(host, int(pid))
+
+
+def _gone(host: str, pid: int) -> bool:
+    """Whether ``pid`` on ``host`` is known to have ended: only this machine can tell."""
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, under another user
+        return False
+    return False
+
+
+def live_workers(heartbeats: Heartbeats) -> list[Beat]:
+    """Workers and Spark jobs that beat recently, have not said they stopped, and (when on
+    this machine) are still running."""
+    try:
+        beats = heartbeats.latest()
+    except BackendError:
+        return []
+    return [b for b in beats if is_alive(b[2], b[3])]
+
+
+_FIGURES = {
+    "rate": "{:.1f} photos/s",
+    "lag": "lag {:,} messages",
+    "input_rate": "input {:.1f} rows/s",
+    "processed_rate": "processed {:.1f} rows/s",
+}
+
+
+def figures(extra: dict[str, object]) -> tuple[str, ...]:
+    """The lines a person reads under a backend's state, from its machine figures."""
+    return tuple(
+        fmt.format(extra[key]) for key, fmt in _FIGURES.items() if extra.get(key) is not None
+    )
+
+
+def workers_health(live: Sequence[Beat]) -> Health:
+    """The consumers: how many beat, of which kind, and their rates (Spark: its Kafka lag)."""
+    if not live:
+        return Health("workers", False, "no worker heartbeat in the last 15 s (none running)")
+    extra: dict[str, object] = {"rate": sum(float(str(b[3].get("rate", 0))) for b in live)}
+    spark = [b[3] for b in live if b[1] == "spark"]
+    if spark:  # the streaming query's own figures: Kafka lag and rates
+        extra = {
+            k: spark[0][k]
+            for k in ("lag", "input_rate", "processed_rate")
+            if spark[0].get(k) is not None
+        }
+    kinds = ", ".join(sorted({b[1] for b in live}))
+    detail = f"{len(live)} alive ({kinds}), last beat {live[0][2]:%H:%M:%S} UTC"
+    return Health("workers", True, detail, extra, figures(extra))
+
+
+def backends_health(store: ObjectStore, publisher: Publisher, db: ResultsDatabase) -> list[Health]:
+    """Storage, queue, results database and the consumers, in that order."""
+    return [store.health(), publisher.health(), db.health(), workers_health(live_workers(db))]
+
+
+def model_health(bundle: ModelBundle | FruitstreamError) -> Health:
+    """The configured model and the graph this machine runs, or why it cannot be loaded."""
+    if isinstance(bundle, FruitstreamError):
+        return Health("model", False, str(bundle))
+    return Health(
+        "model",
+        True,
+        f"{bundle.name} v{bundle.version}, {bundle.precision} graph",
+        {"precision": bundle.precision},
+        (bundle.precision_reason, f"CPU: {cpu_features().describe()}"),
+    )
+
+
+def is_ready(checks: Sequence[Health]) -> bool:
+    return all(h.ok for h in checks if h.name in CORE_BACKENDS)
+
+
+def queue_lag(checks: Sequence[Health]) -> float | None:
+    """Photos waiting: the Spark job's Kafka lag, or the embedded queue's depth."""
+    for name, key in (("workers", "lag"), ("queue", "depth")):
+        for h in checks:
+            value = (h.extra or {}).get(key)
+            if h.name == name and isinstance(value, int | float):
+                return float(value)
+    return None
