@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from fruitstream.adapters.sql import SqlDatabase, queue_table
+from fruitstream.adapters.local_queue import queue_table
+from fruitstream.adapters.sql import SqlDatabase
 from tests.conftest import mutation_corpus
 from tests.faults.conftest import FaultRecord
 from tests.helpers import Workers, photos, run_cli, run_json, wait_for

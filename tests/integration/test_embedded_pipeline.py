@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from fruitstream.adapters.sql import SqlDatabase, queue_table
+from fruitstream.adapters.local_queue import queue_table
+from fruitstream.adapters.sql import SqlDatabase
 from fruitstream.dataset import image_files
 from tests.conftest import bad_images
 from tests.helpers import Workers, photos, run_cli, run_json, wait_for

@@ -13,10 +13,27 @@ from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 
-from fruitstream.adapters.sql import SqlDatabase, queue_table
+from fruitstream.adapters.sql import SqlDatabase
+from fruitstream.adapters.sql_schema import ADDED_COLUMNS, metadata
 from fruitstream.domain import ImageMessage
 from fruitstream.errors import QueueError, ResultStoreError
 from fruitstream.ports import Delivery, Health
+
+# The queue is a table of the results database: one transaction records and announces.
+queue_table = sa.Table(
+    "queue",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("image_id", sa.String(64), nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("enqueued_at", sa.Float, nullable=False),
+    sa.Column("leased_until", sa.Float, index=True),
+    sa.Column("lease_owner", sa.String(100)),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text),
+)
+
+ADDED_COLUMNS.append((queue_table, "last_error"))
 
 
 class _Doorbell:

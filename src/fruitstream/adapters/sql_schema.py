@@ -1,0 +1,145 @@
+"""The results database's schema and its migrations: tables, engines, upgrades in place.
+
+The tables of the contract (sessions, photos, results, heartbeats) are here; an adapter with
+a table of its own in the same database (the embedded queue) defines it on ``metadata`` and
+lists its later columns in ``ADDED_COLUMNS``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from fruitstream.domain import optional_columns, result_columns
+from fruitstream.errors import ResultStoreError
+
+metadata = sa.MetaData()
+
+sessions_table = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("session_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("submitted", sa.Integer, nullable=False),
+    # "submitting" until every photo is queued or has its error row, then "submitted"; a
+    # session left "submitting" by a crashed submitter is finished by ``Pipeline.repair``.
+    sa.Column("state", sa.String(16)),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),
+)
+
+# The photo list of each session, written before any photo is stored: what ``repair`` needs
+# to finish a submit that was killed half way.
+photos_table = sa.Table(
+    "photos",
+    metadata,
+    sa.Column("image_id", sa.String(64), primary_key=True),
+    sa.Column("session_id", sa.String(64), nullable=False, index=True),
+    sa.Column("filename", sa.Text, nullable=False),
+    sa.Column("object_key", sa.Text, nullable=False),
+    sa.Column("submitted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("queued", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+_SQL_TYPES: dict[str, Any] = {
+    "text": sa.Text,
+    "float": sa.Float,
+    "bool": sa.Boolean,
+    "timestamp": sa.DateTime(timezone=True),
+    "json": sa.JSON,
+}
+
+# One column per ``ResultRow`` field, in contract order. Text of any length: a file name is
+# the user's, and one over a limit must not lose its photo's row.
+results_table = sa.Table(
+    "results",
+    metadata,
+    *(
+        sa.Column(
+            name,
+            _SQL_TYPES[kind],
+            primary_key=name == "image_id",
+            index=name == "session_id",
+            nullable=name in optional_columns(),
+        )
+        for name, kind in result_columns()
+    ),
+)
+
+heartbeats_table = sa.Table(
+    "heartbeats",
+    metadata,
+    sa.Column("worker_id", sa.String(100), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("beat_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("info", sa.JSON, nullable=False),
+)
+
+# Columns added since the first release: ``create_schema`` adds them to an older database.
+# Adapters with tables of their own (the embedded queue) append theirs.
+ADDED_COLUMNS: list[tuple[sa.Table, str]] = [
+    (sessions_table, "state"),
+    (sessions_table, "updated_at"),
+]
+# Columns that were VARCHAR(n) and are TEXT now (PostgreSQL enforces the length).
+WIDENED_COLUMNS = [(results_table, "filename"), (results_table, "object_key")]
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL and a busy timeout for many processes at once."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ResultStoreError("FRUITSTREAM_DATABASE_URL is not a valid database URL") from exc
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    except ImportError as exc:
+        from fruitstream.errors import MissingDependencyError
+
+        raise MissingDependencyError("psycopg", "distributed") from exc
+
+
+def create_tables(engine: Engine) -> None:
+    """Create missing tables (idempotent; processes may race to do it), then migrate."""
+    try:
+        metadata.create_all(engine)
+    except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError):
+        # Another process created them between the check and the CREATE: look again.
+        metadata.create_all(engine)
+    migrate(engine)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring a database made by an older release up to this schema (idempotent)."""
+    inspector = sa.inspect(engine)
+    with engine.begin() as conn:
+        for table, name in ADDED_COLUMNS:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            if name not in have:
+                column = table.c[name]
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}"))
+        if engine.dialect.name == "postgresql":
+            for table, name in WIDENED_COLUMNS:
+                found = [c for c in inspector.get_columns(table.name) if c["name"] == name]
+                if found and getattr(found[0]["type"], "length", None) is not None:
+                    conn.execute(sa.text(f"ALTER TABLE {table.name} ALTER COLUMN {name} TYPE TEXT"))
