@@ -29,7 +29,7 @@ GATE_WILD_OTHER ?= 0.70
 GATE_NOT_FRUIT ?= 0.96
 GATE_OTHER_FRUIT ?= 0.95
 
-.PHONY: help venv install install-dev system-deps run lint test unit integration e2e quality \
+.PHONY: help venv install install-dev system-deps run lint test fast unit integration e2e quality \
         stack-up stack-down distributed \
         train bench clean
 
@@ -57,6 +57,12 @@ lint:  ## ruff lint, format check, mypy
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
+
+# The fast tier: logic over the fakes, with no model file, no dataset and no server.
+FAST_MARKERS := not model and not dataset and not browser and not distributed and not slow
+
+fast:  ## the fast tier: unit tests of logic over tests/fakes.py (under 30 s)
+	$(BIN)/pytest -q tests/unit -m "$(FAST_MARKERS)"
 
 unit:  ## unit tests
 	$(BIN)/pytest tests/unit

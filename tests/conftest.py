@@ -17,6 +17,19 @@ DATASET = Path(
 )
 
 
+# Fixtures that stand for a need: a test using one is marked with it, so that ``make fast``
+# (``-m "not model and not dataset ..."``) leaves it out without anyone remembering to.
+_NEEDS = {"classifier": "model", "dataset": "dataset"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture in set(getattr(item, "fixturenames", ())) & set(_NEEDS):
+            item.add_marker(_NEEDS[fixture])
+        if "tests/e2e/" in item.nodeid:
+            item.add_marker("browser")
+
+
 @pytest.fixture(scope="session")
 def dataset() -> Path:
     """The fruits15 dataset; absent, a test that needs it says so (and fails in CI)."""

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-from fruitstream.domain import ImageMessage
-from fruitstream.errors import NotFoundError
+from fruitstream.domain import (
+    ImageLimits,
+    ImageMessage,
+    Prediction,
+    Progress,
+    ResultRow,
+    SessionRecord,
+    Status,
+    TopK,
+)
+from fruitstream.errors import ImageError, NotFoundError, ResultStoreError, UnsupportedImageError
+from fruitstream.model.bundle import ModelBundle, PreprocessConfig
 from fruitstream.ports import Delivery, Health
 
 
@@ -87,3 +101,158 @@ class MemoryQueue:
 
     def health(self) -> Health:
         return Health("queue", True, f"memory, {self.depth()} waiting", {"depth": self.depth()})
+
+
+class MemoryResultsDatabase:
+    """ResultsDatabase in memory: results, sessions, the submit log and heartbeats."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, ResultRow] = {}
+        self.session_records: dict[str, SessionRecord] = {}
+        # image id -> (message, queued), per session, in submit order
+        self.photos: dict[str, dict[str, tuple[ImageMessage, bool]]] = {}
+        self.submitting: dict[str, float] = {}  # session id -> last progress (monotonic)
+        self.beats: dict[str, tuple[str, datetime, dict[str, Any]]] = {}
+        self.down = False  # True: every call fails as a database that does not answer
+        self._lock = threading.Lock()
+
+    def _check(self) -> None:
+        if self.down:
+            raise ResultStoreError("results database error: connection refused (test)")
+
+    # ResultStore
+    def upsert(self, rows: Sequence[ResultRow]) -> None:
+        self._check()
+        with self._lock:
+            for r in rows:
+                old = self.rows.get(r.image_id)
+                if old is None or old.status != Status.OK or r.status == Status.OK:
+                    self.rows[r.image_id] = r
+
+    def results(self, session_id: str) -> list[ResultRow]:
+        self._check()
+        rows = [r for r in self.rows.values() if r.session_id == session_id]
+        return sorted(rows, key=lambda r: (r.submitted_at, r.filename))
+
+    def progress(self, session_id: str) -> Progress:
+        session = self.get_session(session_id)
+        rows = self.results(session_id)
+        errors = sum(r.status == Status.ERROR for r in rows)
+        return Progress(session_id, session.submitted, len(rows), errors)
+
+    # SessionStore
+    def add_session(self, session: SessionRecord, photos: Sequence[ImageMessage] = ()) -> None:
+        self._check()
+        with self._lock:
+            self.session_records[session.session_id] = session
+            self.photos[session.session_id] = {m.image_id: (m, False) for m in photos}
+            if photos:
+                self.submitting[session.session_id] = time.monotonic()
+
+    def get_session(self, session_id: str) -> SessionRecord:
+        self._check()
+        try:
+            return self.session_records[session_id]
+        except KeyError:
+            raise NotFoundError(f"no session {session_id!r}") from None
+
+    def sessions(self, limit: int = 50) -> list[SessionRecord]:
+        self._check()
+        newest = sorted(self.session_records.values(), key=lambda s: s.created_at, reverse=True)
+        return newest[:limit]
+
+    # SubmitLog
+    def mark_queued(self, session_id: str, image_ids: Sequence[str], finished: bool) -> None:
+        self._check()
+        with self._lock:
+            photos = self.photos[session_id]
+            for image_id in image_ids:
+                photos[image_id] = (photos[image_id][0], True)
+            if finished:
+                self.submitting.pop(session_id, None)
+            elif session_id in self.submitting:
+                self.submitting[session_id] = time.monotonic()
+
+    def stalled(self, older_than: float) -> dict[str, list[ImageMessage]]:
+        self._check()
+        now = time.monotonic()
+        return {
+            sid: [
+                m
+                for m, queued in self.photos[sid].values()
+                if not queued and m.image_id not in self.rows
+            ]
+            for sid, since in self.submitting.items()
+            if now - since >= older_than
+        }
+
+    # Heartbeats
+    def beat(self, worker_id: str, kind: str, info: dict[str, Any]) -> None:
+        self._check()
+        self.beats[worker_id] = (kind, datetime.now(UTC), dict(info))
+
+    def latest(self) -> list[tuple[str, str, datetime, dict[str, Any]]]:
+        self._check()
+        found = [(w, kind, at, info) for w, (kind, at, info) in self.beats.items()]
+        return sorted(found, key=lambda b: b[2], reverse=True)
+
+    def health(self) -> Health:
+        if self.down:
+            return Health("results database", False, "connection refused (test)")
+        return Health("results database", True, f"memory, {len(self.rows)} results")
+
+
+class FakeClassifier:
+    """A PhotoClassifier that reads the fruit from the bytes: ``b"fruit:<label>"`` is that
+    fruit with confidence 0.9, ``b"fruit:?"`` none of them (0.2), anything else an
+    ``UnsupportedImageError``. ``calls`` counts the photos it was given."""
+
+    LABELS = ("apple", "banana", "orange")
+
+    def __init__(self, bundle: ModelBundle) -> None:
+        self.bundle = bundle
+        self.limits = ImageLimits()
+        self.calls = 0
+
+    def classify(self, data: bytes, top_k: int = 3) -> Prediction:
+        self.calls += 1
+        if not data.startswith(b"fruit:"):
+            raise UnsupportedImageError("not an image the fake knows (test)")
+        label = data.removeprefix(b"fruit:").decode()
+        known = label in self.LABELS
+        first = label if known else self.LABELS[0]
+        confidence = 0.9 if known else 0.2
+        rest = [x for x in self.LABELS if x != first]
+        top = (TopK(first, confidence), *(TopK(x, 0.05) for x in rest))
+        return Prediction(first, confidence, known, top[:top_k])
+
+    def classify_many(
+        self, images: Sequence[bytes], top_k: int = 3
+    ) -> list[Prediction | Exception]:
+        outcomes: list[Prediction | Exception] = []
+        for data in images:
+            try:
+                outcomes.append(self.classify(data, top_k))
+            except ImageError as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def warm_up_lanes(self) -> None:
+        pass
+
+
+def fake_bundle(folder: Path) -> ModelBundle:
+    """A model bundle on disk with everything but real weights: enough for the service to
+    read its name, version and preprocessing, never to run it."""
+    bundle = ModelBundle(
+        name="fake",
+        version="0.1",
+        labels=FakeClassifier.LABELS,
+        preprocess=PreprocessConfig(),
+        has_reject_class=False,
+        known_threshold=0.5,
+        path=folder,
+    )
+    bundle.save_metadata()
+    (folder / "model.onnx").write_bytes(b"not a real graph")
+    return bundle

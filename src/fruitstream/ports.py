@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from fruitstream.domain import ImageMessage, Progress, ResultRow, SessionRecord
+from fruitstream.domain import (
+    ImageLimits,
+    ImageMessage,
+    Prediction,
+    Progress,
+    ResultRow,
+    SessionRecord,
+)
+from fruitstream.model.bundle import ModelBundle
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,21 @@ class Delivery:
     attempts: int = 1
     # Why the previous attempt failed, when it said (kept for the final error row).
     last_error: str | None = None
+
+
+class PhotoClassifier(Protocol):
+    """What the service and the workers need of the classifier core (``core.Classifier``):
+    one photo or many, each outcome a prediction or the reason it has none."""
+
+    @property
+    def bundle(self) -> ModelBundle: ...
+    @property
+    def limits(self) -> ImageLimits: ...
+    def classify(self, data: bytes, top_k: int = 3) -> Prediction: ...
+    def classify_many(
+        self, images: Sequence[bytes], top_k: int = 3
+    ) -> Sequence[Prediction | Exception]: ...
+    def warm_up_lanes(self) -> None: ...
 
 
 class ObjectStore(Protocol):

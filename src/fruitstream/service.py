@@ -17,7 +17,6 @@ from typing import Any, Protocol
 
 from fruitstream.bootstrap import Backends, build_backends, build_classifier
 from fruitstream.config import Settings, load_settings
-from fruitstream.core.classifier import Classifier
 from fruitstream.dataset import expand_paths
 from fruitstream.domain import Prediction, Progress, ResultRow, SessionRecord, check_size
 from fruitstream.errors import ConfigError, FruitstreamError, ImageTooLargeError, ResultStoreError
@@ -25,7 +24,7 @@ from fruitstream.health import backends_health, is_ready, live_workers, model_he
 from fruitstream.health import queue_lag as lag_of
 from fruitstream.housekeeping import HOUSEKEEPING_SECONDS, Housekeeping, worker_id
 from fruitstream.pipeline import Pipeline, SubmitReport, Upload
-from fruitstream.ports import Delivery, Health
+from fruitstream.ports import Delivery, Health, PhotoClassifier
 from fruitstream.worker import BatchOutcome, Worker, WorkerStats, process_batch
 
 
@@ -82,7 +81,7 @@ class FruitService:
         self,
         settings: Settings,
         backends: Backends,
-        classifier: Callable[[], Classifier] | None = None,
+        classifier: Callable[[], PhotoClassifier] | None = None,
     ) -> None:
         self.settings = settings
         self.backends = backends
@@ -97,7 +96,7 @@ class FruitService:
         return cls(settings, build_backends(settings))
 
     @property
-    def classifier(self) -> Classifier:
+    def classifier(self) -> PhotoClassifier:
         """The process-wide classifier, loaded on first use."""
         return self._classifier_factory()
 
@@ -246,7 +245,7 @@ class FruitService:
             self._worker.start()
             return True
 
-    def worker(self, classifier: Classifier | None = None) -> Worker:
+    def worker(self, classifier: PhotoClassifier | None = None) -> Worker:
         """A worker over the embedded queue, whose chores free the leases of dead workers
         and repair stalled submits (``ConfigError`` with Kafka: the Spark job consumes it)."""
         if not self.can_classify_here():

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from functools import cache, partial
 from typing import Any
 
-from fruitstream.core.classifier import Classifier
 from fruitstream.domain import (
     ImageMessage,
     Prediction,
@@ -29,7 +28,15 @@ from fruitstream.errors import (
     StorageError,
 )
 from fruitstream.housekeeping import HOUSEKEEPING_SECONDS, Housekeeping, worker_id
-from fruitstream.ports import Consumer, Delivery, Health, Heartbeats, ObjectStore, ResultStore
+from fruitstream.ports import (
+    Consumer,
+    Delivery,
+    Health,
+    Heartbeats,
+    ObjectStore,
+    PhotoClassifier,
+    ResultStore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +64,7 @@ class BatchOutcome:
 def process_batch(
     deliveries: Sequence[Delivery],
     store: ObjectStore,
-    classifier: Classifier,
+    classifier: PhotoClassifier,
     top_k: int = 3,
     can_retry: bool = True,
 ) -> BatchOutcome:
@@ -132,7 +139,7 @@ def _health(store: ObjectStore) -> Health:
 
 
 def _classify_each(
-    classifier: Classifier, blobs: Sequence[bytes], top_k: int
+    classifier: PhotoClassifier, blobs: Sequence[bytes], top_k: int
 ) -> list[Prediction | Exception]:
     """Outcomes of ``blobs``; should the batch call fail as a whole, each photo on its own."""
     if not blobs:
@@ -220,7 +227,7 @@ class Worker:
         consumer: Consumer,
         store: ObjectStore,
         results: ResultStore,
-        classifier: Classifier,
+        classifier: PhotoClassifier,
         heartbeats: Heartbeats | None = None,
         batch_size: int = 32,
         poll_seconds: float = 0.2,

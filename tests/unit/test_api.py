@@ -54,6 +54,7 @@ def test_classify_multipart_and_raw_body_match_the_cli_record(
     assert client.post("/v1/classify", content=crafted_exif_jpeg()).status_code == 200
 
 
+@pytest.mark.model
 def test_bad_input_is_a_problem_document_never_a_traceback(tmp_path: Path) -> None:
     service = _service(tmp_path, max_image_bytes=50_000)
     with TestClient(create_app(service, tokens=[])) as client:
@@ -110,6 +111,7 @@ def test_health_readiness_and_metrics(client: TestClient, dataset: Path) -> None
     assert "fruitstream_queue_lag 0.0" in text
 
 
+@pytest.mark.model
 def test_bearer_tokens(tmp_path: Path) -> None:
     with TestClient(create_app(_service(tmp_path), tokens=[TOKEN])) as client:
         refused = client.get("/v1/batches")
@@ -122,6 +124,7 @@ def test_bearer_tokens(tmp_path: Path) -> None:
         assert client.get("/healthz").status_code == 200  # for load balancers
 
 
+@pytest.mark.model
 def test_the_batch_file_limit(tmp_path: Path) -> None:
     service = _service(tmp_path, api_max_batch_files=2)
     with TestClient(create_app(service, tokens=[])) as client:
@@ -130,6 +133,7 @@ def test_the_batch_file_limit(tmp_path: Path) -> None:
         assert r.status_code == 413 and "over the limit of 2 per batch" in r.json()["detail"]
 
 
+@pytest.mark.model
 def test_openapi_property_based_no_server_error(tmp_path: Path) -> None:
     import schemathesis
     from hypothesis import HealthCheck, given, settings

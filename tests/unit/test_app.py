@@ -40,6 +40,7 @@ def _shown(app: AppTest, kind: str) -> list[Any]:
     return [e for e in app.get(kind) if id(e) not in hidden]
 
 
+@pytest.mark.model
 def test_preload_is_out_of_sight_and_holds_no_results(app: AppTest) -> None:
     block = _preload(app)
     tables = block.get("dataframe")
@@ -84,6 +85,7 @@ def test_camera_tab_classifies_the_shot(app: AppTest, dataset: Path) -> None:
     assert [s.value for s in app.success] == ["It is: pineapple"]
 
 
+@pytest.mark.model
 def test_bad_upload_gets_a_message_not_a_traceback(app: AppTest) -> None:
     app.file_uploader(key="upload").set_value(
         ("broken.jpg", bad_images()["random.jpg"], "image/jpeg")
@@ -102,6 +104,7 @@ def test_spanish_translates_texts_and_fruit_names(app: AppTest, dataset: Path) -
     assert app.title[0].value == "fruitstream: ¿qué fruta es?"
 
 
+@pytest.mark.model
 def test_sidebar_shows_backends_and_model(app: AppTest) -> None:
     text = " ".join(m.value for m in app.sidebar.markdown)
     ok = ":green[:material/check_circle:]"

@@ -24,6 +24,7 @@ def bundle_dir(tmp_path: Path, precision: str, int8: bool) -> Path:
     return root
 
 
+@pytest.mark.model
 def test_int8_bundle_runs_int8_unless_fp32_is_asked_for(tmp_path: Path) -> None:
     bundle = ModelBundle.load(bundle_dir(tmp_path, "int8", int8=True))
     assert bundle.onnx_path.name == INT8_FILE
@@ -34,6 +35,7 @@ def test_int8_bundle_runs_int8_unless_fp32_is_asked_for(tmp_path: Path) -> None:
     assert bundle.model_version == f"{bundle.name}:{bundle.version}"
 
 
+@pytest.mark.model
 def test_missing_graph_is_a_clear_error(tmp_path: Path) -> None:
     root = bundle_dir(tmp_path, "int8", int8=False)
     with pytest.raises(ModelError, match=r"no int8 graph \(model.int8.onnx\)"):
@@ -48,6 +50,7 @@ def test_missing_graph_is_a_clear_error(tmp_path: Path) -> None:
         bundle.with_precision("fp16")
 
 
+@pytest.mark.model
 def test_training_record_round_trips(tmp_path: Path) -> None:
     root = tmp_path / "copy"
     shutil.copytree(default_bundle_dir(), root)

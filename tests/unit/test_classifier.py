@@ -15,6 +15,7 @@ from fruitstream.model.bundle import ModelBundle, default_bundle_dir
 from tests.conftest import bad_images, jpeg_bytes
 
 
+@pytest.mark.model
 def test_shipped_bundle_describes_fifteen_fruits() -> None:
     bundle = ModelBundle.load(default_bundle_dir())
     assert len(bundle.labels) == 15
@@ -108,6 +109,7 @@ def test_bundle_errors_are_clear(tmp_path: Path) -> None:
         ModelBundle.load(tmp_path)
 
 
+@pytest.mark.model
 def test_output_count_mismatch_is_refused(tmp_path: Path) -> None:
     shipped = ModelBundle.load(default_bundle_dir())
     (tmp_path / "model.onnx").write_bytes(shipped.onnx_path.read_bytes())
@@ -121,6 +123,7 @@ def test_output_count_mismatch_is_refused(tmp_path: Path) -> None:
         Classifier.from_path(tmp_path)
 
 
+@pytest.mark.model
 def test_inference_does_not_import_torch() -> None:
     import subprocess
     import sys
@@ -135,6 +138,7 @@ def test_inference_does_not_import_torch() -> None:
     assert out.stdout.strip() == "False False"
 
 
+@pytest.mark.model
 def test_shipped_graph_normalizes_pixels_as_the_bundle_says() -> None:
     # The model's first steps must compute imaging.normalize with the bundle's mean and std:
     # expose the graph's normalized tensor as an output and compare.
@@ -155,6 +159,7 @@ def test_shipped_graph_normalizes_pixels_as_the_bundle_says() -> None:
     assert np.allclose(got, normalize(pixels, bundle.preprocess), atol=1e-6)
 
 
+@pytest.mark.model
 def test_a_float_input_bundle_gets_normalized_pixels(tmp_path: Path) -> None:
     # v1 bundles take normalized NCHW float: the classifier must normalize for them.
     import json

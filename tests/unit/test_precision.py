@@ -83,6 +83,7 @@ VNNI_CPU = parse_cpuinfo(VNNI, "x86_64")
 AVX2_CPU = parse_cpuinfo(AVX2_ONLY, "x86_64")
 
 
+@pytest.mark.model
 def test_auto_runs_int8_only_with_a_dot_product_and_close_figures(tmp_path: Path) -> None:
     bundle = _bundle(tmp_path, loss=0.002)
     chosen = choose_precision(bundle, "auto", VNNI_CPU)
@@ -94,6 +95,7 @@ def test_auto_runs_int8_only_with_a_dot_product_and_close_figures(tmp_path: Path
     assert choose_precision(bundle, None, parse_cpuinfo(ARM_DOTPROD, "aarch64")).precision == "int8"
 
 
+@pytest.mark.model
 def test_auto_refuses_an_int8_graph_that_loses_accuracy(tmp_path: Path) -> None:
     lossy = choose_precision(_bundle(tmp_path, loss=MAX_INT8_LOSS + 0.004), "auto", VNNI_CPU)
     assert lossy.precision == "fp32"
@@ -106,17 +108,20 @@ def test_auto_refuses_an_int8_graph_that_loses_accuracy(tmp_path: Path) -> None:
     assert no_int8.precision == "fp32" and "no int8 graph" in no_int8.reason
 
 
+@pytest.mark.model
 def test_an_explicit_precision_is_always_obeyed(tmp_path: Path) -> None:
     bundle = _bundle(tmp_path, loss=0.05)
     assert choose_precision(bundle, "int8", AVX2_CPU).precision == "int8"
     assert choose_precision(bundle, "fp32", VNNI_CPU).precision == "fp32"
 
 
+@pytest.mark.model
 def test_int8_loss_is_the_worst_set(tmp_path: Path) -> None:
     assert int8_loss(_bundle(tmp_path, loss=0.03)) == pytest.approx((0.03, "wild_val"))
     assert int8_loss(_bundle(tmp_path, loss=None)) is None
 
 
+@pytest.mark.model
 def test_the_chosen_graph_and_its_reason_travel_with_the_bundle(tmp_path: Path) -> None:
     bundle = _bundle(tmp_path)
     chosen = choose_precision(bundle, "auto", AVX2_CPU)
@@ -143,6 +148,7 @@ def test_seven_bit_weights_cannot_saturate_a_16_bit_lane() -> None:
     assert _vpmaddubsw(worst, np.array([-128, -128], dtype=np.int8))[0] == -32768 != 2 * 255 * -128
 
 
+@pytest.mark.model
 def test_the_shipped_int8_graph_keeps_its_weights_within_the_bound() -> None:
     """Every weight that meets ``vpmaddubsw`` (pointwise and full convolutions, matrix products)
     is within the 7-bit bound; depthwise weights keep 8 bits: their kernels widen each

@@ -377,6 +377,7 @@ def test_executor_settings_file_is_private_and_round_trips(
     assert again.storage == "s3" and again.kafka_sasl_password is None
 
 
+@pytest.mark.model
 def test_a_huge_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
     huge = tmp_path / "huge.jpg"
     with huge.open("wb") as f:

@@ -25,6 +25,7 @@ def distributed_benchmark(
     import subprocess
     import sys
 
+    from fruitstream.bootstrap import build_classifier
     from fruitstream.config import load_settings
     from fruitstream.service import FruitService
 
@@ -38,7 +39,7 @@ def distributed_benchmark(
             time.sleep(poll)
 
     raw = statistics.median(
-        raw_throughput(service.classifier, 32, 5)["images_per_s"] for _ in range(3)
+        raw_throughput(build_classifier(settings), 32, 5)["images_per_s"] for _ in range(3)
     )
     job = subprocess.Popen(
         [sys.executable, "-m", "fruitstream", "spark-job"],

@@ -14,7 +14,8 @@ from fruitstream.core.precision import cpu_features
 from fruitstream.domain import FRUITS15
 from fruitstream.model.bundle import ModelBundle
 from fruitstream.training.card import HELD_OUT
-from fruitstream.training.train import TrainConfig, log, train
+from fruitstream.training.config import TrainConfig, log
+from fruitstream.training.train import train
 
 # The figures kept for the card and the bundle (the confusion matrix stays in `evaluate`).
 KEPT = (
@@ -117,7 +118,7 @@ def run_training(args: argparse.Namespace) -> ModelBundle | None:
         evaluate=not args.no_eval,
     )
     if args.contact_sheet:
-        from fruitstream.training.train import scene_contact_sheet
+        from fruitstream.training.data import scene_contact_sheet
 
         sheet = scene_contact_sheet(cfg, Path(args.contact_sheet))
         log(f"contact sheet of generated scenes written to {sheet}")

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fruitstream.config import Settings, load_settings
-from fruitstream.core.classifier import Classifier
 from fruitstream.core.imaging import decode_image
 from fruitstream.domain import Prediction, ResultRow, Status
 from fruitstream.errors import FruitstreamError, ImageError
 from fruitstream.i18n import fruit_name
 from fruitstream.pipeline import BinaryFile, OpenFile, SubmitReport, Upload
-from fruitstream.ports import Health
+from fruitstream.ports import Health, PhotoClassifier
 from fruitstream.service import FruitService
 from fruitstream.stats import SessionStats, session_stats
 
@@ -58,7 +57,7 @@ class AppServices:
         self.settings = self.service.settings
 
     @property
-    def classifier(self) -> Classifier:
+    def classifier(self) -> PhotoClassifier:
         return self.service.classifier
 
     def warm_up(self) -> None:

@@ -1,0 +1,168 @@
+"""Step 2a: the training images and their views: studio frames, real photos, negatives, scenes."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageEnhance, ImageOps
+
+from fruitstream.core.imaging import decode_image, preprocess
+from fruitstream.dataset import image_files, labelled_images
+from fruitstream.errors import ConfigError
+from fruitstream.model.bundle import PreprocessConfig
+from fruitstream.training import synth
+from fruitstream.training.config import OTHER, REAL, SCENE, STUDIO, TrainConfig
+
+
+@dataclass(frozen=True)
+class Source:
+    """One training image: a file on disk, or a synthetic scene of ``scene_of``'s sprites."""
+
+    target: int
+    kind: int
+    path: Path | None = None
+    scene_of: str = ""  # a fruit class, or "other:<variety>" for a negative scene
+    seed: int = 0
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.target, self.kind, str(self.path), self.scene_of, self.seed)
+
+
+def augment(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A random view of a real photo: crop, flip, small rotation, light and colour."""
+    w, h = img.size
+    scale = rng.uniform(0.6, 1.0)
+    cw, ch = int(w * scale), int(h * scale)
+    left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    img = img.crop((left, top, left + cw, top + ch))
+    if rng.random() < 0.5:
+        img = ImageOps.mirror(img)
+    img = img.rotate(rng.uniform(-15, 15), resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
+    img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.75, 1.25))
+    img = ImageEnhance.Contrast(img).enhance(rng.uniform(0.75, 1.25))
+    return ImageEnhance.Color(img).enhance(rng.uniform(0.75, 1.25))
+
+
+def sample_up_to(items: list[Any], cap: int | None, rng: random.Random) -> list[Any]:
+    return items if cap is None or len(items) <= cap else rng.sample(items, cap)
+
+
+def _by_class(items: list[tuple[Path, str]]) -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {}
+    for path, cls in items:
+        out.setdefault(cls, []).append(path)
+    return out
+
+
+def variety(path: Path) -> str:
+    """The other-fruit variety a Fruits-360 frame shows: ``plum-2_12_100.jpg`` -> ``plum-2``."""
+    return path.name.split("_", 1)[0]
+
+
+def studio_frames(cfg: TrainConfig) -> dict[str, list[Path]]:
+    """Studio frames by fruit class, and other-fruit frames by ``other:<variety>``: what
+    studio sources are sampled from and what the scenes' sprites are cut out of."""
+    frames = _by_class(labelled_images(cfg.data_dir / "studio" / "train", cfg.classes))
+    for p in image_files(cfg.data_dir / "other-fruit" / "train"):
+        frames.setdefault(f"other:{variety(p)}", []).append(p)
+    return frames
+
+
+def training_sources(cfg: TrainConfig, frames: dict[str, list[Path]]) -> list[Source]:
+    """Every training image; the target of a negative is ``len(classes)``."""
+    rng = random.Random(cfg.seed)
+    reject = len(cfg.classes)
+    grocery = _by_class(labelled_images(cfg.data_dir / "grocery" / "train", cfg.classes))
+    studio = {c: frames[c] for c in cfg.classes if c in frames}
+    if not studio and not grocery:
+        raise ConfigError(f"no training images for {cfg.classes} under {cfg.data_dir}")
+    sources: list[Source] = []
+    for idx, cls in enumerate(cfg.classes):
+        picked = sample_up_to(studio.get(cls, []), cfg.capped(cfg.studio_per_class), rng)
+        sources += [Source(idx, STUDIO, p) for p in picked]
+        sources += [
+            Source(idx, REAL, p) for p in sample_up_to(grocery.get(cls, []), cfg.max_per_class, rng)
+        ]
+        if studio.get(cls):
+            n = cfg.capped(dict(cfg.extra_scenes).get(cls, cfg.scenes_per_class))
+            sources += [
+                Source(idx, SCENE, scene_of=cls, seed=rng.getrandbits(32)) for _ in range(n)
+            ]
+    not_fruit = image_files(cfg.data_dir / "not-fruit" / "train")
+    sources += [Source(reject, REAL, p) for p in sample_up_to(not_fruit, cfg.max_per_class, rng)]
+    # Varieties in the order their files sort (``plum-2_...`` before ``plum_...``).
+    varieties = [name for name in frames if name.startswith("other:")]
+    for name in varieties:
+        sources += [
+            Source(reject, OTHER, p) for p in sample_up_to(frames[name], cfg.max_per_class, rng)
+        ]
+    if varieties:
+        names = sorted(varieties)
+        n = cfg.capped(cfg.negative_scenes)
+        sources += [
+            Source(reject, SCENE, scene_of=rng.choice(names), seed=rng.getrandbits(32))
+            for _ in range(n)
+        ]
+    return sources
+
+
+class SpriteBank:
+    """Cut-out studio frames per fruit class or other-fruit variety, made on first use."""
+
+    def __init__(self, cfg: TrainConfig, frames: dict[str, list[Path]]) -> None:
+        self.cfg = cfg
+        self._sprites: dict[str, list[Image.Image]] = {}
+        self._files = frames
+        # Backgrounds: real photos with none of the 15 fruits in them.
+        self.backgrounds = [
+            decode_image(p.read_bytes())
+            for p in image_files(cfg.data_dir / "not-fruit" / "train")[: cfg.capped(400)]
+        ]
+
+    def sprites(self, name: str) -> list[Image.Image]:
+        if name not in self._sprites:
+            rng = random.Random(f"{self.cfg.seed}:{name}")
+            files = sample_up_to(sorted(self._files[name]), self.cfg.sprites_per_class, rng)
+            self._sprites[name] = [synth.cutout(decode_image(p.read_bytes())) for p in files]
+        return self._sprites[name]
+
+    def scene(self, source: Source) -> Image.Image:
+        rng = random.Random(source.seed)
+        return synth.scene(self.sprites(source.scene_of), source.scene_of, rng, self.backgrounds)
+
+
+def training_views(
+    sources: list[Source], bank: SpriteBank, cfg: TrainConfig, pre: PreprocessConfig
+) -> Iterator[tuple[NDArray[np.uint8], Source, int]]:
+    """``(pixels, source, group)`` for every view of every training image."""
+    rng = random.Random(cfg.seed)
+    for group, src in enumerate(sources):
+        if src.kind == SCENE:
+            yield preprocess(bank.scene(src), pre), src, group
+            continue
+        assert src.path is not None
+        img = decode_image(src.path.read_bytes(), background=pre.background)
+        views = [img]
+        if src.kind == REAL:
+            views += [augment(img, rng) for _ in range(cfg.real_views - 1)]
+        for view in views:
+            yield preprocess(view, pre), src, group
+
+
+def scene_contact_sheet(cfg: TrainConfig, path: Path, per_class: int = 6) -> Path:
+    """A grid of generated scenes, a row per class and the negatives last, to check by eye."""
+    frames = studio_frames(cfg)
+    sources = [s for s in training_sources(cfg, frames) if s.kind == SCENE]
+    bank = SpriteBank(cfg, frames)
+    n = min(per_class, cfg.capped(cfg.scenes_per_class), cfg.capped(cfg.negative_scenes))
+    picked: list[Source] = []
+    for target in range(len(cfg.classes) + 1):
+        picked += [s for s in sources if s.target == target][:n]
+    synth.contact_sheet([bank.scene(s) for s in picked], cols=n, tile=160).save(path)
+    return path
