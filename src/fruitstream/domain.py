@@ -1,5 +1,5 @@
-"""The records and contracts at the bottom of everything (../shared/DESIGN.md): prediction,
-message, result row, session. No import of numpy, Pillow or a backend here."""
+"""The records and contracts at the bottom of everything (docs/ARCHITECTURE.md): prediction,
+message, result row and its status, session, image limits. No numpy, Pillow or backend here."""
 
 from __future__ import annotations
 
@@ -160,8 +160,8 @@ def image_id_of(raw: bytes | str) -> str | None:
 class ResultRow:
     """One classified (or failed) photo; ``image_id`` is the primary key."""
 
-    # The field order is the contract's column order (DESIGN.md): the SQL table, the Spark
-    # schema and the CSV header are all derived from it (``result_columns``).
+    # The field order is the contract's column order (docs/ARCHITECTURE.md): the SQL table,
+    # the Spark schema and the CSV header are all derived from it (``result_columns``).
     image_id: str
     session_id: str
     filename: str

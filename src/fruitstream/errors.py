@@ -12,7 +12,7 @@
     │   ├── QueueError
     │   └── ResultStoreError
     ├── NotFoundError                a session, image or object does not exist
-    └── MessageError                 a queue message breaks the contract in DESIGN.md
+    └── MessageError                 a queue message breaks the contract (docs/ARCHITECTURE.md)
 
 Adapters catch boto, psycopg, SQLAlchemy and Kafka exceptions at their boundary and
 raise one of these ``from`` the original, with a message that never carries a secret.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -256,29 +255,6 @@ class Pipeline:
 
     def progress(self, session_id: str) -> Progress:
         return self.results.progress(session_id)
-
-    def wait(
-        self,
-        session_id: str,
-        timeout: float | None = None,
-        poll: float = 0.2,
-        on_progress: Callable[[Progress], None] | None = None,
-        check: Callable[[], None] | None = None,
-    ) -> Progress:
-        """Poll until the session is complete or ``timeout`` seconds pass; returns the last
-        progress. ``check`` runs about once a second (the caller's liveness check)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        last_check = 0.0
-        while True:
-            progress = self.progress(session_id)
-            if on_progress is not None:
-                on_progress(progress)
-            if progress.complete or (deadline is not None and time.monotonic() >= deadline):
-                return progress
-            if check is not None and time.monotonic() - last_check >= 1.0:
-                last_check = time.monotonic()
-                check()
-            time.sleep(poll)
 
     def results_of(self, session_id: str) -> list[ResultRow]:
         self.sessions.get_session(session_id)  # NotFoundError for an unknown session

@@ -34,10 +34,6 @@ def distributed_benchmark(
     pipeline = service.pipeline()
     blobs = [(f.name, f.read_bytes()) for f in files]
 
-    def wait(session_id: str, poll: float) -> None:
-        while not pipeline.progress(session_id).complete:
-            time.sleep(poll)
-
     raw = statistics.median(
         raw_throughput(build_classifier(settings), 32, 5)["images_per_s"] for _ in range(3)
     )
@@ -49,7 +45,7 @@ def distributed_benchmark(
     )
     try:
         # Warm-up: the model gets loaded on every executor.
-        wait(pipeline.submit(numbered_uploads(blobs, batch)).session_id, 0.5)
+        service.wait(pipeline.submit(numbered_uploads(blobs, batch)).session_id, poll=0.5)
         report = pipeline.submit(numbered_uploads(blobs, n))
         first: float | None = None
         done = 0
@@ -63,7 +59,7 @@ def distributed_benchmark(
         latencies = []
         for _ in range(latency_runs):
             started = time.perf_counter()
-            wait(pipeline.submit(numbered_uploads(blobs, batch)).session_id, 0.02)
+            service.wait(pipeline.submit(numbered_uploads(blobs, batch)).session_id, poll=0.02)
             latencies.append(time.perf_counter() - started)
     finally:
         os.killpg(job.pid, signal.SIGTERM)

@@ -24,11 +24,11 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import SecretStr
 
@@ -241,21 +241,29 @@ def kafka_options(settings: Settings) -> dict[str, str]:
     return options
 
 
-def progress_info(progress: dict[str, Any] | None) -> dict[str, object]:
-    """The figures ``status`` and the UI show: rates, last batch, lag behind the topic."""
+def progress_info(progress: Mapping[str, object] | None) -> dict[str, object]:
+    """The figures ``status`` and the UI show: rates, last batch, lag behind the topic (from
+    ``StreamingQuery.lastProgress``, Spark's JSON)."""
     if not progress:
         return {}
+
+    def rate(key: str) -> float:
+        value = progress.get(key)
+        return round(float(value), 2) if isinstance(value, int | float | str) else 0.0
+
     info: dict[str, object] = {
         "batch_id": progress.get("batchId"),
-        "input_rate": round(float(progress.get("inputRowsPerSecond") or 0.0), 2),
-        "processed_rate": round(float(progress.get("processedRowsPerSecond") or 0.0), 2),
+        "input_rate": rate("inputRowsPerSecond"),
+        "processed_rate": rate("processedRowsPerSecond"),
         "rows_in_last_batch": progress.get("numInputRows"),
         "last_batch_at": progress.get("timestamp"),
     }
-    for source in progress.get("sources") or []:
-        metrics = source.get("metrics") or {}
-        if "maxOffsetsBehindLatest" in metrics:
-            info["lag"] = int(float(metrics["maxOffsetsBehindLatest"]))
+    sources = progress.get("sources")
+    for source in sources if isinstance(sources, list) else []:
+        metrics = source.get("metrics") if isinstance(source, dict) else None
+        behind = metrics.get("maxOffsetsBehindLatest") if isinstance(metrics, dict) else None
+        if isinstance(behind, int | float | str):
+            info["lag"] = int(float(behind))
     return info
 
 
