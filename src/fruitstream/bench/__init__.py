@@ -7,11 +7,11 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fruitstream.bench.distributed import distributed_benchmark, format_distributed_benchmark
 from fruitstream.bench.http import format_http_benchmark, http_benchmark
 from fruitstream.bench.model import (
+    Report,
     classifier_benchmark,
     format_classifier_benchmark,
     precision_comparison,
@@ -24,7 +24,7 @@ from fruitstream.bench.pipeline import (
 )
 from fruitstream.config import Settings
 
-__all__ = ["precision_comparison", "run_bench"]
+__all__ = ["BenchRequest", "Report", "precision_comparison", "run_bench"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def run_bench(req: BenchRequest, settings: Settings) -> str:
     files: list[Path] = []
     for p in req.images:
         files.extend(image_files(Path(p)) if Path(p).is_dir() else [Path(p)])
-    result: dict[str, Any]
+    result: Report
     with tempfile.TemporaryDirectory() as tmp:
         if req.distributed:
             result = distributed_benchmark(files, req.distributed)

@@ -6,15 +6,14 @@ import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from fruitstream.bench.model import raw_throughput
+from fruitstream.bench.model import Report, raw_throughput
 from fruitstream.bench.pipeline import numbered_uploads
 
 
 def distributed_benchmark(
     files: Sequence[Path], n: int = 1000, latency_runs: int = 5, batch: int = 10
-) -> dict[str, Any]:
+) -> Report:
     """Against the configured stack: a Spark job is started, measured and stopped here.
 
     Throughput is taken at steady state (first result to last of ``n`` photos); latency is
@@ -77,7 +76,7 @@ def distributed_benchmark(
     }
 
 
-def format_distributed_benchmark(r: dict[str, Any]) -> str:
+def format_distributed_benchmark(r: Report) -> str:
     return "\n".join(
         [
             f"raw ORT batch 32            {r['raw_batch32_images_per_s']:.1f} images/s",

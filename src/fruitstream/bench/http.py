@@ -6,7 +6,8 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+
+from fruitstream.bench.model import Report
 
 
 def _multipart(files: Sequence[tuple[str, bytes]], boundary: str) -> bytes:
@@ -20,7 +21,7 @@ def _multipart(files: Sequence[tuple[str, bytes]], boundary: str) -> bytes:
     return b"".join(parts) + f"--{boundary}--\r\n".encode()
 
 
-def http_benchmark(files: Sequence[Path], batch: int, rounds: int, workdir: Path) -> dict[str, Any]:
+def http_benchmark(files: Sequence[Path], batch: int, rounds: int, workdir: Path) -> Report:
     """The HTTP API against the same work in process, taking turns, on the configured set-up.
 
     One photo: ``POST /v1/classify`` (raw body, one kept-alive connection) against
@@ -193,7 +194,7 @@ def http_benchmark(files: Sequence[Path], batch: int, rounds: int, workdir: Path
     }
 
 
-def format_http_benchmark(r: dict[str, Any]) -> str:
+def format_http_benchmark(r: Report) -> str:
     return "\n".join(
         [
             f"one photo in process         {r['in_process_ms']:.1f} ms (median)",

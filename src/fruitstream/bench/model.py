@@ -14,6 +14,10 @@ from fruitstream.core.classifier import PIPELINE_CHUNK, Classifier
 from fruitstream.core.precision import cpu_features
 from fruitstream.model.bundle import PRECISIONS, ModelBundle
 
+# A benchmark's figures: the JSON document ``fruitstream bench --json`` prints, nested by name.
+# What crosses into the rest of the code is typed (``BenchRequest`` in, text out).
+Report = dict[str, Any]
+
 
 def _median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     for _ in range(warmup):
@@ -45,7 +49,7 @@ def model_load(bundle: ModelBundle, repeats: int, threads: int) -> float:
     return _median_seconds(lambda: Classifier(bundle, threads=threads), repeats, warmup=0)
 
 
-def end_to_end(clf: Classifier, files: Sequence[Path], repeats: int) -> dict[str, Any]:
+def end_to_end(clf: Classifier, files: Sequence[Path], repeats: int) -> Report:
     """Single-image latency from bytes in memory (decode + preprocess + infer), against raw
     batch-1 inference measured in alternation with it.
 
@@ -82,7 +86,7 @@ def end_to_end(clf: Classifier, files: Sequence[Path], repeats: int) -> dict[str
     }
 
 
-def precision_comparison(bundle: ModelBundle, rounds: int, threads: int = 0) -> dict[str, Any]:
+def precision_comparison(bundle: ModelBundle, rounds: int, threads: int = 0) -> Report:
     """Every graph the bundle ships (int8, fp32) on the same random input, batch 1 and 32.
 
     Rounds alternate between the graphs, so that a shared machine's slow spells hit both; the
@@ -101,7 +105,7 @@ def precision_comparison(bundle: ModelBundle, rounds: int, threads: int = 0) -> 
         for p, clf in clfs.items():
             b1[p].append(_median_seconds(lambda clf=clf: clf.run(x1), 9, warmup=0) * 1000)  # type: ignore[misc]
             b32[p].append(32 / _median_seconds(lambda clf=clf: clf.run(x32), 3, warmup=0))  # type: ignore[misc]
-    out: dict[str, Any] = {
+    out: Report = {
         p: {
             "model_bytes": clfs[p].bundle.onnx_path.stat().st_size,
             "batch1_ms": statistics.median(b1[p]),
@@ -119,7 +123,7 @@ def precision_comparison(bundle: ModelBundle, rounds: int, threads: int = 0) -> 
     return out
 
 
-def format_precision_comparison(r: dict[str, Any]) -> list[str]:
+def format_precision_comparison(r: Report) -> list[str]:
     lines = [f"graphs side by side ({r['rounds']} alternating rounds, random input):"]
     for p in PRECISIONS:
         if p in r:
@@ -138,12 +142,12 @@ def format_precision_comparison(r: dict[str, Any]) -> list[str]:
 
 def classifier_benchmark(
     bundle: ModelBundle, files: Sequence[Path], repeats: int = 10, threads: int = 0
-) -> dict[str, Any]:
+) -> Report:
     clf = Classifier(bundle, threads=threads)
     raw1 = raw_throughput(clf, 1, repeats * 3)
     raw32 = raw_throughput(clf, 32, repeats)
     lanes = raw_lanes_throughput(clf, repeats)
-    result: dict[str, Any] = {
+    result: Report = {
         "cpu": cpu_features().describe(),
         "graph_chosen": {"precision": bundle.precision, "reason": bundle.precision_reason},
         "model": f"{bundle.name} v{bundle.version} ({bundle.precision})",
@@ -159,7 +163,7 @@ def classifier_benchmark(
     return result
 
 
-def format_classifier_benchmark(r: dict[str, Any]) -> str:
+def format_classifier_benchmark(r: Report) -> str:
     lines = [
         f"cpu                        {r['cpu']}",
         f"graph                      {r['graph_chosen']['precision']}:"

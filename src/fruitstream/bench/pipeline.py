@@ -6,9 +6,8 @@ import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from fruitstream.bench.model import raw_lanes_throughput, raw_throughput
+from fruitstream.bench.model import Report, raw_lanes_throughput, raw_throughput
 from fruitstream.domain import ImageLimits, Status
 from fruitstream.pipeline import Upload
 
@@ -34,7 +33,7 @@ def _rss_peak_kb(pid: int) -> int:
 
 def pipeline_benchmark(
     files: Sequence[Path], n: int, memory_n: int, workdir: Path, rounds: int = 3
-) -> dict[str, Any]:
+) -> Report:
     """Embedded pipeline: submit ``n`` photos -> all results recorded, against raw throughput.
 
     Memory: a ``fruitstream worker`` process classifies ``memory_n`` photos; its peak RSS is
@@ -70,7 +69,7 @@ def pipeline_benchmark(
     raw = statistics.median(raws)
     lane_raw = statistics.median(lane_raws)
     rate = statistics.median(rates)
-    result: dict[str, Any] = {
+    result: Report = {
         "rounds": rounds,
         "raw_batch32_images_per_s": raw,
         "raw_lanes_images_per_s": lane_raw,
@@ -143,7 +142,7 @@ def near_limit_images(limits: ImageLimits) -> list[tuple[str, bytes]]:
 
 def worker_memory_benchmark(
     files: Sequence[Path], large: int, workdir: Path, normal: int = 64
-) -> dict[str, Any]:
+) -> Report:
     """Peak RSS of a ``fruitstream worker`` process classifying ``normal`` photos mixed with
     ``large`` images just under the pixel limit (every lane may get one at once)."""
     import os
@@ -190,7 +189,7 @@ def worker_memory_benchmark(
     }
 
 
-def format_worker_memory_benchmark(r: dict[str, Any]) -> str:
+def format_worker_memory_benchmark(r: Report) -> str:
     kinds = ", ".join(f"{k} ({v / 1e6:.1f} MB)" for k, v in r["near_limit_kinds"].items())
     return "\n".join(
         [
@@ -202,7 +201,7 @@ def format_worker_memory_benchmark(r: dict[str, Any]) -> str:
     )
 
 
-def format_pipeline_benchmark(r: dict[str, Any]) -> str:
+def format_pipeline_benchmark(r: Report) -> str:
     rss = ", ".join(f"after {k}: {v} MB" for k, v in r["worker_peak_rss_mb"].items())
     return "\n".join(
         [
