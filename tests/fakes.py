@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fruitstream.domain import (
     ImageLimits,
@@ -22,6 +23,9 @@ from fruitstream.domain import (
 from fruitstream.errors import ImageError, NotFoundError, ResultStoreError, UnsupportedImageError
 from fruitstream.model.bundle import ModelBundle, PreprocessConfig
 from fruitstream.ports import Delivery, Health
+
+if TYPE_CHECKING:
+    from fruitstream.service import FruitService
 
 
 class MemoryObjectStore:
@@ -256,3 +260,40 @@ def fake_bundle(folder: Path) -> ModelBundle:
     bundle.save_metadata()
     (folder / "model.onnx").write_bytes(b"not a real graph")
     return bundle
+
+
+@dataclass
+class FakeWorld:
+    """A FruitService over the in-memory adapters and the fake classifier, with its parts."""
+
+    service: FruitService
+    store: MemoryObjectStore
+    queue: MemoryQueue
+    db: MemoryResultsDatabase
+    classifier: FakeClassifier
+
+
+def fake_world(tmp_path: Path, consumes_here: bool = True, **settings: Any) -> FakeWorld:
+    """The service as every entrypoint gets it, with fakes behind every port. With
+    ``consumes_here`` a worker thread of the process can take the queue (the embedded
+    default); without, it has its own runner (Kafka and the Spark job)."""
+    from fruitstream.bootstrap import Backends
+    from fruitstream.config import Settings
+    from fruitstream.service import FruitService
+
+    bundle = fake_bundle(tmp_path / "model")
+    config = Settings(
+        **{
+            "data_dir": tmp_path / "data",
+            "model_dir": tmp_path / "model",
+            "worker_poll_seconds": 0.01,
+            "stalled_submit_seconds": 0.2,
+            **settings,
+        }
+    )
+    store, queue, db = MemoryObjectStore(), MemoryQueue(), MemoryResultsDatabase()
+    classifier = FakeClassifier(bundle)
+    consumers = (lambda _owner: queue) if consumes_here else None
+    backends = Backends(config, store, queue, db, consumers)
+    service = FruitService(config, backends, classifier=lambda: classifier)
+    return FakeWorld(service, store, queue, db, classifier)

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # the server binds to 127.0.0.1 only.
     api_tokens: SecretStr | None = None
     api_max_batch_files: int = Field(default=1000, gt=0)
+    # The most a batch request may send in all, whatever its files: refused at Content-Length,
+    # or as soon as a chunked body passes it.
+    api_max_request_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
     # On the embedded queue, the API process classifies the batches it takes (as the app does).
     api_worker: bool = True
 

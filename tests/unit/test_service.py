@@ -6,50 +6,20 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from fruitstream.bootstrap import Backends
-from fruitstream.config import Settings
 from fruitstream.domain import ImageMessage, SessionRecord, Status, new_id, object_key, utcnow
 from fruitstream.errors import ConfigError, NotFoundError
 from fruitstream.pipeline import Upload
-from fruitstream.service import FruitService
-from tests.fakes import (
-    FakeClassifier,
-    MemoryObjectStore,
-    MemoryQueue,
-    MemoryResultsDatabase,
-    fake_bundle,
-)
+from tests.fakes import FakeWorld, fake_world
 
-
-@dataclass
-class World:
-    service: FruitService
-    store: MemoryObjectStore
-    queue: MemoryQueue
-    db: MemoryResultsDatabase
-    classifier: FakeClassifier
+World = FakeWorld
 
 
 def _world(tmp_path: Path, consumes_here: bool = True) -> World:
-    bundle = fake_bundle(tmp_path / "model")
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        model_dir=tmp_path / "model",
-        model_precision="auto",
-        worker_poll_seconds=0.01,
-        stalled_submit_seconds=0.2,
-    )
-    store, queue, db = MemoryObjectStore(), MemoryQueue(), MemoryResultsDatabase()
-    classifier = FakeClassifier(bundle)
-    consumers = (lambda _owner: queue) if consumes_here else None
-    backends = Backends(settings, store, queue, db, consumers)
-    service = FruitService(settings, backends, classifier=lambda: classifier)
-    return World(service, store, queue, db, classifier)
+    return fake_world(tmp_path, consumes_here, model_precision="auto")
 
 
 @pytest.fixture

@@ -22,6 +22,8 @@ except ImportError as exc:  # pragma: no cover - the 'api' extra
     raise MissingDependencyError("fastapi", "api") from exc
 
 from fruitstream.entrypoints.api import problems
+from fruitstream.entrypoints.api.deps import tokens_of
+from fruitstream.entrypoints.api.guard import RequestGuard
 from fruitstream.entrypoints.api.metrics import Metrics
 from fruitstream.entrypoints.api.routes import router
 
@@ -54,6 +56,11 @@ def create_app(service: FruitService | None = None, tokens: Sequence[str] | None
     app.state.metrics = Metrics()
     problems.install(app)
     app.include_router(router)
+    app.add_middleware(
+        RequestGuard,
+        settings=lambda scope: scope["app"].state.service.settings,
+        tokens=lambda scope: tokens_of(scope["app"]),
+    )
     return app
 
 

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-import hmac
+from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from fruitstream.entrypoints.api.guard import token_accepted
 from fruitstream.entrypoints.api.metrics import Metrics
 from fruitstream.entrypoints.api.problems import UnauthorizedError
 from fruitstream.service import FruitService
 
 _bearer = HTTPBearer(auto_error=False)
+
+
+def tokens_of(app: Any) -> list[str]:
+    """The tokens ``app`` accepts: given to ``create_app``, else from the settings."""
+    tokens: list[str] | None = app.state.tokens
+    if tokens is not None:
+        return tokens
+    service: FruitService = app.state.service
+    return service.settings.api_token_list
 
 
 def get_service(request: Request) -> FruitService:
@@ -28,11 +38,8 @@ def authorized(
     request: Request,
     credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
 ) -> None:
-    """Any configured token opens every route; none configured means no authentication."""
-    tokens: list[str] | None = request.app.state.tokens
-    wanted = tokens if tokens is not None else get_service(request).settings.api_token_list
-    if not wanted:
-        return
-    given = credentials.credentials if credentials is not None else ""
-    if not any(hmac.compare_digest(given.encode(), t.encode()) for t in wanted):
+    """Any configured token opens every route; none configured means no authentication.
+    ``RequestGuard`` refuses before the body is read; this documents the scheme in OpenAPI
+    and checks again."""
+    if not token_accepted(request.headers.get("authorization"), tokens_of(request.app)):
         raise UnauthorizedError

@@ -1,0 +1,117 @@
+"""The request guard: authentication and size limits, before a byte of the body is read.
+
+A pure ASGI middleware, so that a request without a valid token, or one that declares more
+bytes than its route accepts, is answered at once from its headers; a body sent without a
+length (chunked) is counted as it arrives and cut off at the limit. FastAPI reads a form body
+before its dependencies run: a check there would come after the upload.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+
+from fruitstream.config import Settings
+from fruitstream.entrypoints.api.problems import UnauthorizedError, problem
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Multipart framing around a file: boundaries, part headers, the file name.
+PART_OVERHEAD = 64 * 1024
+# A request to any other route carries no photo.
+SMALL_BODY = 64 * 1024
+# Paths anyone may call: the probes (readiness without details, see routes) and the API's
+# own description, which holds no data and which a client needs before it has a token.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/redoc"})
+
+
+def token_accepted(authorization: str | None, tokens: Sequence[str]) -> bool:
+    """Whether an ``Authorization`` header carries one of ``tokens`` as a bearer token
+    (compared in constant time); no tokens configured means no authentication."""
+    if not tokens:
+        return True
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return False
+    return any(hmac.compare_digest(given.strip().encode(), t.encode()) for t in tokens)
+
+
+def body_limit(method: str, path: str, settings: Settings) -> int:
+    """The most bytes a request to ``path`` may send."""
+    per_file = settings.limits.max_bytes + PART_OVERHEAD
+    if method == "POST" and path == "/v1/classify":
+        return per_file
+    if method == "POST" and path == "/v1/batches":
+        return min(settings.api_max_batch_files * per_file, settings.api_max_request_bytes)
+    return SMALL_BODY
+
+
+class RequestGuard:
+    """Refuse unauthenticated and oversized requests before their bodies are read."""
+
+    def __init__(
+        self,
+        app: App,
+        settings: Callable[[Scope], Settings],
+        tokens: Callable[[Scope], Sequence[str]],
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if not token_accepted(headers.get("authorization"), self.tokens(scope)):
+            await problem(401, "Unauthorized", UnauthorizedError().args[0])(scope, receive, send)
+            return
+        limit = body_limit(scope["method"], scope["path"], self.settings(scope))
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            detail = f"request is {int(declared):,} bytes, over the limit of {limit:,} bytes"
+            await problem(413, "Request too large", detail)(scope, receive, send)
+            return
+        await _bounded(self.app, scope, receive, send, limit)
+
+
+async def _bounded(app: App, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    """Run ``app`` on a body cut off at ``limit`` bytes. Past it, the app is told the client
+    left (what any parser stops on) and whatever it answers is replaced by a 413."""
+    seen = 0
+    cut = False
+    started = False
+
+    async def counted() -> Message:
+        nonlocal seen, cut
+        if cut:
+            return {"type": "http.disconnect"}
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                cut = True
+                return {"type": "http.disconnect"}
+        return message
+
+    async def forward(message: Message) -> None:
+        nonlocal started
+        if cut and not started:
+            return  # the app's answer to a body it never got whole
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, counted, forward)
+    except Exception:
+        if not cut or started:
+            raise
+    if cut and not started:
+        detail = f"request body passed the limit of {limit:,} bytes; the rest was not read"
+        await problem(413, "Request too large", detail)(scope, receive, send)
