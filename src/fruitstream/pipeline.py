@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from fruitstream.dataset import CONTENT_TYPES
 from fruitstream.domain import (
@@ -93,22 +93,52 @@ class Upload:
         return self.data.read()
 
 
+# What became of one file of a submit.
+ReceiptState = Literal["queued", "rejected", "not sent"]
+QUEUED: ReceiptState = "queued"
+REJECTED: ReceiptState = "rejected"
+NOT_SENT: ReceiptState = "not sent"
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """One file of a submit, in the order given: its image id (the key of its result row)
+    and whether it was queued, rejected at once (checked, read or stored), or stored but not
+    announced; a reason for the last two, which already have their error rows."""
+
+    filename: str
+    image_id: str
+    state: ReceiptState = QUEUED
+    reason: str | None = None
+
+
 @dataclass
 class SubmitReport:
     """What ``submit`` did: every file is queued or already has its error row."""
 
     session_id: str
-    queued: list[str] = field(default_factory=list)
-    # filename -> reason, for files recorded straight away as error rows
-    rejected: dict[str, str] = field(default_factory=dict)
-    # filename -> reason, for files stored but not announced on the queue
-    not_sent: dict[str, str] = field(default_factory=dict)
+    photos: list[Receipt] = field(default_factory=list)
     # Whether a worker thread of the submitting process was started to classify it.
     classified_here: bool = False
 
     @property
     def submitted(self) -> int:
-        return len(self.queued) + len(self.rejected) + len(self.not_sent)
+        return len(self.photos)
+
+    @property
+    def queued(self) -> list[str]:
+        return [p.image_id for p in self.photos if p.state == QUEUED]
+
+    @property
+    def rejected(self) -> dict[str, str]:
+        """``filename -> reason`` of files rejected at once (a repeated name shows once:
+        ``photos`` has each file)."""
+        return {p.filename: p.reason or "" for p in self.photos if p.state == REJECTED}
+
+    @property
+    def not_sent(self) -> dict[str, str]:
+        """``filename -> reason`` of files stored but not announced on the queue."""
+        return {p.filename: p.reason or "" for p in self.photos if p.state == NOT_SENT}
 
 
 def precheck(size: int, limits: ImageLimits) -> str | None:
@@ -175,32 +205,33 @@ class Pipeline:
                 submitted_at=now,
             )
             planned.append((up, msg))
+        # In the order given; each entry is replaced when its file is rejected or not sent.
+        receipts = {m.image_id: Receipt(u.filename, m.image_id) for u, m in planned}
         self.sessions.add_session(
             SessionRecord(session_id, now, len(uploads), name[:200]), [m for _, m in planned]
         )
         self._failpoint("session-recorded")
         for start in range(0, len(planned), SUBMIT_CHUNK):
             chunk = planned[start : start + SUBMIT_CHUNK]
-            messages, errors = self._store_chunk(chunk, report)
+            messages, errors = self._store_chunk(chunk, receipts)
             self._failpoint("chunk-stored")
             failed = self.publisher.publish(messages) if messages else {}
             self._failpoint("chunk-published")
             for msg in messages:
                 if msg.image_id in failed:
                     reason = f"could not be queued: {failed[msg.image_id]}"
-                    report.not_sent[msg.filename] = reason
+                    receipts[msg.image_id] = Receipt(msg.filename, msg.image_id, NOT_SENT, reason)
                     errors.append(error_row(msg, reason, self.model_version))
-                else:
-                    report.queued.append(msg.image_id)
             self.results.upsert(errors)
             last = start + SUBMIT_CHUNK >= len(planned)
             self.sessions.mark_queued(session_id, [m.image_id for _, m in chunk], finished=last)
+        report.photos = list(receipts.values())
         if report.not_sent:
             log.warning("%d of %d photos could not be queued", len(report.not_sent), len(uploads))
         return report
 
     def _store_chunk(
-        self, chunk: Sequence[tuple[Upload, ImageMessage]], report: SubmitReport
+        self, chunk: Sequence[tuple[Upload, ImageMessage]], receipts: dict[str, Receipt]
     ) -> tuple[list[ImageMessage], list[ResultRow]]:
         """Check, read and store each photo of ``chunk``; one at a time in memory."""
         messages: list[ImageMessage] = []
@@ -221,7 +252,7 @@ class Pipeline:
                     reason = f"could not store the image: {exc}"
                 del data
             if reason is not None:
-                report.rejected[up.filename] = reason
+                receipts[msg.image_id] = Receipt(up.filename, msg.image_id, REJECTED, reason)
                 errors.append(error_row(msg, reason, self.model_version))
             else:
                 messages.append(msg)

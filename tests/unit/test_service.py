@@ -187,3 +187,22 @@ def test_classify_files_reads_in_chunks_and_reports_each_file(world: World, tmp_
         "path", "label", "confidence", "known", "top_k", "error"
     }  # fmt: skip
     assert [p.name for p, _why in skipped] == [".hidden.jpg"]
+
+
+def test_every_file_has_its_receipt_in_order_even_with_repeated_names(world: World) -> None:
+    uploads = [
+        Upload("big.jpg", b"fruit:apple"),
+        Upload("big.jpg", b""),
+        Upload("banana.jpg", b"fruit:banana"),
+        Upload("big.jpg", b"fruit:orange"),
+    ]
+    report = world.service.submit(uploads, queue_only=True)
+    assert report.submitted == 4 == world.service.progress(report.session_id).submitted
+    assert [p.filename for p in report.photos] == ["big.jpg", "big.jpg", "banana.jpg", "big.jpg"]
+    assert [p.state for p in report.photos] == ["queued", "rejected", "queued", "queued"]
+    assert len({p.image_id for p in report.photos}) == 4
+    assert "empty" in (report.photos[1].reason or "")
+    world.service.wait(report.session_id, timeout=10, poll=0.02)
+    rows = {r.image_id: r for r in world.service.results(report.session_id)}
+    labels = [rows[p.image_id].label for p in report.photos]
+    assert labels == ["apple", None, "banana", "orange"]  # each input matched to its row

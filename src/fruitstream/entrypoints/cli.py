@@ -169,8 +169,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     report = service.submit(uploads, name=args.name or "", queue_only=args.queue_only)
     print(report.session_id)
-    for name, reason in {**report.rejected, **report.not_sent}.items():
-        print(f"{clean(name)}: {clean(reason)}", file=sys.stderr)
+    for photo in report.photos:
+        if photo.reason is not None:
+            print(f"{clean(photo.filename)}: {clean(photo.reason)}", file=sys.stderr)
     failed = EXIT_SOME_FAILED if report.rejected or report.not_sent else EXIT_OK
     if report.classified_here:
         print("no worker is running: classifying the photos in this process", file=sys.stderr)

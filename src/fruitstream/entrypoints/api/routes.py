@@ -17,6 +17,7 @@ from fruitstream.entrypoints.api.schemas import (
     BatchOut,
     CheckOut,
     ClassifyOut,
+    PhotoOut,
     Problem,
     ProgressOut,
     ReadyOut,
@@ -104,6 +105,10 @@ def submit(
         submitted=report.submitted,
         queued=len(report.queued),
         rejected={**report.rejected, **report.not_sent},
+        photos=[
+            PhotoOut(filename=p.filename, image_id=p.image_id, state=p.state, reason=p.reason)
+            for p in report.photos
+        ],
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel
 
 
@@ -21,11 +23,22 @@ class ClassifyOut(BaseModel):
     error: str | None
 
 
+class PhotoOut(BaseModel):
+    """One file of a batch, in the order sent: ``image_id`` keys its result row."""
+
+    filename: str
+    image_id: str
+    state: Literal["queued", "rejected", "not sent"]
+    reason: str | None
+
+
 class BatchOut(BaseModel):
     session_id: str
     submitted: int
     queued: int
+    # filename -> reason; a repeated name shows once: ``photos`` has every file.
     rejected: dict[str, str]
+    photos: list[PhotoOut]
 
 
 class ProgressOut(BaseModel):
