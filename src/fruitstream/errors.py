@@ -5,8 +5,11 @@
     ├── MissingDependencyError       an optional extra is not installed (says which)
     ├── ModelError                   the model bundle cannot be loaded or run
     ├── ImageError                   one image cannot be classified (bad bytes, too big, ...)
-    │   ├── ImageTooLargeError       over the byte or pixel limit
-    │   └── UnsupportedImageError    not an image, truncated, unknown format
+    │   ├── ImageTooLargeError       over the byte limit (empty counts as not an image)
+    │   │   └── TooManyPixelsError   over the pixel limit (a decompression bomb, a huge scan)
+    │   └── UnsupportedImageError    not an image at all
+    │       ├── CorruptImageError    an image format, but truncated or damaged
+    │       └── UnsupportedFormatError  an image in a format fruitstream does not read
     ├── BackendError                 a storage, queue or results backend failed
     │   ├── StorageError
     │   ├── QueueError
@@ -52,6 +55,10 @@ class ImageTooLargeError(ImageError):
     """The image is over the configured byte or pixel limit."""
 
 
+class TooManyPixelsError(ImageTooLargeError):
+    """An image whose decoded size is over the pixel limit."""
+
+
 class UnsupportedImageError(ImageError):
     """The bytes are not a readable image."""
 
@@ -78,3 +85,11 @@ class NotFoundError(FruitstreamError):
 
 class MessageError(FruitstreamError):
     """A queue message does not follow the contract (bad JSON, missing field, wrong schema)."""
+
+
+class CorruptImageError(UnsupportedImageError):
+    """An image format that is truncated or damaged."""
+
+
+class UnsupportedFormatError(UnsupportedImageError):
+    """An image in a format fruitstream does not read."""

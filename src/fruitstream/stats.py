@@ -60,9 +60,11 @@ def csv_safe(value: Any) -> Any:
 
 
 def csv_record(row: ResultRow) -> dict[str, Any]:
+    """A result row as CSV cells: JSON's ``true``/``false`` for booleans, empty for null."""
     data = row.to_dict()
     data["top_k"] = json.dumps(data["top_k"])
-    return {key: csv_safe(value) for key, value in data.items()}
+    cells = {k: json.dumps(v) if isinstance(v, bool) else v for k, v in data.items()}
+    return {key: csv_safe(value) for key, value in cells.items()}
 
 
 def csv_bytes(rows: Sequence[ResultRow]) -> bytes:

@@ -39,3 +39,97 @@ def test_the_202_lists_every_part_in_order_with_its_image_id(client: TestClient)
     assert client.get(f"/v1/batches/{sid}").json()["submitted"] == 3
     rows = {row["image_id"]: row for row in client.get(f"/v1/batches/{sid}/results").json()}
     assert [rows[p["image_id"]]["label"] for p in batch["photos"]] == ["apple", None, "banana"]
+
+
+def _wait(client: TestClient, sid: str) -> None:
+    deadline = time.monotonic() + 30
+    while not client.get(f"/v1/batches/{sid}").json()["complete"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_results_say_when_photos_are_pending(tmp_path: Path) -> None:
+    world = fake_world(tmp_path, api_worker=False)  # nothing classifies: the batch waits
+    with TestClient(create_app(world.service, tokens=[])) as client:
+        files = [("files", ("a.jpg", b"fruit:apple", "image/jpeg"))] * 2
+        sid = client.post("/v1/batches", files=files).json()["session_id"]
+        early = client.get(f"/v1/batches/{sid}/results")
+        assert early.status_code == 202 and early.json() == []
+        assert early.headers["x-results-complete"] == "false"
+        assert early.headers["x-results-pending"] == "2"
+        world.service.ensure_worker()
+        _wait(client, sid)
+        done = client.get(f"/v1/batches/{sid}/results")
+        assert done.status_code == 200 and len(done.json()) == 2
+        assert done.headers["x-results-pending"] == "0"
+    world.service.stop(timeout=5)
+
+
+def test_results_are_negotiated_and_the_csv_is_a_download(client: TestClient) -> None:
+    files = [("files", ("a.jpg", b"fruit:apple", "image/jpeg")), ("files", ("b.jpg", b"x", ""))]
+    sid = client.post("/v1/batches", files=files).json()["session_id"]
+    _wait(client, sid)
+    url = f"/v1/batches/{sid}/results"
+    as_json = client.get(url, headers={"accept": "text/csv;q=0.5, application/json"})
+    assert as_json.headers["content-type"] == "application/json"
+    table = client.get(url, headers={"accept": "application/json;q=0.2, text/*"})
+    assert table.headers["content-type"].startswith("text/csv")
+    assert table.headers["content-disposition"] == f'attachment; filename="fruitstream-{sid}.csv"'
+    header, *lines = table.text.splitlines()
+    known = header.split(",").index("known")
+    assert sorted(line.split(",")[known] for line in lines) == ["", "true"]
+    refused = client.get(url, headers={"accept": "application/xml"})
+    assert refused.status_code == 406
+    assert refused.json()["type"] == "urn:fruitstream:problem:not-acceptable"
+    assert client.get(url, headers={"accept": "*/*"}).headers["content-type"] == (
+        "application/json"
+    )
+
+
+def test_each_problem_has_a_stable_type(tmp_path: Path) -> None:
+    world = fake_world(tmp_path, max_image_bytes=1000, api_max_batch_files=2)
+    with TestClient(create_app(world.service, tokens=[])) as client:
+
+        def kind(r: object) -> str:
+            body = r.json()  # type: ignore[attr-defined]
+            assert r.headers["content-type"] == "application/problem+json"  # type: ignore[attr-defined]
+            return str(body["type"]).removeprefix("urn:fruitstream:problem:")
+
+        assert kind(client.post("/v1/classify", content=b"garbage")) == "not-an-image"
+        assert kind(client.post("/v1/classify", content=b"x" * 2000)) == "too-large"
+        assert kind(client.get("/v1/batches/nope")) == "not-found"
+        text = client.post("/v1/classify", content=b"hi", headers={"content-type": "text/plain"})
+        assert text.status_code == 415 and kind(text) == "unsupported-media-type"
+        many = [("files", (f"{i}.jpg", b"fruit:apple", "image/jpeg")) for i in range(3)]
+        over = client.post("/v1/batches", files=many)
+        assert over.status_code == 413 and kind(over) == "too-many-files"
+        empty = client.post("/v1/batches", data={"name": "x"}, files=[("other", ("a", b"1"))])
+        assert empty.status_code == 422 and kind(empty) == "invalid-request"
+        wrong = client.put("/v1/batches")
+        assert wrong.status_code == 405 and kind(wrong) == "method-not-allowed"
+        assert set(wrong.headers["allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+    world.service.stop(timeout=5)
+
+
+def test_head_and_options_answer_on_every_path(tmp_path: Path) -> None:
+    world = fake_world(tmp_path)
+    with TestClient(create_app(world.service, tokens=["t0ken-0123456789"])) as client:
+        options = client.options("/v1/batches")  # no token: it says only what is allowed
+        assert options.status_code == 204
+        assert options.headers["allow"] == "GET, HEAD, OPTIONS, POST"
+        head = client.head("/v1/batches", headers={"authorization": "Bearer t0ken-0123456789"})
+        assert head.status_code == 200 and head.content == b""
+        assert client.head("/v1/batches").status_code == 401
+    world.service.stop(timeout=5)
+
+
+def test_readiness_details_only_with_a_token(tmp_path: Path) -> None:
+    world = fake_world(tmp_path)
+    with TestClient(create_app(world.service, tokens=["t0ken-0123456789"])) as client:
+        anonymous = client.get("/readyz").json()
+        assert {c["detail"] for c in anonymous["checks"]} <= {"ok", "down"}
+        assert all(c["figures"] == [] for c in anonymous["checks"])
+        trusted = client.get("/readyz", headers={"authorization": "Bearer t0ken-0123456789"})
+        details = {c["name"]: c["detail"] for c in trusted.json()["checks"]}
+        assert details["results database"].startswith("memory")
+    world.service.stop(timeout=5)

@@ -16,9 +16,11 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 from fruitstream.domain import ImageLimits, check_size
 from fruitstream.errors import (
     ConfigError,
+    CorruptImageError,
     ImageError,
-    ImageTooLargeError,
     ModelError,
+    TooManyPixelsError,
+    UnsupportedFormatError,
     UnsupportedImageError,
 )
 from fruitstream.model.bundle import PreprocessConfig
@@ -59,10 +61,10 @@ def decode_image(
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             if img.format not in SUPPORTED_FORMATS:
-                raise UnsupportedImageError(f"unsupported image format {img.format}")
+                raise UnsupportedFormatError(f"unsupported image format {img.format}")
             pixels = img.width * img.height
             if pixels > limits.max_pixels:
-                raise ImageTooLargeError(
+                raise TooManyPixelsError(
                     f"image is {img.width}x{img.height} = {pixels:,} pixels, "
                     f"over the limit of {limits.max_pixels:,}"
                 )
@@ -83,19 +85,17 @@ def decode_image(
         # Pillow refuses such headers inside open(), before the size can be asked for.
         found = re.search(r"\((\d+) pixels\)", str(exc))
         count = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-        raise ImageTooLargeError(
+        raise TooManyPixelsError(
             f"image is {count}, over the limit of {limits.max_pixels:,}"
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise UnsupportedImageError(f"corrupt or truncated image: {exc}") from exc
+        raise CorruptImageError(f"corrupt or truncated image: {exc}") from exc
     except ImageError:
         raise
     except Exception as exc:
         # Decoders of crafted files raise anything (struct.error, TypeError, ...): it is still
         # this one file's problem, and must read as such.
-        raise UnsupportedImageError(
-            f"cannot decode the image ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise CorruptImageError(f"cannot decode the image ({type(exc).__name__}: {exc})") from exc
     return to_rgb(upright, background)
 
 

@@ -18,6 +18,7 @@ from fruitstream.service import FruitService
 
 try:
     from fastapi import FastAPI
+    from fastapi.routing import APIRoute
 except ImportError as exc:  # pragma: no cover - the 'api' extra
     raise MissingDependencyError("fastapi", "api") from exc
 
@@ -25,7 +26,7 @@ from fruitstream.entrypoints.api import problems
 from fruitstream.entrypoints.api.deps import tokens_of
 from fruitstream.entrypoints.api.guard import RequestGuard
 from fruitstream.entrypoints.api.metrics import Metrics
-from fruitstream.entrypoints.api.routes import router
+from fruitstream.entrypoints.api.routes import allowed_methods, router
 
 
 def create_app(service: FruitService | None = None, tokens: Sequence[str] | None = None) -> FastAPI:
@@ -46,6 +47,7 @@ def create_app(service: FruitService | None = None, tokens: Sequence[str] | None
         svc.stop()
 
     app = FastAPI(
+        generate_unique_id_function=_operation_id,
         title="fruitstream",
         version="1",
         summary="Recognize fruit in photos: one at once, or batches through the pipeline.",
@@ -54,6 +56,7 @@ def create_app(service: FruitService | None = None, tokens: Sequence[str] | None
     app.state.service = service
     app.state.tokens = list(tokens) if tokens is not None else None
     app.state.metrics = Metrics()
+    app.state.allowed_methods = allowed_methods
     problems.install(app)
     app.include_router(router)
     app.add_middleware(
@@ -82,3 +85,9 @@ def serve(settings: Settings, host: str, port: int) -> None:
     print(f"fruitstream API at http://{host}:{port} ({auth}); docs at /docs", flush=True)
     app = create_app(FruitService.create(settings))
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+def _operation_id(route: APIRoute) -> str:
+    """Stable operation ids: ``get_history``, ``post_submit``, ``head_results``, ..."""
+    method = sorted(route.methods or {"GET"})[0].lower()
+    return f"{method}_{route.name}"

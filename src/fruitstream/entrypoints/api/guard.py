@@ -13,7 +13,12 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from fruitstream.config import Settings
-from fruitstream.entrypoints.api.problems import UnauthorizedError, problem
+from fruitstream.entrypoints.api.problems import (
+    REQUEST_TOO_LARGE,
+    UnauthorizedError,
+    kind_of,
+    problem,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -27,6 +32,7 @@ PART_OVERHEAD = 64 * 1024
 SMALL_BODY = 64 * 1024
 # Paths anyone may call: the probes (readiness without details, see routes) and the API's
 # own description, which holds no data and which a client needs before it has a token.
+# ``OPTIONS`` is open on every path too: it says which methods a path allows, nothing more.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/redoc"})
 
 
@@ -65,18 +71,20 @@ class RequestGuard:
         self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if not token_accepted(headers.get("authorization"), self.tokens(scope)):
-            await problem(401, "Unauthorized", UnauthorizedError().args[0])(scope, receive, send)
+            await problem(kind_of(UnauthorizedError()), str(UnauthorizedError()))(
+                scope, receive, send
+            )
             return
         limit = body_limit(scope["method"], scope["path"], self.settings(scope))
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             detail = f"request is {int(declared):,} bytes, over the limit of {limit:,} bytes"
-            await problem(413, "Request too large", detail)(scope, receive, send)
+            await problem(REQUEST_TOO_LARGE, detail)(scope, receive, send)
             return
         await _bounded(self.app, scope, receive, send, limit)
 
@@ -114,4 +122,4 @@ async def _bounded(app: App, scope: Scope, receive: Receive, send: Send, limit: 
             raise
     if cut and not started:
         detail = f"request body passed the limit of {limit:,} bytes; the rest was not read"
-        await problem(413, "Request too large", detail)(scope, receive, send)
+        await problem(REQUEST_TOO_LARGE, detail)(scope, receive, send)

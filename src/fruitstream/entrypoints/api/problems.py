@@ -8,6 +8,8 @@ server failed, with the traceback in the server's log, never in the answer.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,10 +19,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fruitstream.entrypoints.api.schemas import Problem
 from fruitstream.errors import (
     BackendError,
+    CorruptImageError,
     FruitstreamError,
     ImageError,
     ImageTooLargeError,
     NotFoundError,
+    TooManyPixelsError,
+    UnsupportedFormatError,
+    UnsupportedImageError,
 )
 
 log = logging.getLogger(__name__)
@@ -38,31 +44,76 @@ class TooManyFilesError(FruitstreamError):
     """A batch over the configured number of files."""
 
 
-# Exception -> (status, title), most specific first: the first match answers.
-PROBLEMS: tuple[tuple[type[Exception], int, str], ...] = (
-    (UnauthorizedError, 401, "Unauthorized"),
-    (TooManyFilesError, 413, "Too many files"),
-    (NotFoundError, 404, "Not found"),
-    (ImageTooLargeError, 413, "Image too large"),
-    (ImageError, 422, "Image cannot be classified"),
-    (BackendError, 503, "Backend unavailable"),
-    (FruitstreamError, 400, "Bad request"),
+class NotAcceptableError(FruitstreamError):
+    """No media type the route can answer in is acceptable to the client."""
+
+
+class UnsupportedMediaTypeError(FruitstreamError):
+    """A request body in a media type the route does not take."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of problem: its status, its title, and the stable ``type`` URI a client can
+    branch on (``urn:fruitstream:problem:<slug>``, listed in the README)."""
+
+    status: int
+    title: str
+    slug: str
+
+    @property
+    def type(self) -> str:
+        return f"urn:fruitstream:problem:{self.slug}"
+
+
+# Exception -> kind, most specific first: the first match answers.
+PROBLEMS: tuple[tuple[type[Exception], Kind], ...] = (
+    (UnauthorizedError, Kind(401, "Unauthorized", "unauthorized")),
+    (TooManyFilesError, Kind(413, "Too many files", "too-many-files")),
+    (NotAcceptableError, Kind(406, "Not acceptable", "not-acceptable")),
+    (UnsupportedMediaTypeError, Kind(415, "Unsupported media type", "unsupported-media-type")),
+    (NotFoundError, Kind(404, "Not found", "not-found")),
+    (TooManyPixelsError, Kind(413, "Image has too many pixels", "too-many-pixels")),
+    (ImageTooLargeError, Kind(413, "Image too large", "too-large")),
+    (UnsupportedFormatError, Kind(422, "Unsupported image format", "unsupported-format")),
+    (CorruptImageError, Kind(422, "Corrupt image", "corrupt-image")),
+    (UnsupportedImageError, Kind(422, "Not an image", "not-an-image")),
+    (ImageError, Kind(422, "Image cannot be classified", "image-error")),
+    (BackendError, Kind(503, "Backend unavailable", "backend-down")),
+    (FruitstreamError, Kind(400, "Bad request", "bad-request")),
 )
+# Kinds not raised as domain errors: the guard's, the framework's, the unexpected.
+REQUEST_TOO_LARGE = Kind(413, "Request too large", "request-too-large")
+INVALID_REQUEST = Kind(422, "Invalid request", "invalid-request")
+INTERNAL = Kind(500, "Internal error", "internal-error")
+_HTTP = {
+    404: Kind(404, "Not found", "not-found"),
+    405: Kind(405, "Method not allowed", "method-not-allowed"),
+}
 # Statuses a route can answer with a problem document (for the OpenAPI schema).
-PROBLEM_STATUSES = (401, 404, 413, 415, 422, 503)
+PROBLEM_STATUSES = (400, 401, 404, 406, 413, 415, 422, 503)
 _HEADERS = {401: {"WWW-Authenticate": "Bearer"}}
 
 
-def problem(status: int, title: str, detail: str) -> JSONResponse:
-    body = Problem(title=title, status=status, detail=detail).model_dump()
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=_HEADERS.get(status))
+def problem(kind: Kind, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    body = Problem(type=kind.type, title=kind.title, status=kind.status, detail=detail)
+    return JSONResponse(
+        body.model_dump(),
+        status_code=kind.status,
+        media_type=PROBLEM,
+        headers={**_HEADERS.get(kind.status, {}), **(headers or {})},
+    )
+
+
+def kind_of(exc: Exception) -> Kind:
+    for cls, kind in PROBLEMS:
+        if isinstance(exc, cls):
+            return kind
+    return INTERNAL  # pragma: no cover - the table ends with the base of every domain error
 
 
 async def _domain(_request: Request, exc: Exception) -> JSONResponse:
-    for kind, status, title in PROBLEMS:
-        if isinstance(exc, kind):
-            return problem(status, title, str(exc))
-    return await _unexpected(_request, exc)  # pragma: no cover - the table ends with the base
+    return problem(kind_of(exc), str(exc))
 
 
 async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
@@ -70,23 +121,28 @@ async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
     where = "; ".join(
         f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in errors
     )
-    return problem(422, "Invalid request", where or "the request does not match the API")
+    return problem(INVALID_REQUEST, where or "the request does not match the API")
 
 
-async def _http(_request: Request, exc: Exception) -> JSONResponse:
+async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return problem(exc.status_code, str(exc.detail), str(exc.detail))
+    kind = _HTTP.get(exc.status_code) or Kind(exc.status_code, str(exc.detail), "http-error")
+    headers = dict(exc.headers or {})
+    allow = getattr(request.app.state, "allowed_methods", None)
+    if exc.status_code == 405 and allow is not None:
+        headers["Allow"] = allow(request.scope)  # every route of the path, not the first's
+    return problem(kind, str(exc.detail), headers)
 
 
 async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:
     log.exception("unexpected error in the API")
-    return problem(500, "Internal error", "the server failed; the error is in its log")
+    return problem(INTERNAL, "the server failed; the error is in its log")
 
 
 def install(app: FastAPI) -> None:
     """Answer every error of ``app`` with a problem document."""
-    for kind, _status, _title in PROBLEMS:
-        app.add_exception_handler(kind, _domain)
+    for cls, _kind in PROBLEMS:
+        app.add_exception_handler(cls, _domain)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)

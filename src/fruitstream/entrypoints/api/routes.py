@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Request, UploadFile
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile as StarletteUpload
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from fruitstream.domain import ImageLimits, check_size
-from fruitstream.entrypoints.api.deps import authorized, get_metrics, get_service
+from fruitstream.entrypoints.api.deps import authorized, get_metrics, get_service, tokens_of
+from fruitstream.entrypoints.api.guard import token_accepted
+from fruitstream.entrypoints.api.media import best_match
 from fruitstream.entrypoints.api.metrics import Metrics
-from fruitstream.entrypoints.api.problems import PROBLEM, PROBLEM_STATUSES, TooManyFilesError
+from fruitstream.entrypoints.api.problems import (
+    PROBLEM,
+    PROBLEM_STATUSES,
+    NotAcceptableError,
+    TooManyFilesError,
+    UnsupportedMediaTypeError,
+)
 from fruitstream.entrypoints.api.schemas import (
     BatchOut,
     CheckOut,
@@ -21,6 +37,7 @@ from fruitstream.entrypoints.api.schemas import (
     Problem,
     ProgressOut,
     ReadyOut,
+    ResultOut,
     SessionOut,
 )
 from fruitstream.errors import ImageError, ImageTooLargeError
@@ -30,9 +47,15 @@ from fruitstream.stats import csv_bytes
 
 router = APIRouter()
 GUARD = [Depends(authorized)]
+_PROBLEM_SCHEMA = {"schema": {"$ref": "#/components/schemas/Problem"}}
 PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {
-    code: {"model": Problem, "content": {PROBLEM: {}}} for code in PROBLEM_STATUSES
+    code: {"model": Problem, "content": {PROBLEM: _PROBLEM_SCHEMA}} for code in PROBLEM_STATUSES
 }
+# Media types of the results: JSON first (the default), or CSV.
+RESULT_TYPES = ("application/json", "text/csv")
+# What a classify body may be: a multipart form, raw bytes, or an image type.
+_PHOTO_TYPES = ("multipart/form-data", "application/octet-stream", "image/")
+_BINARY = {"type": "string", "format": "binary"}
 Service = Annotated[FruitService, Depends(get_service)]
 Counters = Annotated[Metrics, Depends(get_metrics)]
 
@@ -81,24 +104,52 @@ async def classify(
     status_code=202,
     dependencies=GUARD,
     responses=PROBLEM_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"files": {"type": "array", "items": _BINARY, "minItems": 1}},
+                        "required": ["files"],
+                    }
+                }
+            },
+            "required": True,
+        }
+    },
 )
-def submit(
-    service: Service,
-    metrics: Counters,
-    files: list[UploadFile] = File(...),  # noqa: B008
-    name: str = "",
-) -> BatchOut:
-    """Many photos through the pipeline; returns the session id to follow."""
-    if len(files) > service.settings.api_max_batch_files:
-        raise TooManyFilesError(
-            f"{len(files)} files, over the limit of {service.settings.api_max_batch_files}"
-            " per batch"
-        )
-    uploads = [
-        Upload(f.filename or f"photo-{i}", OpenFile(f.file, f.size)) for i, f in enumerate(files)
-    ]
-    # Without the API's worker, batches wait for a worker or Spark job started elsewhere.
-    report = service.submit(uploads, name=name, queue_only=not service.settings.api_worker)
+async def submit(request: Request, service: Service, metrics: Counters, name: str = "") -> BatchOut:
+    """Many photos through the pipeline (``files`` parts, at most
+    ``FRUITSTREAM_API_MAX_BATCH_FILES``); returns the session id to follow and one entry per
+    part, in order, with its ``image_id`` or why it was rejected."""
+    limit = service.settings.api_max_batch_files
+    kind = request.headers.get("content-type", "")
+    if kind and not kind.startswith("multipart/form-data"):
+        raise UnsupportedMediaTypeError(f"a batch is multipart/form-data, not {kind}")
+    try:
+        form = await request.form(max_files=limit, max_fields=8) if kind else None
+    except (MultiPartException, HTTPException) as exc:  # Starlette turns the first into 400s
+        why = str(getattr(exc, "detail", None) or getattr(exc, "message", None) or exc)
+        if "Too many files" in why:
+            raise TooManyFilesError(f"too many files: over the limit of {limit} per batch") from exc
+        raise RequestValidationError([{"loc": ("body",), "msg": why}]) from exc
+    try:
+        parts = [v for k, v in form.multi_items() if k == "files"] if form is not None else []
+        files = [f for f in parts if isinstance(f, StarletteUpload)]
+        if not files:
+            missing = {"loc": ("body", "files"), "msg": "at least one file part is required"}
+            raise RequestValidationError([missing])
+        uploads = [
+            Upload(f.filename or f"photo-{i}", OpenFile(f.file, f.size))
+            for i, f in enumerate(files)
+        ]
+        # Without the API's worker, batches wait for a worker or Spark job started elsewhere.
+        queue_only = not service.settings.api_worker
+        report = await run_in_threadpool(service.submit, uploads, name, queue_only)
+    finally:
+        if form is not None:
+            await form.close()
     metrics.batch(len(uploads))
     return BatchOut(
         session_id=report.session_id,
@@ -112,7 +163,12 @@ def submit(
     )
 
 
-@router.get("/v1/batches", response_model=list[SessionOut], dependencies=GUARD)
+@router.get(
+    "/v1/batches",
+    response_model=list[SessionOut],
+    dependencies=GUARD,
+    responses=PROBLEM_RESPONSES,
+)
 def history(service: Service, limit: int = 50) -> list[SessionOut]:
     """Past batches, newest first."""
     return [
@@ -147,25 +203,55 @@ def progress(session_id: str, service: Service) -> ProgressOut:
     )
 
 
+_PENDING_HEADERS = {
+    "X-Results-Complete": {
+        "description": "whether every photo has its row",
+        "schema": {"type": "boolean"},
+    },
+    "X-Results-Pending": {
+        "description": "photos still without a row",
+        "schema": {"type": "integer"},
+    },
+}
+
+
 @router.get(
     "/v1/batches/{session_id}/results",
     dependencies=GUARD,
     responses={
         **PROBLEM_RESPONSES,
         200: {
-            "content": {
-                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
-                "text/csv": {"schema": {"type": "string"}},
-            }
+            "description": "every photo has its row",
+            "model": list[ResultOut],
+            "headers": _PENDING_HEADERS,
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        },
+        202: {
+            "description": "the batch is still running: the rows so far",
+            "model": list[ResultOut],
+            "headers": _PENDING_HEADERS,
+            "content": {"text/csv": {"schema": {"type": "string"}}},
         },
     },
 )
 def results(session_id: str, request: Request, service: Service) -> Response:
-    """One row per photo: JSON, or CSV with ``Accept: text/csv``."""
+    """One row per photo: JSON, or CSV with ``Accept: text/csv`` (406 when neither is
+    acceptable). 202 while photos are pending; the headers say how many."""
+    media = best_match(request.headers.get("accept"), RESULT_TYPES)
+    if media is None:
+        raise NotAcceptableError(f"results are {' or '.join(RESULT_TYPES)}")
     rows = service.results(session_id)
-    if "text/csv" in request.headers.get("accept", ""):
-        return Response(csv_bytes(rows), media_type="text/csv; charset=utf-8")
-    return JSONResponse([r.to_dict() for r in rows])
+    progress = service.progress(session_id)
+    pending = max(0, progress.submitted - progress.done)
+    status = 200 if progress.complete else 202
+    headers = {
+        "X-Results-Complete": str(progress.complete).lower(),
+        "X-Results-Pending": str(pending),
+    }
+    if media == "text/csv":
+        headers["Content-Disposition"] = f'attachment; filename="fruitstream-{session_id}.csv"'
+        return Response(csv_bytes(rows), status, headers, "text/csv; charset=utf-8")
+    return JSONResponse([r.to_dict() for r in rows], status, headers)
 
 
 @router.get("/healthz")
@@ -174,20 +260,38 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
-def readyz(service: Service) -> JSONResponse:
-    """Every backend: 200 when storage, queue and results database answer, else 503."""
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    responses={503: {"model": ReadyOut}},
+)
+def readyz(request: Request, service: Service) -> JSONResponse:
+    """Every backend: 200 when storage, queue and results database answer, else 503. The
+    details (hosts, paths, figures) only to a caller with a valid token."""
     ready, checks = service.ready()
+    tokens = tokens_of(request.app)
+    trusted = bool(tokens) and token_accepted(request.headers.get("authorization"), tokens)
     body = ReadyOut(
         ready=ready,
         checks=[
-            CheckOut(name=h.name, ok=h.ok, detail=h.detail, figures=list(h.figures)) for h in checks
+            CheckOut(
+                name=h.name,
+                ok=h.ok,
+                detail=h.detail if trusted else ("ok" if h.ok else "down"),
+                figures=list(h.figures) if trusted else [],
+            )
+            for h in checks
         ],
     )
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    dependencies=GUARD,
+    responses=PROBLEM_RESPONSES,
+)
 def prometheus(service: Service, metrics: Counters) -> PlainTextResponse:
     """Prometheus text format: photos classified, errors, latency histogram, queue lag."""
     lag = service.queue_lag()
@@ -196,10 +300,64 @@ def prometheus(service: Service, metrics: Counters) -> PlainTextResponse:
     )
 
 
+def _answer_head_and_options(router: APIRouter) -> None:
+    """``HEAD`` wherever ``GET`` is (the same answer, headers only), and ``OPTIONS`` on every
+    path: 204 and the methods the path allows (``Allow``)."""
+    allowed: dict[str, set[str]] = {}
+    for route in list(router.routes):
+        if not isinstance(route, APIRoute):
+            continue
+        methods = set(route.methods or ())
+        if "GET" in methods:
+            router.add_api_route(
+                route.path,
+                route.endpoint,
+                methods=["HEAD"],
+                response_model=route.response_model,
+                status_code=route.status_code,
+                response_class=route.response_class,
+                dependencies=route.dependencies,
+                responses=route.responses,
+                summary=f"{route.summary or route.name} (headers only)",
+                name=route.name,
+            )
+            methods.add("HEAD")
+        allowed.setdefault(route.path, set()).update(methods)
+    for path, methods in allowed.items():
+        allow = ", ".join(sorted(methods | {"OPTIONS"}))
+        router.add_api_route(
+            path,
+            _options(allow),
+            methods=["OPTIONS"],
+            name="".join(c if c.isalnum() else "_" for c in path).strip("_") or "root",
+            status_code=204,
+            response_class=Response,
+            summary="The methods this path allows",
+            responses={
+                204: {
+                    "description": "no body; the Allow header lists the methods",
+                    "headers": {"Allow": {"schema": {"type": "string"}, "example": allow}},
+                }
+            },
+        )
+
+
+def _options(allow: str) -> Callable[[], Response]:
+    def options() -> Response:
+        return Response(status_code=204, headers={"Allow": allow})
+
+    return options
+
+
 async def _one_photo(request: Request, name: str, limits: ImageLimits) -> tuple[str, bytes]:
     """The photo of a classify request, refused past the byte limit before it is all read."""
     limit = limits.max_bytes
     kind = request.headers.get("content-type", "")
+    if kind and not kind.lower().startswith(_PHOTO_TYPES):
+        raise UnsupportedMediaTypeError(
+            f"a photo is sent as multipart/form-data, application/octet-stream or image/*,"
+            f" not {kind}"
+        )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit + 64 * 1024:
         raise ImageTooLargeError(
@@ -219,3 +377,17 @@ async def _one_photo(request: Request, name: str, limits: ImageLimits) -> tuple[
         if len(body) > limit:
             raise ImageTooLargeError(f"body is over the limit of {limit:,} bytes")
     return name, bytes(body)
+
+
+_answer_head_and_options(router)
+
+
+def allowed_methods(scope: Scope) -> str:
+    """The methods the request's path allows, for the ``Allow`` of a 405 (Starlette lists only
+    those of the first route that matched the path)."""
+    methods: set[str] = set()
+    for route in router.routes:
+        match, _ = route.matches(scope)
+        if match != Match.NONE and isinstance(route, APIRoute):
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))

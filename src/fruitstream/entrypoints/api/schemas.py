@@ -32,6 +32,25 @@ class PhotoOut(BaseModel):
     reason: str | None
 
 
+class ResultOut(BaseModel):
+    """One photo of a batch: the result row (its columns are the CSV's)."""
+
+    image_id: str
+    session_id: str
+    filename: str
+    object_key: str
+    label: str | None
+    confidence: float | None
+    known: bool | None
+    top_k: list[TopKOut]
+    status: Literal["ok", "error"]
+    error: str | None
+    model_version: str
+    submitted_at: str
+    processed_at: str
+    latency_ms: float | None
+
+
 class BatchOut(BaseModel):
     session_id: str
     submitted: int

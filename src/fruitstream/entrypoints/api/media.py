@@ -1,0 +1,43 @@
+"""Content negotiation: which of the media types a route can answer the client prefers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def _preferences(accept: str) -> list[tuple[str, float]]:
+    prefs = []
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        if not media:
+            continue
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        prefs.append((media.lower(), q))
+    return prefs
+
+
+def best_match(accept: str | None, offered: Sequence[str]) -> str | None:
+    """The offered type the ``Accept`` header ranks highest (RFC 9110: the most specific range
+    that matches gives the quality; ties go to the first offered); None when the client
+    accepts none of them. No header accepts anything."""
+    if not accept or not accept.strip():
+        return offered[0]
+    prefs = _preferences(accept)
+    best, best_q = None, 0.0
+    for offer in offered:
+        family = offer.split("/")[0] + "/*"
+        quality, specificity = None, -1
+        for media, q in prefs:
+            rank = 2 if media == offer else 1 if media == family else 0 if media == "*/*" else -1
+            if rank > specificity:
+                quality, specificity = q, rank
+        if quality is not None and quality > best_q:
+            best, best_q = offer, quality
+    return best
