@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -124,3 +125,58 @@ def test_with_a_token_it_binds_where_asked_and_requires_it(tmp_path: Path) -> No
     finally:
         out, err = s.stop()
     assert token not in out + err
+
+
+def test_the_live_server_answers_as_its_document_says(tmp_path: Path, dataset: Path) -> None:
+    """The contract test: the document fetched from the running server drives requests to it;
+    every answer is checked against it (status, media type, headers, body schema), and a
+    missing or wrong token must be refused. Then a 100 MB upload without a token is refused
+    with 401 by the real server (tests/unit/test_api_guard.py checks that none of it is read)."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import positive_data_acceptance
+
+    token = "contract-token-0123456789"
+    s = Server(
+        {"FRUITSTREAM_DATA_DIR": str(tmp_path / "data"), "FRUITSTREAM_API_TOKENS": token},
+        host="127.0.0.1",
+    )
+    try:
+        schema = schemathesis.openapi.from_url(f"{s.url}/openapi.json")
+        failures = []
+        for operation in schema.get_all_operations():
+            op = operation.ok()
+
+            @settings(
+                max_examples=8, deadline=None, suppress_health_check=list(HealthCheck)
+            )  # fmt: skip
+            @given(case=op.as_strategy())
+            def run(case: Any) -> None:
+                case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
+                photo = case.method == "POST" and case.operation.path == "/v1/classify"
+                case.call_and_validate(
+                    base_url=s.url, excluded_checks=[positive_data_acceptance] if photo else []
+                )
+
+            try:
+                run()
+            except Exception as exc:
+                failures.append(f"{op.method.upper()} {op.path}: {exc}")
+        assert failures == []
+        photo = image_files(dataset / "grocery" / "val" / "kiwi")[0].read_bytes()
+        one = httpx.post(
+            f"{s.url}/v1/classify",
+            content=photo,
+            headers={"authorization": f"Bearer {token}", "content-type": "image/jpeg"},
+        )
+        assert one.status_code == 200 and one.json()["label"] == "kiwi"
+
+        def endless() -> Iterator[bytes]:
+            for _ in range(100):  # 100 MB, sent only as fast as the server reads it
+                yield b"\0" * (1024 * 1024)
+
+        head = {"content-type": "multipart/form-data; boundary=x"}
+        refused = httpx.post(f"{s.url}/v1/batches", content=endless(), headers=head, timeout=30)
+        assert refused.status_code == 401
+    finally:
+        s.stop()
