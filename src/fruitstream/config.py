@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     api_max_request_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
     # On the embedded queue, the API process classifies the batches it takes (as the app does).
     api_worker: bool = True
+    # The server's log lines (one per request, with its id): "text" or "json".
+    log_format: Literal["text", "json"] = "text"
 
     # Spark
     spark_master: str = "local[2]"

@@ -64,7 +64,8 @@ def test_bad_input_is_a_problem_document_never_a_traceback(tmp_path: Path) -> No
             assert r.status_code in {413, 422}, (name, r.text)
             assert r.headers["content-type"] == "application/problem+json"
             problem = r.json()
-            assert set(problem) == {"type", "title", "status", "detail"}
+            assert set(problem) == {"type", "title", "status", "detail", "request_id"}
+            assert problem["request_id"] == r.headers["x-request-id"]
             assert problem["detail"] and "Traceback" not in r.text
         big = client.post("/v1/classify", content=b"x" * 60_000)
         assert big.status_code == 413 and "over the limit of 50,000 bytes" in big.json()["detail"]

@@ -133,3 +133,38 @@ def test_readiness_details_only_with_a_token(tmp_path: Path) -> None:
         details = {c["name"]: c["detail"] for c in trusted.json()["checks"]}
         assert details["results database"].startswith("memory")
     world.service.stop(timeout=5)
+
+
+def test_each_request_has_an_id_returned_logged_and_in_its_problem(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="fruitstream.api.access")
+    given = client.get("/v1/batches/nope", headers={"x-request-id": "abc-123"})
+    assert given.headers["x-request-id"] == "abc-123"
+    assert given.json()["request_id"] == "abc-123"
+    made = client.get("/healthz", headers={"x-request-id": "bad id\twith spaces"})
+    assert made.headers["x-request-id"] != "bad id\twith spaces"
+    assert len(made.headers["x-request-id"]) == 32
+    lines = [r for r in caplog.records if r.name == "fruitstream.api.access"]
+    first = next(r for r in lines if getattr(r, "request_id", "") == "abc-123")
+    assert (first.method, first.path, first.status) == ("GET", "/v1/batches/nope", 404)  # type: ignore[attr-defined]
+    assert first.bytes > 0 and first.ms >= 0  # type: ignore[attr-defined]
+
+
+def test_log_lines_as_json_and_as_text() -> None:
+    import json
+    import logging
+
+    from fruitstream.entrypoints.api.access import JsonFormatter, TextFormatter
+
+    record = logging.LogRecord(
+        "fruitstream.api.access", logging.INFO, "", 0, "GET / %d", (200,), None
+    )
+    record.request_id, record.status, record.ms = "r1", 200, 1.5
+    data = json.loads(JsonFormatter().format(record))
+    assert data["message"] == "GET / 200" and data["request_id"] == "r1" and data["ms"] == 1.5
+    assert data["level"] == "info" and data["time"]
+    text = TextFormatter().format(record)
+    assert text.endswith("GET / 200 request_id=r1 status=200 ms=1.5")

@@ -23,6 +23,7 @@ except ImportError as exc:  # pragma: no cover - the 'api' extra
     raise MissingDependencyError("fastapi", "api") from exc
 
 from fruitstream.entrypoints.api import problems
+from fruitstream.entrypoints.api.access import RequestLog, logging_config
 from fruitstream.entrypoints.api.deps import tokens_of
 from fruitstream.entrypoints.api.guard import RequestGuard
 from fruitstream.entrypoints.api.metrics import Metrics
@@ -64,6 +65,7 @@ def create_app(service: FruitService | None = None, tokens: Sequence[str] | None
         settings=lambda scope: scope["app"].state.service.settings,
         tokens=lambda scope: tokens_of(scope["app"]),
     )
+    app.add_middleware(RequestLog)  # outermost: the guard's answers are logged and tagged too
     return app
 
 
@@ -84,7 +86,8 @@ def serve(settings: Settings, host: str, port: int) -> None:
     auth = "bearer tokens required" if settings.api_token_list else "no authentication"
     print(f"fruitstream API at http://{host}:{port} ({auth}); docs at /docs", flush=True)
     app = create_app(FruitService.create(settings))
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    config = logging_config(json_lines=settings.log_format == "json")
+    uvicorn.run(app, host=host, port=port, log_config=config, access_log=False)
 
 
 def _operation_id(route: APIRoute) -> str:

@@ -9,22 +9,16 @@ before its dependencies run: a check there would come after the upload.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from fruitstream.config import Settings
+from fruitstream.entrypoints.api.asgi import App, Message, Receive, Scope, Send, request_id_of
 from fruitstream.entrypoints.api.problems import (
     REQUEST_TOO_LARGE,
     UnauthorizedError,
     kind_of,
     problem,
 )
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Multipart framing around a file: boundaries, part headers, the file name.
 PART_OVERHEAD = 64 * 1024
@@ -76,15 +70,16 @@ class RequestGuard:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if not token_accepted(headers.get("authorization"), self.tokens(scope)):
-            await problem(kind_of(UnauthorizedError()), str(UnauthorizedError()))(
-                scope, receive, send
-            )
+            refused = UnauthorizedError()
+            answer = problem(kind_of(refused), str(refused), request_id=request_id_of(scope))
+            await answer(scope, receive, send)
             return
         limit = body_limit(scope["method"], scope["path"], self.settings(scope))
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             detail = f"request is {int(declared):,} bytes, over the limit of {limit:,} bytes"
-            await problem(REQUEST_TOO_LARGE, detail)(scope, receive, send)
+            answer = problem(REQUEST_TOO_LARGE, detail, request_id=request_id_of(scope))
+            await answer(scope, receive, send)
             return
         await _bounded(self.app, scope, receive, send, limit)
 
@@ -122,4 +117,5 @@ async def _bounded(app: App, scope: Scope, receive: Receive, send: Send, limit: 
             raise
     if cut and not started:
         detail = f"request body passed the limit of {limit:,} bytes; the rest was not read"
-        await problem(REQUEST_TOO_LARGE, detail)(scope, receive, send)
+        answer = problem(REQUEST_TOO_LARGE, detail, request_id=request_id_of(scope))
+        await answer(scope, receive, send)

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fruitstream.entrypoints.api.asgi import request_id_of
 from fruitstream.entrypoints.api.schemas import Problem
 from fruitstream.errors import (
     BackendError,
@@ -95,8 +96,15 @@ PROBLEM_STATUSES = (400, 401, 404, 406, 413, 415, 422, 503)
 _HEADERS = {401: {"WWW-Authenticate": "Bearer"}}
 
 
-def problem(kind: Kind, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    body = Problem(type=kind.type, title=kind.title, status=kind.status, detail=detail)
+def problem(
+    kind: Kind,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    request_id: str | None = None,
+) -> JSONResponse:
+    body = Problem(
+        type=kind.type, title=kind.title, status=kind.status, detail=detail, request_id=request_id
+    )
     return JSONResponse(
         body.model_dump(),
         status_code=kind.status,
@@ -112,16 +120,21 @@ def kind_of(exc: Exception) -> Kind:
     return INTERNAL  # pragma: no cover - the table ends with the base of every domain error
 
 
-async def _domain(_request: Request, exc: Exception) -> JSONResponse:
-    return problem(kind_of(exc), str(exc))
+def _id(request: Request) -> str | None:
+    return request_id_of(request.scope)
 
 
-async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    return problem(kind_of(exc), str(exc), request_id=_id(request))
+
+
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
     where = "; ".join(
         f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in errors
     )
-    return problem(INVALID_REQUEST, where or "the request does not match the API")
+    detail = where or "the request does not match the API"
+    return problem(INVALID_REQUEST, detail, request_id=_id(request))
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
@@ -131,12 +144,13 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     allow = getattr(request.app.state, "allowed_methods", None)
     if exc.status_code == 405 and allow is not None:
         headers["Allow"] = allow(request.scope)  # every route of the path, not the first's
-    return problem(kind, str(exc.detail), headers)
+    return problem(kind, str(exc.detail), headers, _id(request))
 
 
-async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:
-    log.exception("unexpected error in the API")
-    return problem(INTERNAL, "the server failed; the error is in its log")
+async def _unexpected(request: Request, _exc: Exception) -> JSONResponse:
+    log.exception("unexpected error in the API (request %s)", _id(request))
+    detail = "the server failed; the error is in its log under this request id"
+    return problem(INTERNAL, detail, request_id=_id(request))
 
 
 def install(app: FastAPI) -> None:

@@ -86,7 +86,11 @@ class ReadyOut(BaseModel):
 
 
 class Problem(BaseModel):
+    """An RFC 9457 problem document; ``type`` is one of the kinds the README lists."""
+
     type: str = "about:blank"
     title: str
     status: int
     detail: str
+    # The request's X-Request-ID: the key to the server's log line for it.
+    request_id: str | None = None
