@@ -112,6 +112,7 @@ async def classify(
                         "type": "object",
                         "properties": {"files": {"type": "array", "items": _BINARY, "minItems": 1}},
                         "required": ["files"],
+                        "additionalProperties": False,
                     }
                 }
             },
@@ -135,7 +136,12 @@ async def submit(request: Request, service: Service, metrics: Counters, name: st
             raise TooManyFilesError(f"too many files: over the limit of {limit} per batch") from exc
         raise RequestValidationError([{"loc": ("body",), "msg": why}]) from exc
     try:
-        parts = [v for k, v in form.multi_items() if k == "files"] if form is not None else []
+        items = form.multi_items() if form is not None else []
+        unknown = sorted({k for k, _ in items if k != "files"})
+        if unknown:
+            where = {"loc": ("body", unknown[0]), "msg": "unknown form field: only 'files' parts"}
+            raise RequestValidationError([where])
+        parts = [v for _k, v in items]
         files = [f for f in parts if isinstance(f, StarletteUpload)]
         if not files:
             missing = {"loc": ("body", "files"), "msg": "at least one file part is required"}
