@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from fruitstream import __version__
 from fruitstream.bootstrap import Backends, build_backends, build_classifier
 from fruitstream.config import Settings, load_settings
 from fruitstream.dataset import expand_paths
@@ -335,6 +336,19 @@ class FruitService:
             return model_health(self.backends.bundle)
         except FruitstreamError as exc:
             return model_health(exc)
+
+    def live_workers(self) -> list[tuple[str, str, dict[str, object]]]:
+        """``(name, kind, last heartbeat)`` of every live worker and Spark job."""
+        return [(name, kind, info) for name, kind, _at, info in live_workers(self.backends.db)]
+
+    def build_info(self) -> dict[str, str]:
+        """What runs here: the fruitstream version, the model and its graph."""
+        info = {"version": __version__}
+        try:
+            bundle = self.backends.bundle
+        except FruitstreamError:
+            return {**info, "model": "unavailable", "precision": ""}
+        return {**info, "model": bundle.model_version, "precision": bundle.precision}
 
     def queue_lag(self) -> float | None:
         """Photos waiting: the Spark job's Kafka lag, or the embedded queue's depth."""

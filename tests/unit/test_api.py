@@ -107,10 +107,15 @@ def test_health_readiness_and_metrics(client: TestClient, dataset: Path) -> None
     client.post("/v1/classify", content=_photo(dataset, "lemon")[1])
     client.post("/v1/classify", content=b"not an image")
     text = client.get("/metrics").text
-    assert "fruitstream_photos_classified_total 1" in text
-    assert "fruitstream_photo_errors_total 1" in text
+    classified = [
+        line
+        for line in text.splitlines()
+        if line.startswith('fruitstream_photos_total{path="classify",outcome="')
+    ]
+    assert sorted(line.rsplit(" ", 1)[1] for line in classified) == ["1", "1"]
+    assert 'fruitstream_photos_total{path="classify",outcome="error"} 1' in text
     assert 'fruitstream_classify_seconds_bucket{le="+Inf"} 2' in text
-    assert "fruitstream_queue_lag 0.0" in text
+    assert "fruitstream_queue_lag_messages 0.0" in text
 
 
 @pytest.mark.model

@@ -168,3 +168,37 @@ def test_log_lines_as_json_and_as_text() -> None:
     assert data["level"] == "info" and data["time"]
     text = TextFormatter().format(record)
     assert text.endswith("GET / 200 request_id=r1 status=200 ms=1.5")
+
+
+def test_metrics_count_requests_photos_workers_and_the_process(tmp_path: Path) -> None:
+    world = fake_world(tmp_path)
+    with TestClient(create_app(world.service, tokens=[])) as client:
+        client.post("/v1/classify", content=b"fruit:apple")
+        client.post("/v1/classify", content=b"fruit:?")
+        client.post("/v1/classify", content=b"junk")
+        client.get("/v1/batches/one-id")
+        client.get("/v1/batches/another-id")
+        files = [("files", ("a.jpg", b"fruit:kiwi", "")), ("files", ("b.jpg", b"", ""))]
+        sid = client.post("/v1/batches", files=files).json()["session_id"]
+        _wait(client, sid)
+        time.sleep(1.1)  # the worker's next heartbeat carries its counts
+        lines = dict(
+            line.rsplit(" ", 1) for line in client.get("/metrics").text.splitlines()
+            if not line.startswith("#")
+        )  # fmt: skip
+    world.service.stop(timeout=5)
+    route = 'fruitstream_http_requests_total{route="/v1/batches/{session_id}",method="GET",'
+    assert lines[route + 'status="404"}'] == "2"  # one series for the route, not per id
+    assert (
+        lines['fruitstream_http_requests_total{route="/v1/classify",method="POST",status="200"}']
+        == "2"
+    )
+    for outcome, n in (("known", "1"), ("unknown", "1"), ("error", "1")):
+        assert lines[f'fruitstream_photos_total{{path="classify",outcome="{outcome}"}}'] == n
+    assert lines['fruitstream_photos_total{path="batch",outcome="queued"}'] == "1"
+    assert lines['fruitstream_photos_total{path="batch",outcome="rejected"}'] == "1"
+    recorded = [k for k in lines if k.startswith("fruitstream_worker_photos_total{")]
+    assert any('outcome="recorded"' in k and lines[k] == "1.0" for k in recorded)
+    assert lines['fruitstream_build_info{model="fake:0.1",precision="fp32",version="0.1.0"}'] == "1"
+    assert float(lines["process_resident_memory_bytes"]) > 1e6
+    assert float(lines["process_cpu_seconds_total"]) > 0

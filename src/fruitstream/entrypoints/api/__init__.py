@@ -24,6 +24,7 @@ except ImportError as exc:  # pragma: no cover - the 'api' extra
 
 from fruitstream.entrypoints.api import problems
 from fruitstream.entrypoints.api.access import RequestLog, logging_config
+from fruitstream.entrypoints.api.asgi import Scope
 from fruitstream.entrypoints.api.deps import tokens_of
 from fruitstream.entrypoints.api.guard import RequestGuard
 from fruitstream.entrypoints.api.metrics import Metrics
@@ -65,7 +66,8 @@ def create_app(service: FruitService | None = None, tokens: Sequence[str] | None
         settings=lambda scope: scope["app"].state.service.settings,
         tokens=lambda scope: tokens_of(scope["app"]),
     )
-    app.add_middleware(RequestLog)  # outermost: the guard's answers are logged and tagged too
+    # Outermost: the guard's answers are logged, tagged and counted too.
+    app.add_middleware(RequestLog, observe=_observe)
     return app
 
 
@@ -94,3 +96,10 @@ def _operation_id(route: APIRoute) -> str:
     """Stable operation ids: ``get_history``, ``post_submit``, ``head_results``, ..."""
     method = sorted(route.methods or {"GET"})[0].lower()
     return f"{method}_{route.name}"
+
+
+def _observe(scope: Scope, status: int, seconds: float) -> None:
+    """Count a request under its route template (never the raw path: one series per route)."""
+    route = scope.get("route")
+    template = getattr(route, "path", None) or "unmatched"
+    scope["app"].state.metrics.request(template, scope["method"], status, seconds)

@@ -12,6 +12,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 from fruitstream.entrypoints.api.asgi import App, Message, Receive, Scope, Send
 
@@ -23,8 +24,9 @@ HEADER = "X-Request-ID"
 class RequestLog:
     """Give each request its id, return it, and log the request when it is answered."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, observe: Callable[[Scope, int, float], None]) -> None:
         self.app = app
+        self.observe = observe  # the request's scope (its route matched), status, seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,6 +51,7 @@ class RequestLog:
         try:
             await self.app(scope, receive, tagged)
         finally:
+            self.observe(scope, status, time.perf_counter() - started)
             log.info(
                 "%s %s %d",
                 scope["method"],

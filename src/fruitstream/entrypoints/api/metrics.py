@@ -1,69 +1,186 @@
-"""The API's Prometheus metrics: counters and a latency histogram, no client library."""
+"""The API's Prometheus metrics in the text format (no client library).
+
+Requests by route, method and status, with their latency; photos by outcome on both paths
+(``POST /v1/classify`` here; batch photos by every live worker, from their heartbeats); the
+model's own time per photo; queue lag; what runs (build and model); the process itself.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-# Upper bounds of the classify latency histogram, seconds.
+# Upper bounds of the latency histograms, seconds.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+Labels = tuple[tuple[str, str], ...]
+
+
+def _labels(labels: Labels) -> str:
+    if not labels:
+        return ""
+    escaped = (
+        (k, v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")) for k, v in labels
+    )
+    return "{" + ",".join(f'{k}="{v}"' for k, v in escaped) + "}"
+
+
+class Histogram:
+    """Cumulative buckets, sum and count, one series per label set."""
+
+    def __init__(self, name: str, help_text: str) -> None:
+        self.name = name
+        self.help = help_text
+        self._series: dict[Labels, list[float]] = {}
+
+    def observe(self, labels: Labels, seconds: float) -> None:
+        series = self._series.setdefault(labels, [0.0] * (len(BUCKETS) + 2))
+        for i, bound in enumerate(BUCKETS):
+            if seconds <= bound:
+                series[i] += 1
+        series[-2] += seconds
+        series[-1] += 1
+
+    def lines(self) -> list[str]:
+        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
+        for labels, series in sorted(self._series.items()):
+            for bound, count in zip(BUCKETS, series, strict=False):
+                le = _labels((*labels, ("le", str(bound))))
+                out.append(f"{self.name}_bucket{le} {int(count)}")
+            out.append(f"{self.name}_bucket{_labels((*labels, ('le', '+Inf')))} {int(series[-1])}")
+            out.append(f"{self.name}_sum{_labels(labels)} {series[-2]}")
+            out.append(f"{self.name}_count{_labels(labels)} {int(series[-1])}")
+        return out
+
+
+def _counter(name: str, help_text: str, values: Mapping[Labels, float]) -> list[str]:
+    out = [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+    out += [f"{name}{_labels(labels)} {value}" for labels, value in sorted(values.items())]
+    return out
+
+
+def _gauge(name: str, help_text: str, values: Mapping[Labels, float]) -> list[str]:
+    out = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+    out += [f"{name}{_labels(labels)} {value}" for labels, value in sorted(values.items())]
+    return out
 
 
 class Metrics:
-    """Counters and a latency histogram in Prometheus' text format (no client library)."""
+    """What this API process counted since it started."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.classified = 0
-        self.errors = 0
-        self.submitted = 0
-        self.counts = [0] * len(BUCKETS)
-        self.seconds = 0.0
-        self.observed = 0
+        self.requests: Counter[Labels] = Counter()
+        self.request_seconds = Histogram(
+            "fruitstream_http_request_duration_seconds",
+            "Time from a request's arrival to its last byte sent, by route and method.",
+        )
+        self.photos: Counter[Labels] = Counter()
+        self.model_seconds = Histogram(
+            "fruitstream_classify_seconds",
+            "Time to decode and classify one photo of POST /v1/classify (the model's part of"
+            " the request).",
+        )
 
-    def classify(self, seconds: float, ok: bool) -> None:
+    def request(self, route: str, method: str, status: int, seconds: float) -> None:
         with self._lock:
-            if ok:
-                self.classified += 1
-            else:
-                self.errors += 1
-            self.observed += 1
-            self.seconds += seconds
-            for i, bound in enumerate(BUCKETS):
-                if seconds <= bound:
-                    self.counts[i] += 1
+            self.requests[(("route", route), ("method", method), ("status", str(status)))] += 1
+            self.request_seconds.observe((("route", route), ("method", method)), seconds)
 
-    def batch(self, photos: int) -> None:
+    def classify(self, seconds: float, outcome: str) -> None:
+        """One photo of ``POST /v1/classify``: ``known``, ``unknown`` or ``error``."""
         with self._lock:
-            self.submitted += photos
+            self.photos[(("path", "classify"), ("outcome", outcome))] += 1
+            self.model_seconds.observe((), seconds)
 
-    def render(self, lag: float | None) -> str:
+    def batch(self, queued: int, rejected: int) -> None:
+        """Photos of a ``POST /v1/batches``: queued, or rejected at once."""
         with self._lock:
-            lines = [
-                "# HELP fruitstream_photos_classified_total Photos classified (POST /v1/classify).",
-                "# TYPE fruitstream_photos_classified_total counter",
-                f"fruitstream_photos_classified_total {self.classified}",
-                "# HELP fruitstream_photo_errors_total Photos not classified (POST /v1/classify).",
-                "# TYPE fruitstream_photo_errors_total counter",
-                f"fruitstream_photo_errors_total {self.errors}",
-                "# HELP fruitstream_batch_photos_total Photos submitted by POST /v1/batches.",
-                "# TYPE fruitstream_batch_photos_total counter",
-                f"fruitstream_batch_photos_total {self.submitted}",
-                "# HELP fruitstream_classify_seconds Time to classify one photo over HTTP.",
-                "# TYPE fruitstream_classify_seconds histogram",
-            ]
-            lines += [
-                f'fruitstream_classify_seconds_bucket{{le="{bound}"}} {count}'
-                for bound, count in zip(BUCKETS, self.counts, strict=True)
-            ]
-            lines += [
-                f'fruitstream_classify_seconds_bucket{{le="+Inf"}} {self.observed}',
-                f"fruitstream_classify_seconds_sum {self.seconds}",
-                f"fruitstream_classify_seconds_count {self.observed}",
-            ]
+            self.photos[(("path", "batch"), ("outcome", "queued"))] += queued
+            self.photos[(("path", "batch"), ("outcome", "rejected"))] += rejected
+
+    def render(
+        self,
+        lag: float | None,
+        info: Mapping[str, str],
+        workers: Sequence[tuple[str, str, Mapping[str, object]]] = (),
+    ) -> str:
+        """The exposition: ``info`` labels the build, ``workers`` are the live workers'
+        ``(name, kind, heartbeat info)``."""
+        with self._lock:
+            lines = _counter(
+                "fruitstream_http_requests_total",
+                "Requests answered, by route template, method and status.",
+                self.requests,
+            )
+            lines += self.request_seconds.lines()
+            lines += _counter(
+                "fruitstream_photos_total",
+                "Photos received by this process, by path (classify, batch) and outcome.",
+                self.photos,
+            )
+            lines += self.model_seconds.lines()
+        worker_photos: dict[Labels, float] = {}
+        for name, kind, beat in workers:
+            for key, outcome in (("processed", "recorded"), ("errors", "error")):
+                value = beat.get(key)
+                if isinstance(value, int | float):
+                    labels = (("worker", name), ("kind", kind), ("outcome", outcome))
+                    worker_photos[labels] = float(value)
+        lines += _counter(
+            "fruitstream_worker_photos_total",
+            "Batch photos each live worker recorded since it started, and how many of them are"
+            " error rows (from the workers' heartbeats).",
+            worker_photos,
+        )
         if lag is not None:
-            lines += [
-                "# HELP fruitstream_queue_lag Photos queued and not yet classified.",
-                "# TYPE fruitstream_queue_lag gauge",
-                f"fruitstream_queue_lag {lag}",
-            ]
+            lines += _gauge(
+                "fruitstream_queue_lag_messages",
+                "Photos queued and not yet classified (Kafka lag or embedded queue depth).",
+                {(): lag},
+            )
+        lines += _gauge(
+            "fruitstream_build_info",
+            "What runs: the fruitstream version, the model and its graph.",
+            {tuple(sorted(info.items())): 1},
+        )
+        lines += process_lines()
         return "\n".join(lines) + "\n"
+
+
+_START = time.time()
+
+
+def process_lines() -> list[str]:
+    """The standard process metrics, read from /proc where there is one."""
+    values: dict[str, tuple[str, str, float]] = {
+        "process_start_time_seconds": ("gauge", "Start time of the process (Unix time).", _START)
+    }
+    cpu = os.times()
+    values["process_cpu_seconds_total"] = (
+        "counter",
+        "User and system CPU time spent, seconds.",
+        cpu.user + cpu.system,
+    )
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = float(line.split()[1]) * 1024
+                values["process_resident_memory_bytes"] = ("gauge", "Resident memory.", rss)
+        fds = Path("/proc/self/fd")
+        values["process_open_fds"] = ("gauge", "Open file descriptors.", len(_listing(fds)))
+    out = []
+    for name, (kind, help_text, value) in values.items():
+        out += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+    return out
+
+
+def _listing(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []

@@ -92,9 +92,10 @@ async def classify(
     try:
         prediction = await run_in_threadpool(service.classify_one, data)
     except ImageError:
-        metrics.classify(time.perf_counter() - started, ok=False)
+        metrics.classify(time.perf_counter() - started, "error")
         raise
-    metrics.classify(time.perf_counter() - started, ok=True)
+    outcome = "known" if prediction.known else "unknown"
+    metrics.classify(time.perf_counter() - started, outcome)
     return ClassifyOut.model_validate(FileResult(filename, prediction).to_dict())
 
 
@@ -156,7 +157,7 @@ async def submit(request: Request, service: Service, metrics: Counters, name: st
     finally:
         if form is not None:
             await form.close()
-    metrics.batch(len(uploads))
+    metrics.batch(queued=len(report.queued), rejected=report.submitted - len(report.queued))
     return BatchOut(
         session_id=report.session_id,
         submitted=report.submitted,
@@ -299,11 +300,11 @@ def readyz(request: Request, service: Service) -> JSONResponse:
     responses=PROBLEM_RESPONSES,
 )
 def prometheus(service: Service, metrics: Counters) -> PlainTextResponse:
-    """Prometheus text format: photos classified, errors, latency histogram, queue lag."""
-    lag = service.queue_lag()
-    return PlainTextResponse(
-        metrics.render(lag), media_type="text/plain; version=0.0.4; charset=utf-8"
-    )
+    """Prometheus text format: requests by route and status with their latency, photos by
+    outcome (this process's, and every live worker's), the model's time per photo, queue lag,
+    build and model, process."""
+    text = metrics.render(service.queue_lag(), service.build_info(), service.live_workers())
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 def _answer_head_and_options(router: APIRouter) -> None:
