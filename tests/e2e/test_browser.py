@@ -221,3 +221,31 @@ def test_batch_of_ten_to_completion(page: Any, dataset: Path, tmp_path: Path) ->
     assert grid.count() == 10
     page.get_by_role("button", name="Download CSV").wait_for()
     page.screenshot(path=str(ARTIFACTS / "tab-batch.png"), full_page=True)
+
+
+def test_the_api_docs_render_offline(browser_context: Any, tmp_path: Path) -> None:
+    """/docs of ``fruitstream serve`` in Chromium with every request off this server refused:
+    Swagger UI loads from the server itself and lists the operations."""
+    from tests.integration.test_api_server import Server
+
+    server = Server({"FRUITSTREAM_DATA_DIR": str(tmp_path / "data")}, host="127.0.0.1")
+    page = browser_context.new_page()
+    elsewhere: list[str] = []
+
+    def only_here(route: Any) -> None:
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    try:
+        page.route("**/*", only_here)
+        page.goto(f"{server.url}/docs")
+        page.locator(".opblock").first.wait_for(timeout=30_000)
+        assert page.locator(".opblock").count() >= 7
+        assert page.get_by_text("/v1/classify").first.is_visible()
+        assert elsewhere == []
+    finally:
+        page.close()
+        server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,3 +203,14 @@ def test_metrics_count_requests_photos_workers_and_the_process(tmp_path: Path) -
     assert lines['fruitstream_build_info{model="fake:0.1",precision="fp32",version="0.1.0"}'] == "1"
     assert float(lines["process_resident_memory_bytes"]) > 1e6
     assert float(lines["process_cpu_seconds_total"]) > 0
+
+
+def test_the_docs_page_and_its_files_come_from_this_server(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert sources and all(s.startswith("/") for s in sources)  # nothing from a CDN
+    assert "cdn" not in page.text.lower()
+    for source in sources:
+        got = client.get(source)
+        assert got.status_code == 200 and len(got.content) > 100, source

@@ -50,6 +50,8 @@ def create_app(service: FruitService | None = None, tokens: Sequence[str] | None
 
     app = FastAPI(
         generate_unique_id_function=_operation_id,
+        docs_url=None,  # served below from the package's own Swagger UI files, not a CDN
+        redoc_url=None,
         title="fruitstream",
         version="1",
         summary="Recognize fruit in photos: one at once, or batches through the pipeline.",
@@ -61,6 +63,7 @@ def create_app(service: FruitService | None = None, tokens: Sequence[str] | None
     app.state.allowed_methods = allowed_methods
     problems.install(app)
     app.include_router(router)
+    _serve_docs(app)
     app.add_middleware(
         RequestGuard,
         settings=lambda scope: scope["app"].state.service.settings,
@@ -71,6 +74,7 @@ def create_app(service: FruitService | None = None, tokens: Sequence[str] | None
     return app
 
 
+DOCS_ASSETS = "/docs/assets"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -103,3 +107,24 @@ def _observe(scope: Scope, status: int, seconds: float) -> None:
     route = scope.get("route")
     template = getattr(route, "path", None) or "unmatched"
     scope["app"].state.metrics.request(template, scope["method"], status, seconds)
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from the files of the ``swagger-ui-bundle-v2`` package: the page
+    works where the server has no internet, and loads nothing from elsewhere."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="fruitstream API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )

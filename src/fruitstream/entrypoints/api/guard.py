@@ -27,7 +27,8 @@ SMALL_BODY = 64 * 1024
 # Paths anyone may call: the probes (readiness without details, see routes) and the API's
 # own description, which holds no data and which a client needs before it has a token.
 # ``OPTIONS`` is open on every path too: it says which methods a path allows, nothing more.
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/redoc"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs"})
+OPEN_PREFIXES = ("/docs/",)
 
 
 def token_accepted(authorization: str | None, tokens: Sequence[str]) -> bool:
@@ -65,7 +66,13 @@ class RequestGuard:
         self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS":
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or path in OPEN_PATHS
+            or path.startswith(OPEN_PREFIXES)
+            or scope["method"] == "OPTIONS"
+        ):
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
