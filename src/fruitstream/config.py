@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     api_max_request_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
     # On the embedded queue, the API process classifies the batches it takes (as the app does).
     api_worker: bool = True
+    # Browser origins allowed to call the API (CORS), comma-separated; empty: none (default).
+    api_cors_origins: str = ""
+    # Requests per second each token (or, without tokens, each client address) may make on
+    # average, with bursts of api_rate_burst; past it, 429 with Retry-After. 0: no limit.
+    api_rate_limit: float = Field(default=0.0, ge=0)
+    api_rate_burst: int = Field(default=20, gt=0)
     # The server's log lines (one per request, with its id): "text" or "json".
     log_format: Literal["text", "json"] = "text"
 
@@ -130,6 +136,10 @@ class Settings(BaseSettings):
     def max_upload_mb(self) -> int:
         """The per-file limit in whole megabytes (Streamlit's ``server.maxUploadSize``)."""
         return max(1, math.ceil(self.max_image_bytes / (1024 * 1024)))
+
+    @property
+    def api_cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.api_cors_origins.split(",") if o.strip()]
 
     @property
     def api_token_list(self) -> list[str]:

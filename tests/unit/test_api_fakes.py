@@ -214,3 +214,59 @@ def test_the_docs_page_and_its_files_come_from_this_server(client: TestClient) -
     for source in sources:
         got = client.get(source)
         assert got.status_code == 200 and len(got.content) > 100, source
+
+
+def test_top_k_on_classify(client: TestClient) -> None:
+    two = client.post("/v1/classify?top_k=2", content=b"fruit:banana")
+    assert two.status_code == 200 and len(two.json()["top_k"]) == 2
+    assert client.post("/v1/classify?top_k=0", content=b"fruit:banana").status_code == 422
+
+
+def test_cors_only_for_the_configured_origins(tmp_path: Path) -> None:
+    world = fake_world(tmp_path, api_cors_origins="https://shop.example, https://b.example")
+    with TestClient(create_app(world.service, tokens=[])) as client:
+        asked = {
+            "origin": "https://shop.example",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization",
+        }
+        preflight = client.options("/v1/classify", headers=asked)
+        assert preflight.headers["access-control-allow-origin"] == "https://shop.example"
+        other = client.options("/v1/classify", headers={**asked, "origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+        simple = client.get("/healthz", headers={"origin": "https://b.example"})
+        assert simple.headers["access-control-allow-origin"] == "https://b.example"
+        assert "x-request-id" in simple.headers["access-control-expose-headers"].lower()
+    world.service.stop(timeout=5)
+    plain = fake_world(tmp_path / "plain")
+    with TestClient(create_app(plain.service, tokens=[])) as client:
+        r = client.get("/healthz", headers={"origin": "https://shop.example"})
+        assert "access-control-allow-origin" not in r.headers  # off by default
+    plain.service.stop(timeout=5)
+
+
+def test_rate_limit_per_token_with_retry_after(tmp_path: Path) -> None:
+    world = fake_world(tmp_path, api_rate_limit=0.5, api_rate_burst=2)
+    tokens = ["token-one-0123456789", "token-two-0123456789"]
+    with TestClient(create_app(world.service, tokens=tokens)) as client:
+        one = {"authorization": f"Bearer {tokens[0]}"}
+        assert [client.get("/v1/batches", headers=one).status_code for _ in range(2)] == [200, 200]
+        limited = client.get("/v1/batches", headers=one)
+        assert limited.status_code == 429
+        assert limited.json()["type"] == "urn:fruitstream:problem:rate-limited"
+        assert 1 <= int(limited.headers["retry-after"]) <= 2
+        two = {"authorization": f"Bearer {tokens[1]}"}
+        assert client.get("/v1/batches", headers=two).status_code == 200  # its own bucket
+        assert client.get("/healthz").status_code == 200  # probes are never limited
+    world.service.stop(timeout=5)
+
+
+def test_the_token_bucket_refills_at_its_rate() -> None:
+    from fruitstream.entrypoints.api.guard import RateLimiter
+
+    limiter = RateLimiter()
+    assert [limiter.wait_for("a", rate=10.0, burst=3) for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = limiter.wait_for("a", rate=10.0, burst=3)
+    assert 0 < wait <= 0.1
+    time.sleep(wait + 0.01)
+    assert limiter.wait_for("a", rate=10.0, burst=3) == 0.0

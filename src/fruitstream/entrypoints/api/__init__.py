@@ -18,6 +18,7 @@ from fruitstream.service import FruitService
 
 try:
     from fastapi import FastAPI
+    from fastapi.middleware.cors import CORSMiddleware
     from fastapi.routing import APIRoute
 except ImportError as exc:  # pragma: no cover - the 'api' extra
     raise MissingDependencyError("fastapi", "api") from exc
@@ -69,8 +70,17 @@ def create_app(service: FruitService | None = None, tokens: Sequence[str] | None
         settings=lambda scope: scope["app"].state.service.settings,
         tokens=lambda scope: tokens_of(scope["app"]),
     )
-    # Outermost: the guard's answers are logged, tagged and counted too.
+    # Outside the guard: its answers are logged, tagged and counted too.
     app.add_middleware(RequestLog, observe=_observe)
+    origins = service.settings.api_cors_origin_list if service is not None else []
+    if origins:  # outermost: a browser's preflight is answered before anything else
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "X-Results-Complete", "X-Results-Pending"],
+        )
     return app
 
 

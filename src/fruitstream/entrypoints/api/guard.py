@@ -8,12 +8,17 @@ before its dependencies run: a check there would come after the upload.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import math
+import threading
+import time
 from collections.abc import Callable, Sequence
 
 from fruitstream.config import Settings
 from fruitstream.entrypoints.api.asgi import App, Message, Receive, Scope, Send, request_id_of
 from fruitstream.entrypoints.api.problems import (
+    RATE_LIMITED,
     REQUEST_TOO_LARGE,
     UnauthorizedError,
     kind_of,
@@ -52,6 +57,26 @@ def body_limit(method: str, path: str, settings: Settings) -> int:
     return SMALL_BODY
 
 
+class RateLimiter:
+    """A token bucket per caller: ``rate`` requests a second on average, ``burst`` at once."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def wait_for(self, caller: str, rate: float, burst: int) -> float:
+        """0 when the caller may go on now (one request taken), else the seconds until it may."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, at = self._buckets.get(caller, (float(burst), now))
+            tokens = min(float(burst), tokens + (now - at) * rate)
+            if tokens >= 1.0:
+                self._buckets[caller] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[caller] = (tokens, now)
+            return (1.0 - tokens) / rate
+
+
 class RequestGuard:
     """Refuse unauthenticated and oversized requests before their bodies are read."""
 
@@ -64,6 +89,7 @@ class RequestGuard:
         self.app = app
         self.settings = settings
         self.tokens = tokens
+        self.limiter = RateLimiter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -81,7 +107,17 @@ class RequestGuard:
             answer = problem(kind_of(refused), str(refused), request_id=request_id_of(scope))
             await answer(scope, receive, send)
             return
-        limit = body_limit(scope["method"], scope["path"], self.settings(scope))
+        settings = self.settings(scope)
+        if settings.api_rate_limit > 0:
+            caller = _caller(headers.get("authorization"), scope)
+            wait = self.limiter.wait_for(caller, settings.api_rate_limit, settings.api_rate_burst)
+            if wait > 0:
+                retry = str(max(1, math.ceil(wait)))
+                detail = f"over {settings.api_rate_limit:g} requests a second; retry in {retry} s"
+                answer = problem(RATE_LIMITED, detail, {"Retry-After": retry}, request_id_of(scope))
+                await answer(scope, receive, send)
+                return
+        limit = body_limit(scope["method"], scope["path"], settings)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             detail = f"request is {int(declared):,} bytes, over the limit of {limit:,} bytes"
@@ -126,3 +162,11 @@ async def _bounded(app: App, scope: Scope, receive: Receive, send: Send, limit: 
         detail = f"request body passed the limit of {limit:,} bytes; the rest was not read"
         answer = problem(REQUEST_TOO_LARGE, detail, request_id=request_id_of(scope))
         await answer(scope, receive, send)
+
+
+def _caller(authorization: str | None, scope: Scope) -> str:
+    """Whom a rate limit counts: the token (hashed, never kept as is), else the address."""
+    if authorization:
+        return "token:" + hashlib.sha256(authorization.encode()).hexdigest()[:16]
+    client = scope.get("client") or ("unknown", 0)
+    return f"address:{client[0]}"

@@ -85,6 +85,7 @@ PROBLEMS: tuple[tuple[type[Exception], Kind], ...] = (
 )
 # Kinds not raised as domain errors: the guard's, the framework's, the unexpected.
 REQUEST_TOO_LARGE = Kind(413, "Request too large", "request-too-large")
+RATE_LIMITED = Kind(429, "Too many requests", "rate-limited")
 INVALID_REQUEST = Kind(422, "Invalid request", "invalid-request")
 INTERNAL = Kind(500, "Internal error", "internal-error")
 _HTTP = {
@@ -92,7 +93,7 @@ _HTTP = {
     405: Kind(405, "Method not allowed", "method-not-allowed"),
 }
 # Statuses a route can answer with a problem document (for the OpenAPI schema).
-PROBLEM_STATUSES = (400, 401, 404, 406, 413, 415, 422, 503)
+PROBLEM_STATUSES = (400, 401, 404, 406, 413, 415, 422, 429, 503)
 _HEADERS = {401: {"WWW-Authenticate": "Bearer"}}
 
 

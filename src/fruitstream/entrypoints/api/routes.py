@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
@@ -84,13 +84,18 @@ Counters = Annotated[Metrics, Depends(get_metrics)]
     },
 )
 async def classify(
-    request: Request, service: Service, metrics: Counters, name: str = "upload"
+    request: Request,
+    service: Service,
+    metrics: Counters,
+    name: str = "upload",
+    top_k: Annotated[int | None, Query(ge=1, le=50)] = None,
 ) -> ClassifyOut:
-    """One photo, classified at once: a multipart ``file`` part or the raw body."""
+    """One photo, classified at once: a multipart ``file`` part or the raw body. ``top_k``:
+    how many guesses to list (default ``FRUITSTREAM_TOP_K``; at most the model's fruits)."""
     filename, data = await _one_photo(request, name, service.settings.limits)
     started = time.perf_counter()
     try:
-        prediction = await run_in_threadpool(service.classify_one, data)
+        prediction = await run_in_threadpool(service.classify_one, data, top_k)
     except ImageError:
         metrics.classify(time.perf_counter() - started, "error")
         raise
