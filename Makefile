@@ -47,7 +47,7 @@ install: venv  ## install fruitstream with the UI and the HTTP API (inference on
 	@$(BIN)/python -m compileall -q src >/dev/null
 
 install-dev: venv  ## install everything the tests need (every extra)
-	$(INSTALL) -e '.[dev,train,ui,api,distributed,spark]'
+	$(INSTALL) -e '.[dev,train,ui,api,client,distributed,spark]'
 	@$(BIN)/python -m compileall -q src >/dev/null
 
 run: install  ## set up and start the app on the embedded default (http://127.0.0.1:8501)

@@ -183,3 +183,38 @@ def test_the_live_server_answers_as_its_document_says(tmp_path: Path, dataset: P
         assert refused.status_code == 401
     finally:
         s.stop()
+
+
+def test_the_python_client_against_the_live_server(tmp_path: Path, dataset: Path) -> None:
+    """The README's client example, against ``fruitstream serve`` with a token."""
+    from fruitstream.client import ApiError, Client
+
+    token = "client-token-0123456789"
+    s = Server(
+        {"FRUITSTREAM_DATA_DIR": str(tmp_path / "data"), "FRUITSTREAM_API_TOKENS": token},
+        host="127.0.0.1",
+    )
+    try:
+        photos = image_files(dataset / "grocery" / "val" / "banana")[:3]
+        with Client(s.url, token=token) as api:
+            assert api.ready()
+            one = api.classify(photos[0], top_k=2)
+            assert one["label"] == "banana" and len(one["top_k"]) == 2
+            batch = api.submit([*photos, ("empty.jpg", b"")], name="client")
+            assert [p["state"] for p in batch["photos"]] == ["queued"] * 3 + ["rejected"]
+            rows = api.results(batch["session_id"], wait=60)
+            by_id = {r["image_id"]: r for r in rows}
+            assert [by_id[p["image_id"]]["status"] for p in batch["photos"]] == [
+                "ok", "ok", "ok", "error"
+            ]  # fmt: skip
+            assert api.batches()[0]["session_id"] == batch["session_id"]
+            with pytest.raises(ApiError) as missing:
+                api.progress("no-such-batch")
+            assert missing.value.status == 404
+            assert missing.value.type == "urn:fruitstream:problem:not-found"
+            assert missing.value.request_id
+        with Client(s.url, token="wrong") as intruder, pytest.raises(ApiError) as refused:
+            intruder.batches()
+        assert refused.value.status == 401
+    finally:
+        s.stop()

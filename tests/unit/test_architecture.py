@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("use cases", ("pipeline", "worker", "housekeeping")),
     ("wiring", ("bootstrap",)),
     ("service", ("service", "health")),
-    ("tools", ("bench", "training")),
+    ("tools", ("bench", "training", "client")),
     ("entrypoints", ("entrypoints", "__main__")),
 )
 
