@@ -218,3 +218,14 @@ def test_the_python_client_against_the_live_server(tmp_path: Path, dataset: Path
         assert refused.value.status == 401
     finally:
         s.stop()
+
+
+def test_concurrent_clients_get_every_answer(tmp_path: Path, dataset: Path) -> None:
+    """The load benchmark's run, small: 4 clients at once, every request answered (its
+    latency figures are the benchmark's to print, not a test's to time)."""
+    from fruitstream.bench.load import load_benchmark
+
+    photos = image_files(dataset / "grocery" / "val" / "kiwi")[:4]
+    report = load_benchmark(photos, requests=24, workdir=tmp_path, clients=4, sequential=4)
+    assert report["errors"] == 0 and report["first_errors"] == []
+    assert report["requests"] == 24 and report["images_per_s"] > 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fruitstream.bench.distributed import distributed_benchmark, format_distributed_benchmark
 from fruitstream.bench.http import format_http_benchmark, http_benchmark
+from fruitstream.bench.load import format_load_benchmark, load_benchmark
 from fruitstream.bench.model import (
     Report,
     classifier_benchmark,
@@ -40,6 +41,8 @@ class BenchRequest:
     memory_images: int = 0
     distributed: int | None = None
     http: int | None = None
+    http_load: int | None = None
+    clients: int = 8
     near_limit: int | None = None
     json: bool = False
 
@@ -57,6 +60,9 @@ def run_bench(req: BenchRequest, settings: Settings) -> str:
         if req.distributed:
             result = distributed_benchmark(files, req.distributed)
             text = format_distributed_benchmark(result)
+        elif req.http_load is not None:
+            result = load_benchmark(files[: req.max_files], req.http_load, Path(tmp), req.clients)
+            text = format_load_benchmark(result)
         elif req.http is not None:
             result = http_benchmark(files[: req.max_files], req.http, req.repeats, Path(tmp))
             text = format_http_benchmark(result)

@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the HTTP API against in process: one photo, and a batch submit of N photos",
     )
     p.add_argument(
+        "--http-load",
+        type=int,
+        metavar="N",
+        help="N classify requests from --clients concurrent clients against a served API",
+    )
+    p.add_argument("--clients", type=int, default=8, help="concurrent clients for --http-load")
+    p.add_argument(
         "--near-limit",
         type=int,
         metavar="N",
