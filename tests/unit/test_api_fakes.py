@@ -270,3 +270,23 @@ def test_the_token_bucket_refills_at_its_rate() -> None:
     assert 0 < wait <= 0.1
     time.sleep(wait + 0.01)
     assert limiter.wait_for("a", rate=10.0, burst=3) == 0.0
+
+
+def test_the_document_names_tags_ids_and_problem_schemas(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    operations = [
+        (path, method, op) for path, ops in doc["paths"].items() for method, op in ops.items()
+    ]
+    ids = [op["operationId"] for _path, _method, op in operations]
+    assert len(ids) == len(set(ids)) and "post_classify" in ids and "head_results" in ids
+    assert all(op.get("tags") for _path, _method, op in operations)
+    for path, method, op in operations:
+        if path.startswith("/v1/") and method in {"get", "post"}:
+            for status in ("400", "401", "404", "413", "422", "429", "503"):
+                content = op["responses"][status]["content"]["application/problem+json"]
+                assert content["schema"] == {"$ref": "#/components/schemas/Problem"}, (path, status)
+    results = doc["paths"]["/v1/batches/{session_id}/results"]["get"]["responses"]
+    assert set(results) >= {"200", "202", "406"}
+    item = results["200"]["content"]["application/json"]["schema"]["items"]
+    assert item == {"$ref": "#/components/schemas/ResultOut"}
+    assert doc["components"]["schemas"]["ClassifyOut"]["examples"]

@@ -62,6 +62,7 @@ Counters = Annotated[Metrics, Depends(get_metrics)]
 
 @router.post(
     "/v1/classify",
+    tags=["photos"],
     response_model=ClassifyOut,
     dependencies=GUARD,
     responses=PROBLEM_RESPONSES,
@@ -106,6 +107,7 @@ async def classify(
 
 @router.post(
     "/v1/batches",
+    tags=["batches"],
     response_model=BatchOut,
     status_code=202,
     dependencies=GUARD,
@@ -177,6 +179,7 @@ async def submit(request: Request, service: Service, metrics: Counters, name: st
 
 @router.get(
     "/v1/batches",
+    tags=["batches"],
     response_model=list[SessionOut],
     dependencies=GUARD,
     responses=PROBLEM_RESPONSES,
@@ -199,6 +202,7 @@ def history(service: Service, limit: int = 50) -> list[SessionOut]:
 
 @router.get(
     "/v1/batches/{session_id}",
+    tags=["batches"],
     response_model=ProgressOut,
     dependencies=GUARD,
     responses=PROBLEM_RESPONSES,
@@ -229,6 +233,7 @@ _PENDING_HEADERS = {
 
 @router.get(
     "/v1/batches/{session_id}/results",
+    tags=["batches"],
     dependencies=GUARD,
     responses={
         **PROBLEM_RESPONSES,
@@ -266,7 +271,7 @@ def results(session_id: str, request: Request, service: Service) -> Response:
     return JSONResponse([r.to_dict() for r in rows], status, headers)
 
 
-@router.get("/healthz")
+@router.get("/healthz", tags=["operations"])
 def healthz() -> dict[str, str]:
     """The process answers."""
     return {"status": "ok"}
@@ -274,6 +279,7 @@ def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
+    tags=["operations"],
     response_model=ReadyOut,
     responses={503: {"model": ReadyOut}},
 )
@@ -300,6 +306,7 @@ def readyz(request: Request, service: Service) -> JSONResponse:
 
 @router.get(
     "/metrics",
+    tags=["operations"],
     response_class=PlainTextResponse,
     dependencies=GUARD,
     responses=PROBLEM_RESPONSES,
@@ -330,6 +337,7 @@ def _answer_head_and_options(router: APIRouter) -> None:
                 response_class=route.response_class,
                 dependencies=route.dependencies,
                 responses=route.responses,
+                tags=route.tags,
                 summary=f"{route.summary or route.name} (headers only)",
                 name=route.name,
             )
@@ -345,6 +353,7 @@ def _answer_head_and_options(router: APIRouter) -> None:
             status_code=204,
             response_class=Response,
             summary="The methods this path allows",
+            tags=["http"],
             responses={
                 204: {
                     "description": "no body; the Allow header lists the methods",

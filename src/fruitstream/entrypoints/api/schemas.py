@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 
 class TopKOut(BaseModel):
@@ -14,6 +14,24 @@ class TopKOut(BaseModel):
 
 class ClassifyOut(BaseModel):
     """Exactly the record of ``fruitstream classify --json``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "path": "banana.jpg",
+                    "label": "banana",
+                    "confidence": 0.97,
+                    "known": True,
+                    "top_k": [
+                        {"label": "banana", "confidence": 0.97},
+                        {"label": "mango", "confidence": 0.01},
+                    ],
+                    "error": None,
+                }
+            ]
+        }
+    )
 
     path: str
     label: str | None
@@ -52,6 +70,33 @@ class ResultOut(BaseModel):
 
 
 class BatchOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "session_id": "5f0c3e1a-8d7e-4c65-9a51-0e8f9b1c2d3e",
+                    "submitted": 2,
+                    "queued": 1,
+                    "rejected": {"empty.jpg": "empty file (0 bytes)"},
+                    "photos": [
+                        {
+                            "filename": "kiwi.jpg",
+                            "image_id": "0b9f8e7d-6c5b-4a39-8271-605f4e3d2c1b",
+                            "state": "queued",
+                            "reason": None,
+                        },
+                        {
+                            "filename": "empty.jpg",
+                            "image_id": "a1b2c3d4-e5f6-4789-8abc-def012345678",
+                            "state": "rejected",
+                            "reason": "empty file (0 bytes)",
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+
     session_id: str
     submitted: int
     queued: int
@@ -87,6 +132,20 @@ class ReadyOut(BaseModel):
 
 class Problem(BaseModel):
     """An RFC 9457 problem document; ``type`` is one of the kinds the README lists."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "urn:fruitstream:problem:not-an-image",
+                    "title": "Not an image",
+                    "status": 422,
+                    "detail": "not an image, or an unsupported format",
+                    "request_id": "3f1e0c2b9a8d4e7f",
+                }
+            ]
+        }
+    )
 
     type: str = "about:blank"
     title: str
