@@ -20,7 +20,13 @@ from fruitstream.domain import (
     Status,
     TopK,
 )
-from fruitstream.errors import ImageError, NotFoundError, ResultStoreError, UnsupportedImageError
+from fruitstream.errors import (
+    CursorError,
+    ImageError,
+    NotFoundError,
+    ResultStoreError,
+    UnsupportedImageError,
+)
 from fruitstream.model.bundle import ModelBundle, PreprocessConfig
 from fruitstream.ports import Delivery, Health
 
@@ -133,10 +139,20 @@ class MemoryResultsDatabase:
                 if old is None or old.status != Status.OK or r.status == Status.OK:
                     self.rows[r.image_id] = r
 
-    def results(self, session_id: str) -> list[ResultRow]:
+    def results(
+        self, session_id: str, limit: int | None = None, after: str | None = None
+    ) -> list[ResultRow]:
         self._check()
-        rows = [r for r in self.rows.values() if r.session_id == session_id]
-        return sorted(rows, key=lambda r: (r.submitted_at, r.filename))
+        rows = sorted(
+            (r for r in self.rows.values() if r.session_id == session_id),
+            key=lambda r: (r.filename, r.image_id),
+        )
+        if after is not None:
+            keys = [r.image_id for r in rows]
+            if after not in keys:
+                raise CursorError(f"cursor {after!r} is not a row of session {session_id!r}")
+            rows = rows[keys.index(after) + 1 :]
+        return rows if limit is None else rows[:limit]
 
     def progress(self, session_id: str) -> Progress:
         session = self.get_session(session_id)
@@ -160,9 +176,16 @@ class MemoryResultsDatabase:
         except KeyError:
             raise NotFoundError(f"no session {session_id!r}") from None
 
-    def sessions(self, limit: int = 50) -> list[SessionRecord]:
+    def sessions(self, limit: int = 50, before: str | None = None) -> list[SessionRecord]:
         self._check()
-        newest = sorted(self.session_records.values(), key=lambda s: s.created_at, reverse=True)
+        newest = sorted(
+            self.session_records.values(), key=lambda s: (s.created_at, s.session_id), reverse=True
+        )
+        if before is not None:
+            ids = [s.session_id for s in newest]
+            if before not in ids:
+                raise CursorError(f"cursor {before!r} is not a session")
+            newest = newest[ids.index(before) + 1 :]
         return newest[:limit]
 
     # SubmitLog

@@ -15,6 +15,7 @@
     │   ├── QueueError
     │   └── ResultStoreError
     ├── NotFoundError                a session, image or object does not exist
+    ├── CursorError                  a page cursor that names no row of the listing
     └── MessageError                 a queue message breaks the contract (docs/ARCHITECTURE.md)
 
 Adapters catch boto, psycopg, SQLAlchemy and Kafka exceptions at their boundary and
@@ -93,3 +94,7 @@ class CorruptImageError(UnsupportedImageError):
 
 class UnsupportedFormatError(UnsupportedImageError):
     """An image in a format fruitstream does not read."""
+
+
+class CursorError(FruitstreamError):
+    """A page cursor that names no row of the listing it pages."""

@@ -287,9 +287,11 @@ class Pipeline:
     def progress(self, session_id: str) -> Progress:
         return self.results.progress(session_id)
 
-    def results_of(self, session_id: str) -> list[ResultRow]:
+    def results_of(
+        self, session_id: str, limit: int | None = None, after: str | None = None
+    ) -> list[ResultRow]:
         self.sessions.get_session(session_id)  # NotFoundError for an unknown session
-        return self.results.results(session_id)
+        return self.results.results(session_id, limit, after)
 
 
 def content_type(filename: str) -> str | None:

@@ -170,12 +170,18 @@ class FruitService:
         """``NotFoundError`` for an unknown session."""
         return self.backends.db.progress(session_id)
 
-    def results(self, session_id: str) -> list[ResultRow]:
-        return self.pipeline().results_of(session_id)
+    def results(
+        self, session_id: str, limit: int | None = None, after: str | None = None
+    ) -> list[ResultRow]:
+        """The session's rows in file name order; a page of ``limit`` after the row whose
+        image id is ``after``."""
+        return self.pipeline().results_of(session_id, limit, after)
 
-    def sessions(self, limit: int = 50) -> list[SessionSummary]:
+    def sessions(self, limit: int = 50, before: str | None = None) -> list[SessionSummary]:
+        """Newest first; a page of ``limit`` after the session ``before``."""
         db = self.backends.db
-        return [SessionSummary(s, db.progress(s.session_id)) for s in db.sessions(limit=limit)]
+        found = db.sessions(limit=limit, before=before)
+        return [SessionSummary(s, db.progress(s.session_id)) for s in found]
 
     def wait(
         self,

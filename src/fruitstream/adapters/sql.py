@@ -29,7 +29,7 @@ from fruitstream.domain import (
     SessionRecord,
     Status,
 )
-from fruitstream.errors import NotFoundError, ResultStoreError
+from fruitstream.errors import CursorError, NotFoundError, ResultStoreError
 from fruitstream.ports import Health
 
 
@@ -114,13 +114,22 @@ class SqlDatabase:
         with self.begin() as conn:
             conn.execute(stmt, values)
 
-    def results(self, session_id: str) -> list[ResultRow]:
-        q = (
-            sa.select(results_table)
-            .where(results_table.c.session_id == session_id)
-            .order_by(results_table.c.submitted_at, results_table.c.filename)
-        )
+    def results(
+        self, session_id: str, limit: int | None = None, after: str | None = None
+    ) -> list[ResultRow]:
+        t = results_table
+        q = sa.select(t).where(t.c.session_id == session_id)
         with self.begin() as conn:
+            if after is not None:
+                last = conn.execute(
+                    sa.select(t.c.filename).where(
+                        t.c.image_id == after, t.c.session_id == session_id
+                    )
+                ).first()
+                if last is None:
+                    raise CursorError(f"cursor {after!r} is not a row of session {session_id!r}")
+                q = q.where(sa.tuple_(t.c.filename, t.c.image_id) > sa.tuple_(last[0], after))
+            q = q.order_by(t.c.filename, t.c.image_id).limit(limit)
             rows = conn.execute(q).mappings().all()
         return [
             ResultRow(
@@ -230,9 +239,18 @@ class SqlDatabase:
             raise NotFoundError(f"no session {session_id!r}")
         return _session(row)
 
-    def sessions(self, limit: int = 50) -> list[SessionRecord]:
-        q = sa.select(sessions_table).order_by(sessions_table.c.created_at.desc()).limit(limit)
+    def sessions(self, limit: int = 50, before: str | None = None) -> list[SessionRecord]:
+        t = sessions_table
+        q = sa.select(t)
         with self.begin() as conn:
+            if before is not None:
+                last = conn.execute(
+                    sa.select(t.c.created_at).where(t.c.session_id == before)
+                ).first()
+                if last is None:
+                    raise CursorError(f"cursor {before!r} is not a session")
+                q = q.where(sa.tuple_(t.c.created_at, t.c.session_id) < sa.tuple_(last[0], before))
+            q = q.order_by(t.c.created_at.desc(), t.c.session_id.desc()).limit(limit)
             rows = conn.execute(q).mappings().all()
         return [_session(r) for r in rows]
 

@@ -21,6 +21,7 @@ from fruitstream.entrypoints.api.schemas import Problem
 from fruitstream.errors import (
     BackendError,
     CorruptImageError,
+    CursorError,
     FruitstreamError,
     ImageError,
     ImageTooLargeError,
@@ -74,6 +75,7 @@ PROBLEMS: tuple[tuple[type[Exception], Kind], ...] = (
     (NotAcceptableError, Kind(406, "Not acceptable", "not-acceptable")),
     (UnsupportedMediaTypeError, Kind(415, "Unsupported media type", "unsupported-media-type")),
     (NotFoundError, Kind(404, "Not found", "not-found")),
+    (CursorError, Kind(400, "Bad cursor", "bad-cursor")),
     (TooManyPixelsError, Kind(413, "Image has too many pixels", "too-many-pixels")),
     (ImageTooLargeError, Kind(413, "Image too large", "too-large")),
     (UnsupportedFormatError, Kind(422, "Unsupported image format", "unsupported-format")),

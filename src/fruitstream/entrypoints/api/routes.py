@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -177,15 +178,43 @@ async def submit(request: Request, service: Service, metrics: Counters, name: st
     )
 
 
+_PAGE_HEADERS = {
+    "X-Next-Cursor": {
+        "description": "the cursor of the next page; absent on the last page",
+        "schema": {"type": "string"},
+    },
+    "Link": {"description": 'the next page, rel="next"', "schema": {"type": "string"}},
+}
+
+
+def _next_page(request: Request, cursor: str) -> dict[str, str]:
+    """The headers that point to the page after this one: the same query, with ``cursor``."""
+    query = {**request.query_params, "cursor": cursor}
+    return {
+        "X-Next-Cursor": cursor,
+        "Link": f'<{request.url.path}?{urlencode(query)}>; rel="next"',
+    }
+
+
 @router.get(
     "/v1/batches",
     tags=["batches"],
     response_model=list[SessionOut],
     dependencies=GUARD,
-    responses=PROBLEM_RESPONSES,
+    responses={**PROBLEM_RESPONSES, 200: {"description": "a page", "headers": _PAGE_HEADERS}},
 )
-def history(service: Service, limit: int = 50) -> list[SessionOut]:
-    """Past batches, newest first."""
+def history(
+    request: Request,
+    response: Response,
+    service: Service,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: str | None = None,
+) -> list[SessionOut]:
+    """Past batches, newest first, ``limit`` a page (at most 1,000); the next page is at
+    ``cursor`` = the ``X-Next-Cursor`` of this one."""
+    page = service.sessions(limit=limit, before=cursor)
+    if len(page) == limit:
+        response.headers.update(_next_page(request, page[-1].session.session_id))
     return [
         SessionOut(
             session_id=s.session.session_id,
@@ -196,7 +225,7 @@ def history(service: Service, limit: int = 50) -> list[SessionOut]:
             errors=s.progress.errors,
             complete=s.progress.complete,
         )
-        for s in service.sessions(limit=max(1, min(limit, 1000)))
+        for s in page
     ]
 
 
@@ -219,7 +248,7 @@ def progress(session_id: str, service: Service) -> ProgressOut:
     )
 
 
-_PENDING_HEADERS = {
+_PENDING_HEADERS: dict[str, object] = {
     "X-Results-Complete": {
         "description": "whether every photo has its row",
         "schema": {"type": "boolean"},
@@ -240,24 +269,32 @@ _PENDING_HEADERS = {
         200: {
             "description": "every photo has its row",
             "model": list[ResultOut],
-            "headers": _PENDING_HEADERS,
+            "headers": {**_PENDING_HEADERS, **_PAGE_HEADERS},
             "content": {"text/csv": {"schema": {"type": "string"}}},
         },
         202: {
             "description": "the batch is still running: the rows so far",
             "model": list[ResultOut],
-            "headers": _PENDING_HEADERS,
+            "headers": {**_PENDING_HEADERS, **_PAGE_HEADERS},
             "content": {"text/csv": {"schema": {"type": "string"}}},
         },
     },
 )
-def results(session_id: str, request: Request, service: Service) -> Response:
-    """One row per photo: JSON, or CSV with ``Accept: text/csv`` (406 when neither is
-    acceptable). 202 while photos are pending; the headers say how many."""
+def results(
+    session_id: str,
+    request: Request,
+    service: Service,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    cursor: str | None = None,
+) -> Response:
+    """One row per photo, in file name order: JSON, or CSV with ``Accept: text/csv`` (406
+    when neither is acceptable). 202 while photos are pending; the headers say how many.
+    ``limit`` rows a page (at most 10,000); the next page is at ``cursor`` = the
+    ``X-Next-Cursor`` of this one."""
     media = best_match(request.headers.get("accept"), RESULT_TYPES)
     if media is None:
         raise NotAcceptableError(f"results are {' or '.join(RESULT_TYPES)}")
-    rows = service.results(session_id)
+    rows = service.results(session_id, limit=limit, after=cursor)
     progress = service.progress(session_id)
     pending = max(0, progress.submitted - progress.done)
     status = 200 if progress.complete else 202
@@ -265,6 +302,8 @@ def results(session_id: str, request: Request, service: Service) -> Response:
         "X-Results-Complete": str(progress.complete).lower(),
         "X-Results-Pending": str(pending),
     }
+    if len(rows) == limit:
+        headers.update(_next_page(request, rows[-1].image_id))
     if media == "text/csv":
         headers["Content-Disposition"] = f'attachment; filename="fruitstream-{session_id}.csv"'
         return Response(csv_bytes(rows), status, headers, "text/csv; charset=utf-8")
