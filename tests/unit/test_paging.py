@@ -84,7 +84,8 @@ def test_the_api_pages_with_cursors_and_links(tmp_path: Path) -> None:
         )
         assert len(rows.json()) == 3 and len(more.json()) == 2
         bad = client.get(f"/v1/batches/{ids[0]}/results?cursor=nope")
-        assert bad.status_code == 400 and bad.json()["type"].endswith(":bad-cursor")
+        assert bad.status_code == 404 and bad.json()["type"].endswith(":unknown-cursor")
+        assert len(client.get("/v1/batches?cursor=").json()) == 3  # empty: the first page
         assert client.get("/v1/batches?limit=0").status_code == 422
         assert client.get("/v1/batches?limit=1001").status_code == 422
     world.service.stop(timeout=5)

@@ -75,7 +75,7 @@ PROBLEMS: tuple[tuple[type[Exception], Kind], ...] = (
     (NotAcceptableError, Kind(406, "Not acceptable", "not-acceptable")),
     (UnsupportedMediaTypeError, Kind(415, "Unsupported media type", "unsupported-media-type")),
     (NotFoundError, Kind(404, "Not found", "not-found")),
-    (CursorError, Kind(400, "Bad cursor", "bad-cursor")),
+    (CursorError, Kind(404, "Cursor not found", "unknown-cursor")),
     (TooManyPixelsError, Kind(413, "Image has too many pixels", "too-many-pixels")),
     (ImageTooLargeError, Kind(413, "Image too large", "too-large")),
     (UnsupportedFormatError, Kind(422, "Unsupported image format", "unsupported-format")),

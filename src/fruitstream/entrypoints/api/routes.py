@@ -212,7 +212,7 @@ def history(
 ) -> list[SessionOut]:
     """Past batches, newest first, ``limit`` a page (at most 1,000); the next page is at
     ``cursor`` = the ``X-Next-Cursor`` of this one."""
-    page = service.sessions(limit=limit, before=cursor)
+    page = service.sessions(limit=limit, before=cursor or None)
     if len(page) == limit:
         response.headers.update(_next_page(request, page[-1].session.session_id))
     return [
@@ -294,7 +294,7 @@ def results(
     media = best_match(request.headers.get("accept"), RESULT_TYPES)
     if media is None:
         raise NotAcceptableError(f"results are {' or '.join(RESULT_TYPES)}")
-    rows = service.results(session_id, limit=limit, after=cursor)
+    rows = service.results(session_id, limit=limit, after=cursor or None)
     progress = service.progress(session_id)
     pending = max(0, progress.submitted - progress.done)
     status = 200 if progress.complete else 202
