@@ -176,11 +176,12 @@ class MemoryResultsDatabase:
         except KeyError:
             raise NotFoundError(f"no session {session_id!r}") from None
 
-    def sessions(self, limit: int = 50, before: str | None = None) -> list[SessionRecord]:
+    def sessions(
+        self, limit: int = 50, before: str | None = None, owner: str | None = None
+    ) -> list[SessionRecord]:
         self._check()
-        newest = sorted(
-            self.session_records.values(), key=lambda s: (s.created_at, s.session_id), reverse=True
-        )
+        mine = [s for s in self.session_records.values() if owner is None or s.owner == owner]
+        newest = sorted(mine, key=lambda s: (s.created_at, s.session_id), reverse=True)
         if before is not None:
             ids = [s.session_id for s in newest]
             if before not in ids:

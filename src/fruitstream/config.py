@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     # HTTP API (fruitstream serve): bearer tokens, comma-separated (secret). None configured:
     # the server binds to 127.0.0.1 only.
     api_tokens: SecretStr | None = None
+    # Tokens that see every batch (each token of api_tokens sees only those it submitted).
+    api_admin_tokens: SecretStr | None = None
     api_max_batch_files: int = Field(default=1000, gt=0)
     # The most a batch request may send in all, whatever its files: refused at Content-Length,
     # or as soon as a chunked body passes it.
@@ -140,6 +142,12 @@ class Settings(BaseSettings):
     @property
     def api_cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.api_cors_origins.split(",") if o.strip()]
+
+    @property
+    def api_admin_token_list(self) -> list[str]:
+        if self.api_admin_tokens is None:
+            return []
+        return [t.strip() for t in self.api_admin_tokens.get_secret_value().split(",") if t.strip()]
 
     @property
     def api_token_list(self) -> list[str]:

@@ -255,6 +255,8 @@ class SessionRecord:
     created_at: datetime
     submitted: int
     name: str = ""
+    # Who submitted it, as an opaque id (the HTTP API's token, hashed); "" for everyone.
+    owner: str = ""
 
 
 @dataclass(frozen=True)

@@ -178,7 +178,7 @@ class Pipeline:
         # Called at each step of ``submit`` by name: the fault tests kill the process there.
         self._failpoint = failpoint or (lambda _step: None)
 
-    def submit(self, uploads: Sequence[Upload], name: str = "") -> SubmitReport:
+    def submit(self, uploads: Sequence[Upload], name: str = "", owner: str = "") -> SubmitReport:
         """Record the session and its photo list, then store and announce photo by photo.
 
         The order makes every session converge, whatever stops the submitter: the photo list
@@ -208,7 +208,8 @@ class Pipeline:
         # In the order given; each entry is replaced when its file is rejected or not sent.
         receipts = {m.image_id: Receipt(u.filename, m.image_id) for u, m in planned}
         self.sessions.add_session(
-            SessionRecord(session_id, now, len(uploads), name[:200]), [m for _, m in planned]
+            SessionRecord(session_id, now, len(uploads), name[:200], owner),
+            [m for _, m in planned],
         )
         self._failpoint("session-recorded")
         for start in range(0, len(planned), SUBMIT_CHUNK):

@@ -96,8 +96,11 @@ class ResultStore(Protocol):
 class SessionStore(Protocol):
     def add_session(self, session: SessionRecord, photos: Sequence[ImageMessage] = ()) -> None: ...
     def get_session(self, session_id: str) -> SessionRecord: ...
-    def sessions(self, limit: int = 50, before: str | None = None) -> list[SessionRecord]:
-        """Newest first; ``before``: the id of the last session of the previous page."""
+    def sessions(
+        self, limit: int = 50, before: str | None = None, owner: str | None = None
+    ) -> list[SessionRecord]:
+        """Newest first; ``before``: the id of the last session of the previous page;
+        ``owner``: only the sessions it submitted (None: every one)."""
         ...
 
 

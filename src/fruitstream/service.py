@@ -20,7 +20,13 @@ from fruitstream.bootstrap import Backends, build_backends, build_classifier
 from fruitstream.config import Settings, load_settings
 from fruitstream.dataset import expand_paths
 from fruitstream.domain import Prediction, Progress, ResultRow, SessionRecord, check_size
-from fruitstream.errors import ConfigError, FruitstreamError, ImageTooLargeError, ResultStoreError
+from fruitstream.errors import (
+    ConfigError,
+    FruitstreamError,
+    ImageTooLargeError,
+    NotFoundError,
+    ResultStoreError,
+)
 from fruitstream.health import backends_health, is_ready, live_workers, model_health, owner_is_dead
 from fruitstream.health import queue_lag as lag_of
 from fruitstream.housekeeping import HOUSEKEEPING_SECONDS, Housekeeping, worker_id
@@ -155,32 +161,53 @@ class FruitService:
         return Pipeline(b.store, b.publisher, b.db, b.db, self.settings.limits, b.model_version)
 
     def submit(
-        self, uploads: Sequence[Upload], name: str = "", queue_only: bool = False
+        self,
+        uploads: Sequence[Upload],
+        name: str = "",
+        queue_only: bool = False,
+        owner: str = "",
     ) -> SubmitReport:
         """Store and queue a batch (every photo is queued or has its error row), then see
         that something classifies it: unless ``queue_only``, a worker thread of this process
         when the queue is embedded and no worker is alive (``report.classified_here``; the
         caller then waits, or stops the service, before it exits)."""
-        report = self.pipeline().submit(uploads, name=name)
+        report = self.pipeline().submit(uploads, name=name, owner=owner)
         if not queue_only:
             report.classified_here = self.ensure_worker()
         return report
 
-    def progress(self, session_id: str) -> Progress:
+    # ``owner``, where a method takes it: only that owner's sessions exist for the caller (an
+    # API token sees the batches it submitted); None: every session.
+
+    def _visible(self, session_id: str, owner: str | None) -> None:
+        if owner is not None and self.backends.db.get_session(session_id).owner != owner:
+            raise NotFoundError(f"no session {session_id!r}")  # as if it did not exist
+
+    def progress(self, session_id: str, owner: str | None = None) -> Progress:
         """``NotFoundError`` for an unknown session."""
+        self._visible(session_id, owner)
         return self.backends.db.progress(session_id)
 
     def results(
-        self, session_id: str, limit: int | None = None, after: str | None = None
+        self,
+        session_id: str,
+        limit: int | None = None,
+        after: str | None = None,
+        owner: str | None = None,
     ) -> list[ResultRow]:
         """The session's rows in file name order; a page of ``limit`` after the row whose
         image id is ``after``."""
+        self._visible(session_id, owner)
         return self.pipeline().results_of(session_id, limit, after)
 
-    def sessions(self, limit: int = 50, before: str | None = None) -> list[SessionSummary]:
+    def sessions(
+        self, limit: int = 50, before: str | None = None, owner: str | None = None
+    ) -> list[SessionSummary]:
         """Newest first; a page of ``limit`` after the session ``before``."""
         db = self.backends.db
-        found = db.sessions(limit=limit, before=before)
+        if before is not None:
+            self._visible(before, owner)
+        found = db.sessions(limit=limit, before=before, owner=owner)
         return [SessionSummary(s, db.progress(s.session_id)) for s in found]
 
     def wait(

@@ -290,3 +290,29 @@ def test_the_document_names_tags_ids_and_problem_schemas(client: TestClient) -> 
     item = results["200"]["content"]["application/json"]["schema"]["items"]
     assert item == {"$ref": "#/components/schemas/ResultOut"}
     assert doc["components"]["schemas"]["ClassifyOut"]["examples"]
+
+
+def test_each_token_sees_its_own_batches_and_an_admin_token_all(tmp_path: Path) -> None:
+    world = fake_world(tmp_path)
+    alice, bob, admin = "alice-token-0123456789", "bob-token-0123456789", "admin-token-01234567"
+    app = create_app(world.service, tokens=[alice, bob], admin_tokens=[admin])
+    with TestClient(app) as client:
+
+        def as_(token: str) -> dict[str, str]:
+            return {"authorization": f"Bearer {token}"}
+
+        photo = [("files", ("a.jpg", b"fruit:apple", "image/jpeg"))]
+        mine = client.post("/v1/batches", files=photo, headers=as_(alice)).json()["session_id"]
+        theirs = client.post("/v1/batches", files=photo, headers=as_(bob)).json()["session_id"]
+        assert [b["session_id"] for b in client.get("/v1/batches", headers=as_(alice)).json()] == [
+            mine
+        ]
+        assert client.get(f"/v1/batches/{theirs}", headers=as_(alice)).status_code == 404
+        assert client.get(f"/v1/batches/{theirs}/results", headers=as_(alice)).status_code == 404
+        assert client.get(f"/v1/batches/{theirs}", headers=as_(bob)).status_code == 200
+        everything = client.get("/v1/batches", headers=as_(admin)).json()
+        assert {b["session_id"] for b in everything} == {mine, theirs}
+        assert client.get(f"/v1/batches/{mine}", headers=as_(admin)).status_code == 200
+        stored = world.db.get_session(mine).owner
+        assert stored and alice not in stored  # an opaque id, never the token
+    world.service.stop(timeout=5)

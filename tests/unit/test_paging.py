@@ -89,3 +89,12 @@ def test_the_api_pages_with_cursors_and_links(tmp_path: Path) -> None:
         assert client.get("/v1/batches?limit=0").status_code == 422
         assert client.get("/v1/batches?limit=1001").status_code == 422
     world.service.stop(timeout=5)
+
+
+def test_sessions_of_one_owner_on_sql(tmp_path: Path) -> None:
+    db = SqlDatabase.from_url(f"sqlite:///{tmp_path / 'o.db'}")
+    now = utcnow()
+    for owner in ("a", "b", "a", ""):
+        db.add_session(SessionRecord(new_id(), now, 1, owner=owner))
+    assert len(db.sessions(owner="a")) == 2 and len(db.sessions()) == 4
+    assert {s.owner for s in db.sessions(owner="b")} == {"b"}

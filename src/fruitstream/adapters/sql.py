@@ -43,6 +43,7 @@ def _session(row: Any) -> SessionRecord:
         created_at=_aware(row["created_at"]),
         submitted=row["submitted"],
         name=row["name"],
+        owner=row.get("owner") or "",
     )
 
 
@@ -239,9 +240,11 @@ class SqlDatabase:
             raise NotFoundError(f"no session {session_id!r}")
         return _session(row)
 
-    def sessions(self, limit: int = 50, before: str | None = None) -> list[SessionRecord]:
+    def sessions(
+        self, limit: int = 50, before: str | None = None, owner: str | None = None
+    ) -> list[SessionRecord]:
         t = sessions_table
-        q = sa.select(t)
+        q = sa.select(t) if owner is None else sa.select(t).where(t.c.owner == owner)
         with self.begin() as conn:
             if before is not None:
                 last = conn.execute(

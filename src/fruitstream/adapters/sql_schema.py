@@ -29,6 +29,8 @@ sessions_table = sa.Table(
     # session left "submitting" by a crashed submitter is finished by ``Pipeline.repair``.
     sa.Column("state", sa.String(16)),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
+    # Who submitted it (an API token's hashed id; "" for the CLI and the app).
+    sa.Column("owner", sa.String(64), nullable=False, server_default="", index=True),
 )
 
 # The photo list of each session, written before any photo is stored: what ``repair`` needs
@@ -83,6 +85,7 @@ heartbeats_table = sa.Table(
 ADDED_COLUMNS: list[tuple[sa.Table, str]] = [
     (sessions_table, "state"),
     (sessions_table, "updated_at"),
+    (sessions_table, "owner"),
 ]
 # Columns that were VARCHAR(n) and are TEXT now (PostgreSQL enforces the length).
 WIDENED_COLUMNS = [(results_table, "filename"), (results_table, "object_key")]

@@ -32,9 +32,15 @@ from fruitstream.entrypoints.api.metrics import Metrics
 from fruitstream.entrypoints.api.routes import allowed_methods, router
 
 
-def create_app(service: FruitService | None = None, tokens: Sequence[str] | None = None) -> FastAPI:
+def create_app(
+    service: FruitService | None = None,
+    tokens: Sequence[str] | None = None,
+    admin_tokens: Sequence[str] | None = None,
+) -> FastAPI:
     """The ASGI app over ``service`` (built from settings at start when not given).
 
+    ``admin_tokens`` (from ``FRUITSTREAM_API_ADMIN_TOKENS``) see every batch; any other token
+    sees the batches it submitted.
     ``tokens``: bearer tokens accepted (from ``FRUITSTREAM_API_TOKENS`` when not given); none
     means no authentication, for a server bound to 127.0.0.1 only (``fruitstream serve``).
     """
@@ -60,6 +66,7 @@ def create_app(service: FruitService | None = None, tokens: Sequence[str] | None
     )
     app.state.service = service
     app.state.tokens = list(tokens) if tokens is not None else None
+    app.state.admin_tokens = list(admin_tokens) if admin_tokens is not None else None
     app.state.metrics = Metrics()
     app.state.allowed_methods = allowed_methods
     problems.install(app)
@@ -93,13 +100,17 @@ def serve(settings: Settings, host: str, port: int) -> None:
     whatever ``host`` says, and says so."""
     import uvicorn
 
-    if not settings.api_token_list and host not in LOOPBACK:
+    if not (settings.api_token_list or settings.api_admin_token_list) and host not in LOOPBACK:
         print(
             f"no FRUITSTREAM_API_TOKENS configured: binding to 127.0.0.1, not {host}",
             file=sys.stderr,
         )
         host = "127.0.0.1"
-    auth = "bearer tokens required" if settings.api_token_list else "no authentication"
+    auth = (
+        "bearer tokens required"
+        if (settings.api_token_list or settings.api_admin_token_list)
+        else "no authentication"
+    )
     print(f"fruitstream API at http://{host}:{port} ({auth}); docs at /docs", flush=True)
     app = create_app(FruitService.create(settings))
     config = logging_config(json_lines=settings.log_format == "json")

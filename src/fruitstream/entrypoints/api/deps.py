@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from fastapi import Depends, Request
@@ -15,13 +16,40 @@ from fruitstream.service import FruitService
 _bearer = HTTPBearer(auto_error=False)
 
 
-def tokens_of(app: Any) -> list[str]:
-    """The tokens ``app`` accepts: given to ``create_app``, else from the settings."""
-    tokens: list[str] | None = app.state.tokens
+def admin_tokens_of(app: Any) -> list[str]:
+    """The tokens that see every batch: given to ``create_app``, else from the settings."""
+    tokens: list[str] | None = app.state.admin_tokens
     if tokens is not None:
         return tokens
     service: FruitService = app.state.service
-    return service.settings.api_token_list
+    return service.settings.api_admin_token_list
+
+
+def tokens_of(app: Any) -> list[str]:
+    """Every token ``app`` accepts: given to ``create_app``, else from the settings, and the
+    admin tokens."""
+    tokens: list[str] | None = app.state.tokens
+    if tokens is None:
+        service: FruitService = app.state.service
+        tokens = service.settings.api_token_list
+    return [*tokens, *admin_tokens_of(app)]
+
+
+def owner_id(token: str) -> str:
+    """The opaque id a token's batches are recorded under (the token itself never is)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
+
+
+def get_owner(request: Request) -> str | None:
+    """Whose batches the caller sees: its token's; None (every batch) for an admin token, or
+    on a server without tokens (bound to 127.0.0.1)."""
+    if not tokens_of(request.app):
+        return None
+    header = request.headers.get("authorization")
+    admins = admin_tokens_of(request.app)
+    if admins and token_accepted(header, admins):
+        return None
+    return owner_id((header or "").partition(" ")[2].strip())
 
 
 def get_service(request: Request) -> FruitService:

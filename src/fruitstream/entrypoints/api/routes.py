@@ -19,7 +19,13 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from fruitstream.domain import ImageLimits, check_size
-from fruitstream.entrypoints.api.deps import authorized, get_metrics, get_service, tokens_of
+from fruitstream.entrypoints.api.deps import (
+    authorized,
+    get_metrics,
+    get_owner,
+    get_service,
+    tokens_of,
+)
 from fruitstream.entrypoints.api.guard import token_accepted
 from fruitstream.entrypoints.api.media import best_match
 from fruitstream.entrypoints.api.metrics import Metrics
@@ -58,6 +64,8 @@ RESULT_TYPES = ("application/json", "text/csv")
 _PHOTO_TYPES = ("multipart/form-data", "application/octet-stream", "image/")
 _BINARY = {"type": "string", "format": "binary"}
 Service = Annotated[FruitService, Depends(get_service)]
+# Whose batches the caller sees (None: every batch).
+Owner = Annotated[str | None, Depends(get_owner)]
 Counters = Annotated[Metrics, Depends(get_metrics)]
 
 
@@ -129,7 +137,9 @@ async def classify(
         }
     },
 )
-async def submit(request: Request, service: Service, metrics: Counters, name: str = "") -> BatchOut:
+async def submit(
+    request: Request, service: Service, metrics: Counters, owner: Owner, name: str = ""
+) -> BatchOut:
     """Many photos through the pipeline (``files`` parts, at most
     ``FRUITSTREAM_API_MAX_BATCH_FILES``); returns the session id to follow and one entry per
     part, in order, with its ``image_id`` or why it was rejected."""
@@ -161,7 +171,7 @@ async def submit(request: Request, service: Service, metrics: Counters, name: st
         ]
         # Without the API's worker, batches wait for a worker or Spark job started elsewhere.
         queue_only = not service.settings.api_worker
-        report = await run_in_threadpool(service.submit, uploads, name, queue_only)
+        report = await run_in_threadpool(service.submit, uploads, name, queue_only, owner or "")
     finally:
         if form is not None:
             await form.close()
@@ -207,12 +217,13 @@ def history(
     request: Request,
     response: Response,
     service: Service,
+    owner: Owner,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: str | None = None,
 ) -> list[SessionOut]:
     """Past batches, newest first, ``limit`` a page (at most 1,000); the next page is at
     ``cursor`` = the ``X-Next-Cursor`` of this one."""
-    page = service.sessions(limit=limit, before=cursor or None)
+    page = service.sessions(limit=limit, before=cursor or None, owner=owner)
     if len(page) == limit:
         response.headers.update(_next_page(request, page[-1].session.session_id))
     return [
@@ -236,9 +247,9 @@ def history(
     dependencies=GUARD,
     responses=PROBLEM_RESPONSES,
 )
-def progress(session_id: str, service: Service) -> ProgressOut:
+def progress(session_id: str, service: Service, owner: Owner) -> ProgressOut:
     """How far a batch is."""
-    p = service.progress(session_id)
+    p = service.progress(session_id, owner)
     return ProgressOut(
         session_id=p.session_id,
         submitted=p.submitted,
@@ -284,6 +295,7 @@ def results(
     session_id: str,
     request: Request,
     service: Service,
+    owner: Owner,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     cursor: str | None = None,
 ) -> Response:
@@ -294,8 +306,8 @@ def results(
     media = best_match(request.headers.get("accept"), RESULT_TYPES)
     if media is None:
         raise NotAcceptableError(f"results are {' or '.join(RESULT_TYPES)}")
-    rows = service.results(session_id, limit=limit, after=cursor or None)
-    progress = service.progress(session_id)
+    rows = service.results(session_id, limit=limit, after=cursor or None, owner=owner)
+    progress = service.progress(session_id, owner)
     pending = max(0, progress.submitted - progress.done)
     status = 200 if progress.complete else 202
     headers = {
