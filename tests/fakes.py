@@ -123,6 +123,7 @@ class MemoryResultsDatabase:
         self.photos: dict[str, dict[str, tuple[ImageMessage, bool]]] = {}
         self.submitting: dict[str, float] = {}  # session id -> last progress (monotonic)
         self.beats: dict[str, tuple[str, datetime, dict[str, Any]]] = {}
+        self.answers: dict[str, str | None] = {}  # idempotency key -> answer
         self.down = False  # True: every call fails as a database that does not answer
         self._lock = threading.Lock()
 
@@ -213,6 +214,22 @@ class MemoryResultsDatabase:
             for sid, since in self.submitting.items()
             if now - since >= older_than
         }
+
+    # IdempotencyKeys
+    def claim(self, key: str) -> str | None:
+        self._check()
+        with self._lock:
+            if key in self.answers:
+                return self.answers[key] or ""
+            self.answers[key] = None
+            return None
+
+    def settle(self, key: str, answer: str) -> None:
+        self.answers[key] = answer
+
+    def release(self, key: str) -> None:
+        if self.answers.get(key) is None:
+            self.answers.pop(key, None)
 
     # Heartbeats
     def beat(self, worker_id: str, kind: str, info: dict[str, Any]) -> None:

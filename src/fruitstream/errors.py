@@ -16,6 +16,7 @@
     │   └── ResultStoreError
     ├── NotFoundError                a session, image or object does not exist
     ├── CursorError                  a page cursor that names no row of the listing
+    ├── ConflictError                the same request is already being carried out
     └── MessageError                 a queue message breaks the contract (docs/ARCHITECTURE.md)
 
 Adapters catch boto, psycopg, SQLAlchemy and Kafka exceptions at their boundary and
@@ -98,3 +99,7 @@ class UnsupportedFormatError(UnsupportedImageError):
 
 class CursorError(FruitstreamError):
     """A page cursor that names no row of the listing it pages."""
+
+
+class ConflictError(FruitstreamError):
+    """The same request (its idempotency key) is already being carried out."""

@@ -120,7 +120,21 @@ class Heartbeats(Protocol):
     def latest(self) -> list[tuple[str, str, datetime, dict[str, Any]]]: ...
 
 
-class ResultsDatabase(ResultStore, SessionStore, SubmitLog, Heartbeats, Protocol):
+class IdempotencyKeys(Protocol):
+    """Answers recorded by key, so that a request sent twice is carried out once."""
+
+    def claim(self, key: str) -> str | None:
+        """Reserve ``key``: None when it is new (carry the request out, then ``settle``), else
+        the answer recorded for it, "" while the first request is still running."""
+        ...
+
+    def settle(self, key: str, answer: str) -> None: ...
+    def release(self, key: str) -> None:
+        """The first request failed: the key is free for the next attempt."""
+        ...
+
+
+class ResultsDatabase(ResultStore, SessionStore, SubmitLog, Heartbeats, IdempotencyKeys, Protocol):
     """Results, sessions, the submit log and heartbeats: one database in every set-up."""
 
     def health(self) -> Health: ...

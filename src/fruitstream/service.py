@@ -22,6 +22,7 @@ from fruitstream.dataset import expand_paths
 from fruitstream.domain import Prediction, Progress, ResultRow, SessionRecord, check_size
 from fruitstream.errors import (
     ConfigError,
+    ConflictError,
     FruitstreamError,
     ImageTooLargeError,
     NotFoundError,
@@ -182,6 +183,25 @@ class FruitService:
     def _visible(self, session_id: str, owner: str | None) -> None:
         if owner is not None and self.backends.db.get_session(session_id).owner != owner:
             raise NotFoundError(f"no session {session_id!r}")  # as if it did not exist
+
+    def once(self, key: str, work: Callable[[], str]) -> tuple[str, bool]:
+        """Carry ``work`` out once per ``key`` (an idempotency key, hashed with whoever sent
+        it): the first call runs it and records the answer it returns; a repeat gets that
+        answer and True. ``ConflictError`` while the first is still running; should it fail,
+        the key is free again."""
+        db = self.backends.db
+        known = db.claim(key)
+        if known == "":
+            raise ConflictError("a request with this Idempotency-Key is still being carried out")
+        if known is not None:
+            return known, True
+        try:
+            answer = work()
+        except BaseException:
+            db.release(key)
+            raise
+        db.settle(key, answer)
+        return answer, False
 
     def progress(self, session_id: str, owner: str | None = None) -> Progress:
         """``NotFoundError`` for an unknown session."""

@@ -316,3 +316,51 @@ def test_each_token_sees_its_own_batches_and_an_admin_token_all(tmp_path: Path) 
         stored = world.db.get_session(mine).owner
         assert stored and alice not in stored  # an opaque id, never the token
     world.service.stop(timeout=5)
+
+
+def test_the_same_idempotency_key_is_one_batch(tmp_path: Path) -> None:
+    world = fake_world(tmp_path)
+    alice, bob = "alice-token-0123456789", "bob-token-0123456789"
+    with TestClient(create_app(world.service, tokens=[alice, bob])) as client:
+        photo = [("files", ("a.jpg", b"fruit:apple", "image/jpeg"))]
+        key = {"authorization": f"Bearer {alice}", "idempotency-key": "order-42"}
+        first = client.post("/v1/batches", files=photo, headers=key)
+        again = client.post("/v1/batches", files=photo, headers=key)
+        assert first.status_code == again.status_code == 202
+        assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+        assert "idempotent-replayed" not in first.headers
+        assert len(world.db.session_records) == 1
+        other = {"authorization": f"Bearer {bob}", "idempotency-key": "order-42"}
+        assert client.post("/v1/batches", files=photo, headers=other).json() != first.json()
+        plain = {"authorization": f"Bearer {alice}"}
+        client.post("/v1/batches", files=photo, headers=plain)
+        assert len(world.db.session_records) == 3  # bob's key is his; no key, no memory
+    world.service.stop(timeout=5)
+
+
+def test_a_failed_first_attempt_frees_its_key_and_a_running_one_is_a_conflict(
+    tmp_path: Path,
+) -> None:
+    from fruitstream.errors import ConflictError, StorageError
+
+    world = fake_world(tmp_path)
+    with pytest.raises(StorageError):
+        world.service.once("k", lambda: (_ for _ in ()).throw(StorageError("down")))
+    assert world.service.once("k", lambda: "answer") == ("answer", False)
+    assert world.service.once("k", lambda: "other") == ("answer", True)
+    assert world.db.claim("running") is None  # the first request has claimed it
+    with pytest.raises(ConflictError):
+        world.service.once("running", lambda: "x")
+
+
+def test_idempotency_keys_on_sql(tmp_path: Path) -> None:
+    from fruitstream.adapters.sql import SqlDatabase
+
+    db = SqlDatabase.from_url(f"sqlite:///{tmp_path / 'k.db'}")
+    assert db.claim("k1") is None
+    assert db.claim("k1") == ""  # still running
+    db.settle("k1", '{"session_id": "s"}')
+    assert db.claim("k1") == '{"session_id": "s"}'
+    assert db.claim("k2") is None
+    db.release("k2")
+    assert db.claim("k2") is None

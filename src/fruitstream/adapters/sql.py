@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from fruitstream.adapters.sql_schema import (
     create_tables,
     heartbeats_table,
+    idempotency_table,
     make_engine,
     photos_table,
     results_table,
@@ -256,6 +257,33 @@ class SqlDatabase:
             q = q.order_by(t.c.created_at.desc(), t.c.session_id.desc()).limit(limit)
             rows = conn.execute(q).mappings().all()
         return [_session(r) for r in rows]
+
+    # --- IdempotencyKeys ------------------------------------------------------------------
+
+    def claim(self, key: str) -> str | None:
+        t = idempotency_table
+        try:
+            with self.begin() as conn:
+                conn.execute(
+                    sa.insert(t).values(key=key, answer=None, created_at=datetime.now(UTC))
+                )
+            return None
+        except ResultStoreError as exc:
+            if not isinstance(exc.__cause__, sa.exc.IntegrityError):
+                raise
+        with self.begin() as conn:
+            answer = conn.execute(sa.select(t.c.answer).where(t.c.key == key)).scalar()
+        return answer or ""
+
+    def settle(self, key: str, answer: str) -> None:
+        t = idempotency_table
+        with self.begin() as conn:
+            conn.execute(sa.update(t).where(t.c.key == key).values(answer=answer))
+
+    def release(self, key: str) -> None:
+        t = idempotency_table
+        with self.begin() as conn:
+            conn.execute(sa.delete(t).where(t.c.key == key, t.c.answer.is_(None)))
 
     # --- Heartbeats -----------------------------------------------------------------------
 

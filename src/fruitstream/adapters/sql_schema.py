@@ -80,6 +80,15 @@ heartbeats_table = sa.Table(
     sa.Column("info", sa.JSON, nullable=False),
 )
 
+# Answers by idempotency key (hashed with the caller's id): a batch sent twice is one batch.
+idempotency_table = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("answer", sa.Text),  # null while the first request runs
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 # Columns added since the first release: ``create_schema`` adds them to an older database.
 # Adapters with tables of their own (the embedded queue) append theirs.
 ADDED_COLUMNS: list[tuple[sa.Table, str]] = [

@@ -20,6 +20,7 @@ from fruitstream.entrypoints.api.asgi import request_id_of
 from fruitstream.entrypoints.api.schemas import Problem
 from fruitstream.errors import (
     BackendError,
+    ConflictError,
     CorruptImageError,
     CursorError,
     FruitstreamError,
@@ -76,6 +77,7 @@ PROBLEMS: tuple[tuple[type[Exception], Kind], ...] = (
     (UnsupportedMediaTypeError, Kind(415, "Unsupported media type", "unsupported-media-type")),
     (NotFoundError, Kind(404, "Not found", "not-found")),
     (CursorError, Kind(404, "Cursor not found", "unknown-cursor")),
+    (ConflictError, Kind(409, "Request in progress", "request-in-progress")),
     (TooManyPixelsError, Kind(413, "Image has too many pixels", "too-many-pixels")),
     (ImageTooLargeError, Kind(413, "Image too large", "too-large")),
     (UnsupportedFormatError, Kind(422, "Unsupported image format", "unsupported-format")),
@@ -95,7 +97,7 @@ _HTTP = {
     405: Kind(405, "Method not allowed", "method-not-allowed"),
 }
 # Statuses a route can answer with a problem document (for the OpenAPI schema).
-PROBLEM_STATUSES = (400, 401, 404, 406, 413, 415, 422, 429, 503)
+PROBLEM_STATUSES = (400, 401, 404, 406, 409, 413, 415, 422, 429, 503)
 _HEADERS = {401: {"WWW-Authenticate": "Bearer"}}
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
@@ -48,7 +49,7 @@ from fruitstream.entrypoints.api.schemas import (
     SessionOut,
 )
 from fruitstream.errors import ImageError, ImageTooLargeError
-from fruitstream.pipeline import OpenFile, Upload
+from fruitstream.pipeline import OpenFile, SubmitReport, Upload
 from fruitstream.service import FileResult, FruitService
 from fruitstream.stats import csv_bytes
 
@@ -120,7 +121,18 @@ async def classify(
     response_model=BatchOut,
     status_code=202,
     dependencies=GUARD,
-    responses=PROBLEM_RESPONSES,
+    responses={
+        **PROBLEM_RESPONSES,
+        202: {
+            "description": "the batch is queued (or, for a repeated Idempotency-Key, was)",
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "true when this is the answer to an earlier request",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+    },
     openapi_extra={
         "requestBody": {
             "content": {
@@ -138,11 +150,17 @@ async def classify(
     },
 )
 async def submit(
-    request: Request, service: Service, metrics: Counters, owner: Owner, name: str = ""
-) -> BatchOut:
+    request: Request,
+    service: Service,
+    metrics: Counters,
+    owner: Owner,
+    name: str = "",
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+) -> Response:
     """Many photos through the pipeline (``files`` parts, at most
     ``FRUITSTREAM_API_MAX_BATCH_FILES``); returns the session id to follow and one entry per
-    part, in order, with its ``image_id`` or why it was rejected."""
+    part, in order, with its ``image_id`` or why it was rejected. With an ``Idempotency-Key``
+    the same key again (from the same token) gets the first answer, not a second batch."""
     limit = service.settings.api_max_batch_files
     kind = request.headers.get("content-type", "")
     if kind and not kind.startswith("multipart/form-data"):
@@ -160,8 +178,7 @@ async def submit(
         if unknown:
             where = {"loc": ("body", unknown[0]), "msg": "unknown form field: only 'files' parts"}
             raise RequestValidationError([where])
-        parts = [v for _k, v in items]
-        files = [f for f in parts if isinstance(f, StarletteUpload)]
+        files = [f for _k, f in items if isinstance(f, StarletteUpload)]
         if not files:
             missing = {"loc": ("body", "files"), "msg": "at least one file part is required"}
             raise RequestValidationError([missing])
@@ -171,11 +188,25 @@ async def submit(
         ]
         # Without the API's worker, batches wait for a worker or Spark job started elsewhere.
         queue_only = not service.settings.api_worker
-        report = await run_in_threadpool(service.submit, uploads, name, queue_only, owner or "")
+
+        def work() -> str:
+            report = service.submit(uploads, name, queue_only, owner or "")
+            metrics.batch(queued=len(report.queued), rejected=report.submitted - len(report.queued))
+            return _batch_out(report).model_dump_json()
+
+        if idempotency_key is None:
+            answer, replayed = await run_in_threadpool(work), False
+        else:
+            key = hashlib.sha256(f"{owner or ''}\n{idempotency_key}".encode()).hexdigest()
+            answer, replayed = await run_in_threadpool(service.once, key, work)
     finally:
         if form is not None:
             await form.close()
-    metrics.batch(queued=len(report.queued), rejected=report.submitted - len(report.queued))
+    headers = {"Idempotent-Replayed": "true"} if replayed else {}
+    return Response(answer, 202, headers, "application/json")
+
+
+def _batch_out(report: SubmitReport) -> BatchOut:
     return BatchOut(
         session_id=report.session_id,
         submitted=report.submitted,
