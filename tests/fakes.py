@@ -124,6 +124,7 @@ class MemoryResultsDatabase:
         self.submitting: dict[str, float] = {}  # session id -> last progress (monotonic)
         self.beats: dict[str, tuple[str, datetime, dict[str, Any]]] = {}
         self.answers: dict[str, str | None] = {}  # idempotency key -> answer
+        self.callbacks: dict[str, list[object]] = {}  # session id -> [url, attempts, at, done]
         self.down = False  # True: every call fails as a database that does not answer
         self._lock = threading.Lock()
 
@@ -230,6 +231,26 @@ class MemoryResultsDatabase:
     def release(self, key: str) -> None:
         if self.answers.get(key) is None:
             self.answers.pop(key, None)
+
+    # Callbacks
+    def add_callback(self, session_id: str, url: str) -> None:
+        self.callbacks[session_id] = [url, 0, datetime.now(UTC), False]
+
+    def due_callbacks(self, now: datetime) -> list[tuple[str, str, int]]:
+        self._check()
+        return [
+            (sid, str(url), int(attempts))
+            for sid, (url, attempts, at, done) in self.callbacks.items()
+            if not done and at <= now  # type: ignore[operator]
+        ]
+
+    def settle_callback(self, session_id: str, retry_at: datetime | None) -> None:
+        entry = self.callbacks[session_id]
+        entry[1] = int(entry[1]) + 1  # type: ignore[call-overload]
+        if retry_at is None:
+            entry[3] = True
+        else:
+            entry[2] = retry_at
 
     # Heartbeats
     def beat(self, worker_id: str, kind: str, info: dict[str, Any]) -> None:

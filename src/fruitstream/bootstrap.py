@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from fruitstream.adapters.local_queue import SqlQueue
 from fruitstream.adapters.local_store import LocalObjectStore
 from fruitstream.adapters.sql import SqlDatabase
+from fruitstream.adapters.webhook import post_json
 from fruitstream.config import Settings
 from fruitstream.core.classifier import Classifier
 from fruitstream.core.precision import choose_precision
@@ -73,6 +74,8 @@ class Backends:
     # Makes a consumer of the queue for a worker in this process (owner name -> consumer);
     # None: the queue has its own runner (Kafka: the Spark job).
     consumers: Callable[[str], Consumer] | None = None
+    # Sends a batch-complete callback: (url, body, headers) -> HTTP status, 0 for none.
+    post: Callable[[str, bytes, Mapping[str, str]], int] = post_json
 
     @functools.cached_property
     def bundle(self) -> ModelBundle:

@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     api_max_request_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
     # On the embedded queue, the API process classifies the batches it takes (as the app does).
     api_worker: bool = True
+    # Hosts a batch's completion callback may be sent to (POST /v1/batches?callback=URL),
+    # comma-separated; empty: callbacks are refused. Each is signed with the secret below.
+    api_callback_hosts: str = ""
+    api_callback_secret: SecretStr | None = None
     # Browser origins allowed to call the API (CORS), comma-separated; empty: none (default).
     api_cors_origins: str = ""
     # Requests per second each token (or, without tokens, each client address) may make on
@@ -138,6 +142,10 @@ class Settings(BaseSettings):
     def max_upload_mb(self) -> int:
         """The per-file limit in whole megabytes (Streamlit's ``server.maxUploadSize``)."""
         return max(1, math.ceil(self.max_image_bytes / (1024 * 1024)))
+
+    @property
+    def api_callback_host_list(self) -> list[str]:
+        return [h.strip().lower() for h in self.api_callback_hosts.split(",") if h.strip()]
 
     @property
     def api_cors_origin_list(self) -> list[str]:

@@ -17,6 +17,7 @@
     ├── NotFoundError                a session, image or object does not exist
     ├── CursorError                  a page cursor that names no row of the listing
     ├── ConflictError                the same request is already being carried out
+    ├── CallbackError                a callback URL this server may not call
     └── MessageError                 a queue message breaks the contract (docs/ARCHITECTURE.md)
 
 Adapters catch boto, psycopg, SQLAlchemy and Kafka exceptions at their boundary and
@@ -103,3 +104,7 @@ class CursorError(FruitstreamError):
 
 class ConflictError(FruitstreamError):
     """The same request (its idempotency key) is already being carried out."""
+
+
+class CallbackError(FruitstreamError):
+    """A callback URL this server may not call (callbacks off, not http(s), host not allowed)."""

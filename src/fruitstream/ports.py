@@ -134,7 +134,22 @@ class IdempotencyKeys(Protocol):
         ...
 
 
-class ResultsDatabase(ResultStore, SessionStore, SubmitLog, Heartbeats, IdempotencyKeys, Protocol):
+class Callbacks(Protocol):
+    """Completion callbacks of batches, until each is delivered once (or given up)."""
+
+    def add_callback(self, session_id: str, url: str) -> None: ...
+    def due_callbacks(self, now: datetime) -> list[tuple[str, str, int]]:
+        """``(session_id, url, attempts so far)`` of undelivered callbacks due by ``now``."""
+        ...
+
+    def settle_callback(self, session_id: str, retry_at: datetime | None) -> None:
+        """One more attempt made: done (``retry_at`` None), or the next one at ``retry_at``."""
+        ...
+
+
+class ResultsDatabase(
+    ResultStore, SessionStore, SubmitLog, Heartbeats, IdempotencyKeys, Callbacks, Protocol
+):
     """Results, sessions, the submit log and heartbeats: one database in every set-up."""
 
     def health(self) -> Health: ...

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from fruitstream import __version__
 from fruitstream.bootstrap import Backends, build_backends, build_classifier
+from fruitstream.callbacks import CallbackSender, check_callback
 from fruitstream.config import Settings, load_settings
 from fruitstream.dataset import expand_paths
 from fruitstream.domain import Prediction, Progress, ResultRow, SessionRecord, check_size
@@ -95,6 +96,7 @@ class FruitService:
         self.backends = backends
         self._classifier_factory = classifier or (lambda: build_classifier(settings))
         self._worker: threading.Thread | None = None
+        self._callbacks: threading.Thread | None = None
         self._worker_lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -167,12 +169,17 @@ class FruitService:
         name: str = "",
         queue_only: bool = False,
         owner: str = "",
+        callback: str | None = None,
     ) -> SubmitReport:
         """Store and queue a batch (every photo is queued or has its error row), then see
         that something classifies it: unless ``queue_only``, a worker thread of this process
         when the queue is embedded and no worker is alive (``report.classified_here``; the
         caller then waits, or stops the service, before it exits)."""
+        if callback is not None:  # refused before anything is stored
+            check_callback(callback, *self._callback_config())
         report = self.pipeline().submit(uploads, name=name, owner=owner)
+        if callback is not None:
+            self.backends.db.add_callback(report.session_id, callback)
         if not queue_only:
             report.classified_here = self.ensure_worker()
         return report
@@ -347,11 +354,32 @@ class FruitService:
             started(worker.name)
         return worker.run(stop)
 
+    def _callback_config(self) -> tuple[list[str], str | None]:
+        secret = self.settings.api_callback_secret
+        return self.settings.api_callback_host_list, secret.get_secret_value() if secret else None
+
+    def ensure_callbacks(self) -> bool:
+        """Start this process's callback sender when callbacks are configured; whether one
+        was started."""
+        hosts, secret = self._callback_config()
+        if not hosts or not secret:
+            return False
+        with self._worker_lock:
+            if self._callbacks is not None and self._callbacks.is_alive():
+                return False
+            sender = CallbackSender(self.backends.db, self.backends.post, secret, hosts)
+            self._callbacks = threading.Thread(
+                target=sender.run, args=(self._stop,), name="fruitstream-callbacks", daemon=True
+            )
+            self._callbacks.start()
+            return True
+
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop this process's worker thread, after the batch in hand."""
+        """Stop this process's worker thread, after the batch in hand, and its callbacks."""
         self._stop.set()
-        if self._worker is not None:
-            self._worker.join(timeout)
+        for thread in (self._worker, self._callbacks):
+            if thread is not None:
+                thread.join(timeout)
 
     # --- the Spark job: its driver, and what an executor does with its rows ----------------
 

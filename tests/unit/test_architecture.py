@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("adapters", ("adapters",)),
     ("use cases", ("pipeline", "worker", "housekeeping")),
     ("wiring", ("bootstrap",)),
-    ("service", ("service", "health")),
+    ("service", ("service", "health", "callbacks")),
     ("tools", ("bench", "training", "client")),
     ("entrypoints", ("entrypoints", "__main__")),
 )

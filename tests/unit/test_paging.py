@@ -98,3 +98,15 @@ def test_sessions_of_one_owner_on_sql(tmp_path: Path) -> None:
         db.add_session(SessionRecord(new_id(), now, 1, owner=owner))
     assert len(db.sessions(owner="a")) == 2 and len(db.sessions()) == 4
     assert {s.owner for s in db.sessions(owner="b")} == {"b"}
+
+
+def test_callbacks_on_sql(tmp_path: Path) -> None:
+    db = SqlDatabase.from_url(f"sqlite:///{tmp_path / 'c.db'}")
+    db.add_callback("s1", "https://hooks.example/a")
+    now = utcnow() + timedelta(seconds=1)
+    assert db.due_callbacks(now) == [("s1", "https://hooks.example/a", 0)]
+    db.settle_callback("s1", now + timedelta(seconds=60))
+    assert db.due_callbacks(now) == []
+    assert db.due_callbacks(now + timedelta(seconds=61)) == [("s1", "https://hooks.example/a", 1)]
+    db.settle_callback("s1", None)
+    assert db.due_callbacks(now + timedelta(days=1)) == []

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from fruitstream.adapters.sql_schema import (
+    callbacks_table,
     create_tables,
     heartbeats_table,
     idempotency_table,
@@ -284,6 +285,29 @@ class SqlDatabase:
         t = idempotency_table
         with self.begin() as conn:
             conn.execute(sa.delete(t).where(t.c.key == key, t.c.answer.is_(None)))
+
+    # --- Callbacks ------------------------------------------------------------------------
+
+    def add_callback(self, session_id: str, url: str) -> None:
+        with self.begin() as conn:
+            conn.execute(
+                sa.insert(callbacks_table).values(
+                    session_id=session_id, url=url, attempts=0, next_at=datetime.now(UTC)
+                )
+            )
+
+    def due_callbacks(self, now: datetime) -> list[tuple[str, str, int]]:
+        t = callbacks_table
+        q = sa.select(t.c.session_id, t.c.url, t.c.attempts).where(~t.c.done, t.c.next_at <= now)
+        with self.begin() as conn:
+            return [(r[0], r[1], int(r[2])) for r in conn.execute(q.order_by(t.c.next_at)).all()]
+
+    def settle_callback(self, session_id: str, retry_at: datetime | None) -> None:
+        t = callbacks_table
+        values: dict[str, Any] = {"attempts": t.c.attempts + 1}
+        values.update({"done": True} if retry_at is None else {"next_at": retry_at})
+        with self.begin() as conn:
+            conn.execute(sa.update(t).where(t.c.session_id == session_id).values(**values))
 
     # --- Heartbeats -----------------------------------------------------------------------
 

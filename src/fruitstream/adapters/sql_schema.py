@@ -89,6 +89,17 @@ idempotency_table = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# Completion callbacks still to deliver (POST /v1/batches?callback=URL).
+callbacks_table = sa.Table(
+    "callbacks",
+    metadata,
+    sa.Column("session_id", sa.String(64), primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("done", sa.Boolean, nullable=False, server_default=sa.false(), index=True),
+)
+
 # Columns added since the first release: ``create_schema`` adds them to an older database.
 # Adapters with tables of their own (the embedded queue) append theirs.
 ADDED_COLUMNS: list[tuple[sa.Table, str]] = [

@@ -52,6 +52,7 @@ def create_app(
         svc: FruitService = app.state.service
         if svc.settings.api_worker:
             svc.ensure_worker()  # embedded default: this process classifies the batches
+        svc.ensure_callbacks()  # when callbacks are configured: this process sends them
         yield
         svc.stop()
 

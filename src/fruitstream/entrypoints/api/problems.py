@@ -20,6 +20,7 @@ from fruitstream.entrypoints.api.asgi import request_id_of
 from fruitstream.entrypoints.api.schemas import Problem
 from fruitstream.errors import (
     BackendError,
+    CallbackError,
     ConflictError,
     CorruptImageError,
     CursorError,
@@ -78,6 +79,7 @@ PROBLEMS: tuple[tuple[type[Exception], Kind], ...] = (
     (NotFoundError, Kind(404, "Not found", "not-found")),
     (CursorError, Kind(404, "Cursor not found", "unknown-cursor")),
     (ConflictError, Kind(409, "Request in progress", "request-in-progress")),
+    (CallbackError, Kind(422, "Callback refused", "callback-refused")),
     (TooManyPixelsError, Kind(413, "Image has too many pixels", "too-many-pixels")),
     (ImageTooLargeError, Kind(413, "Image too large", "too-large")),
     (UnsupportedFormatError, Kind(422, "Unsupported image format", "unsupported-format")),

@@ -156,11 +156,14 @@ async def submit(
     owner: Owner,
     name: str = "",
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+    callback: Annotated[str | None, Query(min_length=1, max_length=2000)] = None,
 ) -> Response:
     """Many photos through the pipeline (``files`` parts, at most
     ``FRUITSTREAM_API_MAX_BATCH_FILES``); returns the session id to follow and one entry per
     part, in order, with its ``image_id`` or why it was rejected. With an ``Idempotency-Key``
-    the same key again (from the same token) gets the first answer, not a second batch."""
+    the same key again (from the same token) gets the first answer, not a second batch.
+    With a ``callback`` URL (a host the server allows) the server POSTs a signed
+    ``batch.complete`` document there once the batch is complete."""
     limit = service.settings.api_max_batch_files
     kind = request.headers.get("content-type", "")
     if kind and not kind.startswith("multipart/form-data"):
@@ -190,7 +193,7 @@ async def submit(
         queue_only = not service.settings.api_worker
 
         def work() -> str:
-            report = service.submit(uploads, name, queue_only, owner or "")
+            report = service.submit(uploads, name, queue_only, owner or "", callback)
             metrics.batch(queued=len(report.queued), rejected=report.submitted - len(report.queued))
             return _batch_out(report).model_dump_json()
 

@@ -1,0 +1,147 @@
+"""Batch-complete callbacks: refused for hosts the operator did not allow, sent once when the
+batch is complete, signed, retried with backoff, given up at last; the real POST follows no
+redirect."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from fruitstream.adapters.webhook import post_json
+from fruitstream.callbacks import MAX_ATTEMPTS, CallbackSender, check_callback, signature
+from fruitstream.entrypoints.api import create_app
+from fruitstream.errors import CallbackError
+from tests.fakes import FakeWorld, fake_world
+
+SECRET = "callback-secret-0123456789"
+
+
+class Receiver:
+    """A fake receiving end: answers with the statuses given, in turn, and records calls."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = statuses
+        self.calls: list[tuple[str, bytes, dict[str, str]]] = []
+
+    def __call__(self, url: str, body: bytes, headers: Mapping[str, str]) -> int:
+        self.calls.append((url, body, dict(headers)))
+        return self.statuses[min(len(self.calls), len(self.statuses)) - 1]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[FakeWorld]:
+    w = fake_world(tmp_path, api_callback_hosts="hooks.example", api_callback_secret=SECRET)
+    yield w
+    w.service.stop(timeout=5)
+
+
+def test_only_allowed_hosts_and_only_when_configured() -> None:
+    hosts = ["hooks.example"]
+    assert check_callback("https://hooks.example/done", hosts, SECRET)
+    for url in ("https://evil.example/x", "ftp://hooks.example/x", "hooks.example", ""):
+        with pytest.raises(CallbackError):
+            check_callback(url, hosts, SECRET)
+    with pytest.raises(CallbackError, match="off"):
+        check_callback("https://hooks.example/done", [], SECRET)
+
+
+def test_a_batch_calls_back_once_signed_when_complete(world: FakeWorld) -> None:
+    receiver = Receiver([200])
+    world.service.backends.post = receiver
+    with TestClient(create_app(world.service, tokens=[])) as client:
+        refused = client.post(
+            "/v1/batches?callback=https://evil.example/x",
+            files=[("files", ("a.jpg", b"fruit:apple", ""))],
+        )
+        assert refused.status_code == 422 and refused.json()["type"].endswith(":callback-refused")
+        assert world.db.session_records == {}  # refused before anything was stored
+        files = [("files", ("a.jpg", b"fruit:apple", "")), ("files", ("b.jpg", b"fruit:?", ""))]
+        sid = client.post("/v1/batches?callback=https://hooks.example/done", files=files).json()[
+            "session_id"
+        ]
+        deadline = time.monotonic() + 20
+        while not receiver.calls:
+            assert time.monotonic() < deadline, "no callback came"
+            time.sleep(0.05)
+        time.sleep(1.5)  # another round of the sender: still one call
+    assert len(receiver.calls) == 1
+    url, body, headers = receiver.calls[0]
+    document = json.loads(body)
+    assert url == "https://hooks.example/done"
+    assert document == {
+        "event": "batch.complete",
+        "session_id": sid,
+        "submitted": 2,
+        "done": 2,
+        "errors": 0,
+        "results": f"/v1/batches/{sid}/results",
+    }
+    stamp = headers["X-Fruitstream-Timestamp"].encode()
+    expected = hmac.new(SECRET.encode(), stamp + b"." + body, hashlib.sha256).hexdigest()
+    assert headers["X-Fruitstream-Signature"] == f"sha256={expected}"
+
+
+def test_a_failing_receiver_is_retried_with_backoff_then_given_up(world: FakeWorld) -> None:
+    sid = world.service.submit([], queue_only=True).session_id  # an empty batch: complete
+    world.db.add_callback(sid, "https://hooks.example/x")
+    receiver = Receiver([503, 200])
+    sender = CallbackSender(world.db, receiver, SECRET, ["hooks.example"])
+    assert sender.run_once() == 0
+    _url, attempts, next_at, done = world.db.callbacks[sid]
+    assert attempts == 1 and not done and next_at > datetime.now(UTC)  # type: ignore[operator]
+    assert sender.run_once() == 0 and len(receiver.calls) == 1  # not due yet
+    world.db.callbacks[sid][2] = datetime.now(UTC)
+    assert sender.run_once() == 1 and world.db.callbacks[sid][3] is True
+    never = Receiver([0])
+    other = world.service.submit([], queue_only=True).session_id
+    world.db.add_callback(other, "https://hooks.example/y")
+    for _ in range(MAX_ATTEMPTS):
+        world.db.callbacks[other][2] = datetime.now(UTC)
+        CallbackSender(world.db, never, SECRET, ["hooks.example"]).run_once()
+    assert len(never.calls) == MAX_ATTEMPTS and world.db.callbacks[other][3] is True
+
+
+def test_the_signature_covers_the_timestamp_and_the_body() -> None:
+    one = signature(SECRET, "1700000000", b"{}")
+    assert one != signature(SECRET, "1700000001", b"{}")
+    assert one != signature(SECRET, "1700000000", b"{ }")
+    assert one != signature("other", "1700000000", b"{}")
+
+
+def test_the_real_post_reports_statuses_and_follows_no_redirect() -> None:
+    got: list[bytes] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            got.append(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path == "/moved":
+                self.send_response(307)
+                self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+            else:
+                self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert post_json(f"{base}/ok", b'{"a": 1}', {"X-Test": "1"}) == 204
+        assert got == [b'{"a": 1}']
+        assert post_json(f"{base}/moved", b"{}", {}) == 307  # reported, not followed
+        assert len(got) == 2
+        assert post_json("http://127.0.0.1:9/closed", b"{}", {}, timeout=2) == 0
+    finally:
+        server.shutdown()
