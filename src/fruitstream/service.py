@@ -53,12 +53,24 @@ class FileResult:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Always six keys: path, label, confidence, known, top_k, error."""
+        """Always seven keys: path, label, guess, confidence, known, top_k, error. ``label``
+        is the fruit only when the model knows it (``known``); ``guess`` is always its closest
+        fruit, so that "not sure" never reads as an answer."""
         if self.prediction is not None:
-            return {"path": self.path, **self.prediction.to_dict(), "error": None}
+            p = self.prediction.to_dict()
+            return {
+                "path": self.path,
+                "label": p["label"] if p["known"] else None,
+                "guess": p["label"],
+                "confidence": p["confidence"],
+                "known": p["known"],
+                "top_k": p["top_k"],
+                "error": None,
+            }
         return {
             "path": self.path,
             "label": None,
+            "guess": None,
             "confidence": None,
             "known": None,
             "top_k": [],

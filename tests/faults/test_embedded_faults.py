@@ -78,7 +78,7 @@ def test_fuzzed_files_through_classify_one_record_each(
     names = Counter(Path(r["path"]).name for r in records)
     assert sorted(names) == files and set(names.values()) == {1}
     for r in records:
-        assert r["error"] or r["label"], r
+        assert r["error"] or r["guess"], r
         if Path(r["path"]).name in good:
             assert r["error"] is None
     ledger.append(FaultRecord("fuzzed files: classify", len(files) - len(good), len(files), 0, 0))

@@ -11,7 +11,7 @@ from fruitstream.dataset import image_files
 from tests.conftest import bad_images, exif_rotated_jpeg
 from tests.helpers import run_cli, run_json
 
-KEYS = {"path", "label", "confidence", "known", "top_k", "error"}
+KEYS = {"path", "label", "guess", "confidence", "known", "top_k", "error"}
 
 
 @pytest.fixture

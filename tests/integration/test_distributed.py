@@ -89,7 +89,7 @@ def test_fifty_photos_through_s3_kafka_spark_postgres(
     for exp in expected:
         row = by_name[Path(exp["path"]).name]
         assert row["status"] == "ok", row
-        assert (row["label"], row["known"]) == (exp["label"], exp["known"])
+        assert (row["label"], row["known"]) == (exp["guess"], exp["known"])
         assert row["confidence"] == pytest.approx(exp["confidence"], abs=1e-4)
         assert str(row["object_key"]).startswith("uploads/")
     status = run_cli("status", env=stack).stdout

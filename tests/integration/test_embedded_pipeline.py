@@ -75,7 +75,7 @@ def test_submit_wait_matches_classify(tmp_path: Path, dataset: Path, env: dict[s
             assert row["status"] == "error" and row["error"], row
         else:
             assert row["status"] == "ok"
-            assert (row["label"], row["known"]) == (exp["label"], exp["known"])
+            assert (row["label"], row["known"]) == (exp["guess"], exp["known"])
             assert row["confidence"] == pytest.approx(exp["confidence"], abs=1e-4)
 
     csv_path = tmp_path / "out.csv"

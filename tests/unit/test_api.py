@@ -44,7 +44,7 @@ def test_classify_multipart_and_raw_body_match_the_cli_record(
     multipart = client.post("/v1/classify", files={"file": (name, data, "image/jpeg")})
     assert multipart.status_code == 200, multipart.text
     body = multipart.json()
-    assert set(body) == {"path", "label", "confidence", "known", "top_k", "error"}
+    assert set(body) == {"path", "label", "guess", "confidence", "known", "top_k", "error"}
     assert body["path"] == name and body["label"] == "banana" and body["error"] is None
     raw = client.post(
         "/v1/classify?name=b.jpg", content=data, headers={"content-type": "image/jpeg"}

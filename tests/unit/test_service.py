@@ -184,7 +184,7 @@ def test_classify_files_reads_in_chunks_and_reports_each_file(world: World, tmp_
     assert results[0].prediction is not None and results[0].prediction.label == "orange"
     assert results[1].prediction is None and "fake" in (results[1].error or "")
     assert results[1].to_dict()["top_k"] == [] and set(results[0].to_dict()) == {
-        "path", "label", "confidence", "known", "top_k", "error"
+        "path", "label", "guess", "confidence", "known", "top_k", "error"
     }  # fmt: skip
     assert [p.name for p, _why in skipped] == [".hidden.jpg"]
 
@@ -206,3 +206,15 @@ def test_every_file_has_its_receipt_in_order_even_with_repeated_names(world: Wor
     rows = {r.image_id: r for r in world.service.results(report.session_id)}
     labels = [rows[p.image_id].label for p in report.photos]
     assert labels == ["apple", None, "banana", "orange"]  # each input matched to its row
+
+
+def test_the_record_names_a_fruit_only_when_the_model_knows_it(world: World) -> None:
+    sure = world.service.classify_one(b"fruit:apple")
+    unsure = world.service.classify_one(b"fruit:?")
+    from fruitstream.service import FileResult
+
+    known = FileResult("a.jpg", sure).to_dict()
+    unknown = FileResult("b.jpg", unsure).to_dict()
+    assert (known["label"], known["guess"], known["known"]) == ("apple", "apple", True)
+    assert (unknown["label"], unknown["guess"], unknown["known"]) == (None, "apple", False)
+    assert unknown["top_k"][0]["label"] == unknown["guess"]

@@ -21,6 +21,7 @@ class ClassifyOut(BaseModel):
                 {
                     "path": "banana.jpg",
                     "label": "banana",
+                    "guess": "banana",
                     "confidence": 0.97,
                     "known": True,
                     "top_k": [
@@ -34,7 +35,10 @@ class ClassifyOut(BaseModel):
     )
 
     path: str
+    # The fruit, when the model knows it (known); null when it does not or on error.
     label: str | None
+    # The model's closest fruit, known or not (null on error).
+    guess: str | None
     confidence: float | None
     known: bool | None
     top_k: list[TopKOut]
