@@ -112,8 +112,10 @@ def test_a_batch_through_the_http_api_on_the_real_stack(
     server = Server({**stack, "FRUITSTREAM_API_TOKENS": token}, host="127.0.0.1")
     auth = {"authorization": f"Bearer {token}"}
     try:
-        ready = httpx.get(f"{server.url}/readyz").json()
+        ready = httpx.get(f"{server.url}/readyz", headers=auth).json()
         assert ready["ready"] and "S3 bucket" in ready["checks"][0]["detail"]
+        anonymous = httpx.get(f"{server.url}/readyz").json()  # no hosts or paths without a token
+        assert anonymous["ready"] and anonymous["checks"][0]["detail"] == "ok"
         pool = image_files(dataset / "grocery" / "val")[:6]
         files = [("files", (p.name, p.read_bytes())) for p in pool]
         batch = httpx.post(f"{server.url}/v1/batches", files=files, headers=auth, timeout=60)
