@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from fruitstream.bench.load import served
 from fruitstream.bench.model import Report
 
 
@@ -32,7 +33,6 @@ def http_benchmark(files: Sequence[Path], batch: int, rounds: int, workdir: Path
     """
     import http.client
     import os
-    import socket
     import subprocess
     import sys
     import uuid
@@ -41,34 +41,11 @@ def http_benchmark(files: Sequence[Path], batch: int, rounds: int, workdir: Path
     from fruitstream.pipeline import Upload
     from fruitstream.service import FruitService
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    env = {
-        **os.environ,
-        "FRUITSTREAM_DATA_DIR": str(workdir / "server"),
-        "FRUITSTREAM_API_WORKER": "false",
-    }
+    env = {**os.environ, "FRUITSTREAM_API_WORKER": "false"}
     env.pop("FRUITSTREAM_API_TOKENS", None)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "fruitstream", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with served(workdir, {"FRUITSTREAM_API_WORKER": "false"}) as url:
+        port = int(url.rsplit(":", 1)[1])
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                conn.request("GET", "/healthz")
-                conn.getresponse().read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                time.sleep(0.2)
         service = FruitService.create(load_settings(data_dir=workdir / "local"))
         blobs = [f.read_bytes() for f in files]
 
@@ -168,9 +145,6 @@ def http_benchmark(files: Sequence[Path], batch: int, rounds: int, workdir: Path
             # still flushing it) differs, so no side always pays for the other.
             for way in ways[r % 3 :] + ways[: r % 3]:
                 way()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     return {
         "rounds": rounds,
         "files": len(blobs),
