@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from fruitstream.domain import (
     ImageLimits,
     ImageMessage,
+    Label,
     Prediction,
     Progress,
     ResultRow,
@@ -124,7 +125,8 @@ class MemoryResultsDatabase:
         self.submitting: dict[str, float] = {}  # session id -> last progress (monotonic)
         self.beats: dict[str, tuple[str, datetime, dict[str, Any]]] = {}
         self.answers: dict[str, str | None] = {}  # idempotency key -> answer
-        self.callbacks: dict[str, list[object]] = {}  # session id -> [url, attempts, at, done]
+        self.callbacks: dict[str, list[object]] = {}
+        self.label_rows: list[Label] = []  # session id -> [url, attempts, at, done]
         self.down = False  # True: every call fails as a database that does not answer
         self._lock = threading.Lock()
 
@@ -140,6 +142,13 @@ class MemoryResultsDatabase:
                 old = self.rows.get(r.image_id)
                 if old is None or old.status != Status.OK or r.status == Status.OK:
                     self.rows[r.image_id] = r
+
+    def result(self, image_id: str) -> ResultRow:
+        self._check()
+        try:
+            return self.rows[image_id]
+        except KeyError:
+            raise NotFoundError(f"no result for image {image_id!r}") from None
 
     def results(
         self, session_id: str, limit: int | None = None, after: str | None = None
@@ -231,6 +240,31 @@ class MemoryResultsDatabase:
     def release(self, key: str) -> None:
         if self.answers.get(key) is None:
             self.answers.pop(key, None)
+
+    # LabelStore
+    def add_label(self, label: Label) -> None:
+        self._check()
+        self.label_rows.append(label)
+
+    def labels(self, limit: int = 50, before: str | None = None) -> list[Label]:
+        self._check()
+        current: dict[str, Label] = {}
+        for label in sorted(self.label_rows, key=lambda x: (x.created_at, x.label_id)):
+            current[label.content_sha256] = label
+        newest = sorted(current.values(), key=lambda x: (x.created_at, x.label_id), reverse=True)
+        if before is not None:
+            ids = [x.label_id for x in newest]
+            if before not in ids:
+                raise CursorError(f"cursor {before!r} is not a label")
+            newest = newest[ids.index(before) + 1 :]
+        return newest[:limit]
+
+    def remove_label(self, label_id: str) -> Label:
+        found = [x for x in self.label_rows if x.label_id == label_id]
+        if not found:
+            raise NotFoundError(f"no label {label_id!r}")
+        self.label_rows.remove(found[0])
+        return found[0]
 
     # Callbacks
     def add_callback(self, session_id: str, url: str) -> None:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from fruitstream.errors import ImageTooLargeError, MessageError, UnsupportedImageError
+from fruitstream.errors import ImageTooLargeError, LabelError, MessageError, UnsupportedImageError
 
 MESSAGE_SCHEMA = 1
 # The fruits the shipped model knows (its bundle.json lists them too; i18n names them).
@@ -273,3 +273,47 @@ class Progress:
     @property
     def fraction(self) -> float:
         return 1.0 if self.submitted == 0 else min(1.0, self.done / self.submitted)
+
+
+# The label of a photo that shows none of the fruits.
+NOT_FRUIT = "not-fruit"
+_LABEL = re.compile(r"^[a-z](?:[a-z0-9 -]{0,38}[a-z0-9])?$")
+# Where the object store keeps a labelled photo that came without a batch: by its content.
+LABEL_PREFIX = "labels/"
+
+
+def normalize_label(text: str) -> str:
+    """A person's label as stored: lower case, single spaces; a known fruit, ``not-fruit``, or
+    a new fruit's name (2-40 letters, digits, spaces, hyphens). ``LabelError`` otherwise."""
+    cleaned = " ".join(text.strip().lower().replace("_", " ").split())
+    if cleaned in {"not fruit", "none", "not a fruit"}:
+        cleaned = NOT_FRUIT
+    if not _LABEL.match(cleaned) or len(cleaned) < 2:
+        raise LabelError(
+            f"a label is a fruit's name (2-40 letters, digits, spaces or hyphens) or"
+            f" {NOT_FRUIT!r}, not {text[:60]!r}"
+        )
+    return cleaned
+
+
+@dataclass(frozen=True)
+class Label:
+    """What a person said a photo shows, next to what the model said. A photo is its content
+    (``content_sha256``): the latest label of the same bytes wins, and the earlier ones are
+    kept as its history."""
+
+    label_id: str
+    content_sha256: str
+    object_key: str
+    label: str
+    model_label: str | None
+    model_known: bool | None
+    model_version: str
+    source: str  # app, api, cli, teach
+    created_at: datetime
+    image_id: str | None = None  # the result row it corrects, when it came from a batch
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        return data

@@ -18,6 +18,7 @@
     ├── CursorError                  a page cursor that names no row of the listing
     ├── ConflictError                the same request is already being carried out
     ├── CallbackError                a callback URL this server may not call
+    ├── LabelError                   a label that cannot name a fruit (empty, absurd)
     └── MessageError                 a queue message breaks the contract (docs/ARCHITECTURE.md)
 
 Adapters catch boto, psycopg, SQLAlchemy and Kafka exceptions at their boundary and
@@ -108,3 +109,7 @@ class ConflictError(FruitstreamError):
 
 class CallbackError(FruitstreamError):
     """A callback URL this server may not call (callbacks off, not http(s), host not allowed)."""
+
+
+class LabelError(FruitstreamError):
+    """A label that cannot name a fruit: empty, too long, or made of odd characters."""

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from fruitstream.domain import (
     ImageLimits,
     ImageMessage,
+    Label,
     Prediction,
     Progress,
     ResultRow,
@@ -83,6 +84,10 @@ class Consumer(Protocol):
 
 class ResultStore(Protocol):
     def upsert(self, rows: Sequence[ResultRow]) -> None: ...
+    def result(self, image_id: str) -> ResultRow:
+        """One photo's row (``NotFoundError`` when it has none)."""
+        ...
+
     def results(
         self, session_id: str, limit: int | None = None, after: str | None = None
     ) -> list[ResultRow]:
@@ -147,8 +152,29 @@ class Callbacks(Protocol):
         ...
 
 
+class LabelStore(Protocol):
+    """People's labels of photos, with their history."""
+
+    def add_label(self, label: Label) -> None: ...
+    def labels(self, limit: int = 50, before: str | None = None) -> list[Label]:
+        """The current label of each photo, newest first; ``before``: the last label id of
+        the previous page."""
+        ...
+
+    def remove_label(self, label_id: str) -> Label:
+        """Take a label back (the photo's previous one, if any, is current again)."""
+        ...
+
+
 class ResultsDatabase(
-    ResultStore, SessionStore, SubmitLog, Heartbeats, IdempotencyKeys, Callbacks, Protocol
+    ResultStore,
+    SessionStore,
+    SubmitLog,
+    Heartbeats,
+    IdempotencyKeys,
+    Callbacks,
+    LabelStore,
+    Protocol,
 ):
     """Results, sessions, the submit log and heartbeats: one database in every set-up."""
 

@@ -20,18 +20,20 @@ from fruitstream.bootstrap import Backends, build_backends, build_classifier
 from fruitstream.callbacks import CallbackSender, check_callback
 from fruitstream.config import Settings, load_settings
 from fruitstream.dataset import expand_paths
-from fruitstream.domain import Prediction, Progress, ResultRow, SessionRecord, check_size
+from fruitstream.domain import Label, Prediction, Progress, ResultRow, SessionRecord, check_size
 from fruitstream.errors import (
     ConfigError,
     ConflictError,
     FruitstreamError,
     ImageTooLargeError,
+    LabelError,
     NotFoundError,
     ResultStoreError,
 )
 from fruitstream.health import backends_health, is_ready, live_workers, model_health, owner_is_dead
 from fruitstream.health import queue_lag as lag_of
 from fruitstream.housekeeping import HOUSEKEEPING_SECONDS, Housekeeping, worker_id
+from fruitstream.labels import TeachReport, label_of_photo, label_of_row, teach
 from fruitstream.pipeline import Pipeline, SubmitReport, Upload
 from fruitstream.ports import Delivery, Health, PhotoClassifier
 from fruitstream.worker import BatchOutcome, Worker, WorkerStats, process_batch
@@ -291,6 +293,51 @@ class FruitService:
         said): the one entrance, for ``fruitstream repair`` and every worker's chores."""
         wait = self.settings.stalled_submit_seconds if older_than is None else older_than
         return self.pipeline().repair(older_than=wait)
+
+    # --- labels: what people say the photos show ------------------------------------------
+
+    def label(
+        self,
+        text: str,
+        image_id: str | None = None,
+        data: bytes | None = None,
+        source: str = "cli",
+        filename: str = "",
+    ) -> Label:
+        """Keep a person's label of a batch photo (``image_id``) or of a photo given now
+        (``data``), beside the model's answer; ``LabelError`` for a label that names nothing,
+        ``ImageError`` for bytes that are not a photo."""
+        if (image_id is None) == (data is None):
+            raise LabelError("a label is of one photo: an image id, or the photo itself")
+        if image_id is not None:
+            return label_of_row(self.backends.db, self.backends.store, image_id, text, source)
+        assert data is not None
+        return label_of_photo(
+            self.backends.db,
+            self.backends.store,
+            self.classify_one,
+            self.backends.model_version,
+            data,
+            text,
+            source,
+            filename,
+        )
+
+    def labels(self, limit: int = 50, before: str | None = None) -> list[Label]:
+        """Each photo's current label, newest first; a page after the label ``before``."""
+        return self.backends.db.labels(limit=limit, before=before)
+
+    def unlabel(self, label_id: str) -> Label:
+        """Take a label back; the photo's previous label, if any, is current again."""
+        return self.backends.db.remove_label(label_id)
+
+    def teach(self, folder: Path, source: str = "teach") -> TeachReport:
+        """Label every photo of ``folder/<label>/`` with its folder's name."""
+        return teach(
+            folder,
+            lambda data, text, name: self.label(text, data=data, source=source, filename=name),
+            self.settings.limits,
+        )
 
     # --- who classifies the queue ---------------------------------------------------------
 

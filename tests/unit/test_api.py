@@ -168,7 +168,10 @@ def test_openapi_property_based_every_check(tmp_path: Path) -> None:
                 # Any bytes fit "binary": that they decode as a photo no schema can say, so a
                 # classify of random bytes may answer 422 (not-an-image) to valid-looking data;
                 # nor can it say which callback hosts the operator allows (callback-refused).
-                photo = case.method == "POST" and case.operation.path == "/v1/classify"
+                photo = case.method == "POST" and case.operation.path in (
+                    "/v1/classify",
+                    "/v1/labels",
+                )
                 photo = photo or "callback" in (case.query or {})
                 case.call_and_validate(excluded_checks=[positive_data_acceptance] if photo else [])
 

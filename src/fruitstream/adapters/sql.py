@@ -19,6 +19,7 @@ from fruitstream.adapters.sql_schema import (
     create_tables,
     heartbeats_table,
     idempotency_table,
+    labels_table,
     make_engine,
     photos_table,
     results_table,
@@ -26,6 +27,7 @@ from fruitstream.adapters.sql_schema import (
 )
 from fruitstream.domain import (
     ImageMessage,
+    Label,
     Progress,
     ResultRow,
     SessionRecord,
@@ -47,6 +49,21 @@ def _session(row: Any) -> SessionRecord:
         name=row["name"],
         owner=row.get("owner") or "",
     )
+
+
+def _row(row: Any) -> ResultRow:
+    return ResultRow(
+        **{
+            **row,
+            "submitted_at": _aware(row["submitted_at"]),
+            "processed_at": _aware(row["processed_at"]),
+            "top_k": list(row["top_k"] or []),
+        }
+    )
+
+
+def _label(row: Any) -> Label:
+    return Label(**{**row, "created_at": _aware(row["created_at"])})
 
 
 def _describe(exc: sa.exc.SQLAlchemyError) -> str:
@@ -117,6 +134,17 @@ class SqlDatabase:
         with self.begin() as conn:
             conn.execute(stmt, values)
 
+    def result(self, image_id: str) -> ResultRow:
+        with self.begin() as conn:
+            row = (
+                conn.execute(sa.select(results_table).where(results_table.c.image_id == image_id))
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise NotFoundError(f"no result for image {image_id!r}")
+        return _row(row)
+
     def results(
         self, session_id: str, limit: int | None = None, after: str | None = None
     ) -> list[ResultRow]:
@@ -134,17 +162,7 @@ class SqlDatabase:
                 q = q.where(sa.tuple_(t.c.filename, t.c.image_id) > sa.tuple_(last[0], after))
             q = q.order_by(t.c.filename, t.c.image_id).limit(limit)
             rows = conn.execute(q).mappings().all()
-        return [
-            ResultRow(
-                **{
-                    **row,
-                    "submitted_at": _aware(row["submitted_at"]),
-                    "processed_at": _aware(row["processed_at"]),
-                    "top_k": list(row["top_k"] or []),
-                }
-            )
-            for row in rows
-        ]
+        return [_row(row) for row in rows]
 
     def progress(self, session_id: str) -> Progress:
         session = self.get_session(session_id)
@@ -285,6 +303,40 @@ class SqlDatabase:
         t = idempotency_table
         with self.begin() as conn:
             conn.execute(sa.delete(t).where(t.c.key == key, t.c.answer.is_(None)))
+
+    # --- LabelStore -----------------------------------------------------------------------
+
+    def add_label(self, label: Label) -> None:
+        with self.begin() as conn:
+            conn.execute(sa.insert(labels_table).values(**label.__dict__))
+
+    def labels(self, limit: int = 50, before: str | None = None) -> list[Label]:
+        t = labels_table
+        newer = t.alias("newer")
+        # The current label of a photo: none of the same content is newer.
+        later = sa.exists().where(
+            newer.c.content_sha256 == t.c.content_sha256,
+            sa.tuple_(newer.c.created_at, newer.c.label_id)
+            > sa.tuple_(t.c.created_at, t.c.label_id),
+        )
+        q = sa.select(t).where(~later)
+        with self.begin() as conn:
+            if before is not None:
+                last = conn.execute(sa.select(t.c.created_at).where(t.c.label_id == before)).first()
+                if last is None:
+                    raise CursorError(f"cursor {before!r} is not a label")
+                q = q.where(sa.tuple_(t.c.created_at, t.c.label_id) < sa.tuple_(last[0], before))
+            q = q.order_by(t.c.created_at.desc(), t.c.label_id.desc()).limit(limit)
+            return [_label(r) for r in conn.execute(q).mappings().all()]
+
+    def remove_label(self, label_id: str) -> Label:
+        t = labels_table
+        with self.begin() as conn:
+            row = conn.execute(sa.select(t).where(t.c.label_id == label_id)).mappings().first()
+            if row is None:
+                raise NotFoundError(f"no label {label_id!r}")
+            conn.execute(sa.delete(t).where(t.c.label_id == label_id))
+        return _label(row)
 
     # --- Callbacks ------------------------------------------------------------------------
 

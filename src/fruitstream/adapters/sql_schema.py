@@ -100,6 +100,22 @@ callbacks_table = sa.Table(
     sa.Column("done", sa.Boolean, nullable=False, server_default=sa.false(), index=True),
 )
 
+# People's labels of photos: every one kept (the history), the latest per content current.
+labels_table = sa.Table(
+    "labels",
+    metadata,
+    sa.Column("label_id", sa.String(64), primary_key=True),
+    sa.Column("content_sha256", sa.String(64), nullable=False, index=True),
+    sa.Column("object_key", sa.Text, nullable=False),
+    sa.Column("label", sa.String(64), nullable=False),
+    sa.Column("model_label", sa.String(64)),
+    sa.Column("model_known", sa.Boolean),
+    sa.Column("model_version", sa.String(100), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("image_id", sa.String(64)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
 # Columns added since the first release: ``create_schema`` adds them to an older database.
 # Adapters with tables of their own (the embedded queue) append theirs.
 ADDED_COLUMNS: list[tuple[sa.Table, str]] = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -24,6 +25,8 @@ from fruitstream.entrypoints.cli_output import (
     config_lines,
     describe,
     health_lines,
+    label_line,
+    labels_csv,
     print_summary,
     report_skipped,
     result_line,
@@ -256,6 +259,33 @@ def cmd_results(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_label(args: argparse.Namespace) -> int:
+    made = _service().label(args.label, image_id=args.image_id, source="cli")
+    print(label_line(made))
+    return EXIT_OK
+
+
+def cmd_teach(args: argparse.Namespace) -> int:
+    report = _service().teach(Path(args.dir))
+    report_skipped(report.skipped)
+    for label, count in Counter(x.label for x in report.labels).most_common():
+        print(f"{clean(label)}: {count} photos")
+    return EXIT_SOME_FAILED if report.skipped else EXIT_OK
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    found = _service().labels(limit=args.limit)
+    if args.json:
+        print(json.dumps([x.to_dict() for x in found], indent=2))
+    elif args.csv:
+        Path(args.csv).write_bytes(labels_csv(found))
+        print(f"{len(found)} labels written to {args.csv}")
+    else:
+        for x in found:
+            print(label_line(x))
+    return EXIT_OK
+
+
 def cmd_sessions(args: argparse.Namespace) -> int:
     for summary in _service().sessions(limit=args.limit):
         s, p = summary.session, summary.progress
@@ -335,6 +365,9 @@ COMMANDS = {
     "repair": cmd_repair,
     "worker": cmd_worker,
     "results": cmd_results,
+    "label": cmd_label,
+    "teach": cmd_teach,
+    "labels": cmd_labels,
     "sessions": cmd_sessions,
     "status": cmd_status,
     "spark-job": cmd_spark_job,

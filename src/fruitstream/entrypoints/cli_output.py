@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fruitstream.domain import ResultRow, Status
+from fruitstream.domain import Label, ResultRow, Status
 from fruitstream.model.bundle import ModelBundle
 from fruitstream.ports import Health
 
@@ -74,3 +74,30 @@ def config_lines(masked: dict[str, object], bundle: ModelBundle) -> list[str]:
     """``fruitstream config``: the settings as an env file, then which graph runs and why."""
     lines = [f"FRUITSTREAM_{k.upper()}={'' if v is None else v}" for k, v in masked.items()]
     return [*lines, f"# runs the {bundle.precision} graph: {bundle.precision_reason}"]
+
+
+def label_line(x: Label) -> str:
+    """One label: when, what the person said, what the model had said."""
+    model = x.model_label or "?"
+    said = model if x.model_known else f"not sure ({model})"
+    return (
+        f"{x.label_id}  {x.created_at:%Y-%m-%d %H:%M:%S}  {clean(x.label)}"
+        f"  (model: {clean(said)}, {x.source})"
+    )
+
+
+def labels_csv(found: Sequence[Label]) -> bytes:
+    """Labels as CSV: a header row, one row per label, cells safe for a spreadsheet."""
+    import csv
+    import io
+
+    from fruitstream.stats import csv_safe
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    rows = [x.to_dict() for x in found]
+    header = list(rows[0]) if rows else [f for f in Label.__dataclass_fields__]
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([csv_safe("" if row[k] is None else row[k]) for k in header])
+    return buf.getvalue().encode("utf-8")

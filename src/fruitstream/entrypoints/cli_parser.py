@@ -139,6 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--json", action="store_true")
     group.add_argument("--csv", metavar="FILE")
 
+    p = sub.add_parser("label", help="say what a batch photo shows (correct or confirm it)")
+    p.add_argument("image_id", help="the image id of its result row (results --json)")
+    p.add_argument("label", help="a fruit, 'not-fruit', or a new fruit's name")
+
+    p = sub.add_parser("teach", help="label every photo of DIR/<label>/ with its folder's name")
+    p.add_argument("dir", help="one folder per label: DIR/mango/*.jpg, DIR/not-fruit/*")
+
+    p = sub.add_parser("labels", help="each labelled photo's current label, newest first")
+    p.add_argument("--limit", type=int, default=1000)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--json", action="store_true")
+    group.add_argument("--csv", metavar="FILE")
+
     p = sub.add_parser("sessions", help="past sessions, newest first")
     p.add_argument("--limit", type=int, default=50)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -71,3 +71,11 @@ def authorized(
     and checks again."""
     if not token_accepted(request.headers.get("authorization"), tokens_of(request.app)):
         raise UnauthorizedError
+
+
+# What routes declare: the guard, the service, whose batches, the counters.
+GUARD = [Depends(authorized)]
+Service = Annotated[FruitService, Depends(get_service)]
+# Whose batches the caller sees (None: every batch).
+Owner = Annotated[str | None, Depends(get_owner)]
+Counters = Annotated[Metrics, Depends(get_metrics)]

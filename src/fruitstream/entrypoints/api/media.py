@@ -1,8 +1,11 @@
-"""Content negotiation: which of the media types a route can answer the client prefers."""
+"""HTTP details of the answers: content negotiation, and the links to the next page."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import urlencode
+
+from starlette.requests import Request
 
 
 def _preferences(accept: str) -> list[tuple[str, float]]:
@@ -41,3 +44,12 @@ def best_match(accept: str | None, offered: Sequence[str]) -> str | None:
         if quality is not None and quality > best_q:
             best, best_q = offer, quality
     return best
+
+
+def next_page(request: Request, cursor: str) -> dict[str, str]:
+    """The headers that point to the page after this one: the same query, with ``cursor``."""
+    query = {**request.query_params, "cursor": cursor}
+    return {
+        "X-Next-Cursor": cursor,
+        "Link": f'<{request.url.path}?{urlencode(query)}>; rel="next"',
+    }

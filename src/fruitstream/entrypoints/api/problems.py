@@ -27,6 +27,7 @@ from fruitstream.errors import (
     FruitstreamError,
     ImageError,
     ImageTooLargeError,
+    LabelError,
     NotFoundError,
     TooManyPixelsError,
     UnsupportedFormatError,
@@ -80,6 +81,7 @@ PROBLEMS: tuple[tuple[type[Exception], Kind], ...] = (
     (CursorError, Kind(404, "Cursor not found", "unknown-cursor")),
     (ConflictError, Kind(409, "Request in progress", "request-in-progress")),
     (CallbackError, Kind(422, "Callback refused", "callback-refused")),
+    (LabelError, Kind(422, "Label refused", "bad-label")),
     (TooManyPixelsError, Kind(413, "Image has too many pixels", "too-many-pixels")),
     (ImageTooLargeError, Kind(413, "Image too large", "too-large")),
     (UnsupportedFormatError, Kind(422, "Unsupported image format", "unsupported-format")),
@@ -101,6 +103,11 @@ _HTTP = {
 # Statuses a route can answer with a problem document (for the OpenAPI schema).
 PROBLEM_STATUSES = (400, 401, 404, 406, 409, 413, 415, 422, 429, 503)
 _HEADERS = {401: {"WWW-Authenticate": "Bearer"}}
+_PROBLEM_SCHEMA = {"schema": {"$ref": "#/components/schemas/Problem"}}
+# The problem answers every /v1 route declares in the document.
+PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {
+    code: {"model": Problem, "content": {PROBLEM: _PROBLEM_SCHEMA}} for code in PROBLEM_STATUSES
+}
 
 
 def problem(

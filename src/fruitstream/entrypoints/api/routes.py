@@ -6,9 +6,8 @@ import hashlib
 import time
 from collections.abc import Callable
 from typing import Annotated
-from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
@@ -20,19 +19,12 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from fruitstream.domain import ImageLimits, check_size
-from fruitstream.entrypoints.api.deps import (
-    authorized,
-    get_metrics,
-    get_owner,
-    get_service,
-    tokens_of,
-)
+from fruitstream.entrypoints.api.deps import GUARD, Counters, Owner, Service, tokens_of
 from fruitstream.entrypoints.api.guard import token_accepted
-from fruitstream.entrypoints.api.media import best_match
-from fruitstream.entrypoints.api.metrics import Metrics
+from fruitstream.entrypoints.api.labels import labels_router
+from fruitstream.entrypoints.api.media import best_match, next_page
 from fruitstream.entrypoints.api.problems import (
-    PROBLEM,
-    PROBLEM_STATUSES,
+    PROBLEM_RESPONSES,
     NotAcceptableError,
     TooManyFilesError,
     UnsupportedMediaTypeError,
@@ -42,7 +34,6 @@ from fruitstream.entrypoints.api.schemas import (
     CheckOut,
     ClassifyOut,
     PhotoOut,
-    Problem,
     ProgressOut,
     ReadyOut,
     ResultOut,
@@ -50,24 +41,15 @@ from fruitstream.entrypoints.api.schemas import (
 )
 from fruitstream.errors import ImageError, ImageTooLargeError
 from fruitstream.pipeline import OpenFile, SubmitReport, Upload
-from fruitstream.service import FileResult, FruitService
+from fruitstream.service import FileResult
 from fruitstream.stats import csv_bytes
 
 router = APIRouter()
-GUARD = [Depends(authorized)]
-_PROBLEM_SCHEMA = {"schema": {"$ref": "#/components/schemas/Problem"}}
-PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {
-    code: {"model": Problem, "content": {PROBLEM: _PROBLEM_SCHEMA}} for code in PROBLEM_STATUSES
-}
 # Media types of the results: JSON first (the default), or CSV.
 RESULT_TYPES = ("application/json", "text/csv")
 # What a classify body may be: a multipart form, raw bytes, or an image type.
 _PHOTO_TYPES = ("multipart/form-data", "application/octet-stream", "image/")
 _BINARY = {"type": "string", "format": "binary"}
-Service = Annotated[FruitService, Depends(get_service)]
-# Whose batches the caller sees (None: every batch).
-Owner = Annotated[str | None, Depends(get_owner)]
-Counters = Annotated[Metrics, Depends(get_metrics)]
 
 
 @router.post(
@@ -231,15 +213,6 @@ _PAGE_HEADERS = {
 }
 
 
-def _next_page(request: Request, cursor: str) -> dict[str, str]:
-    """The headers that point to the page after this one: the same query, with ``cursor``."""
-    query = {**request.query_params, "cursor": cursor}
-    return {
-        "X-Next-Cursor": cursor,
-        "Link": f'<{request.url.path}?{urlencode(query)}>; rel="next"',
-    }
-
-
 @router.get(
     "/v1/batches",
     tags=["batches"],
@@ -259,7 +232,7 @@ def history(
     ``cursor`` = the ``X-Next-Cursor`` of this one."""
     page = service.sessions(limit=limit, before=cursor or None, owner=owner)
     if len(page) == limit:
-        response.headers.update(_next_page(request, page[-1].session.session_id))
+        response.headers.update(next_page(request, page[-1].session.session_id))
     return [
         SessionOut(
             session_id=s.session.session_id,
@@ -349,7 +322,7 @@ def results(
         "X-Results-Pending": str(pending),
     }
     if len(rows) == limit:
-        headers.update(_next_page(request, rows[-1].image_id))
+        headers.update(next_page(request, rows[-1].image_id))
     if media == "text/csv":
         headers["Content-Disposition"] = f'attachment; filename="fruitstream-{session_id}.csv"'
         return Response(csv_bytes(rows), status, headers, "text/csv; charset=utf-8")
@@ -485,6 +458,7 @@ async def _one_photo(request: Request, name: str, limits: ImageLimits) -> tuple[
     return name, bytes(body)
 
 
+router.include_router(labels_router)
 _answer_head_and_options(router)
 
 

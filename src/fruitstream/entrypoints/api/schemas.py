@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+# What a label may be, as sent (the server stores it lower-cased, single-spaced).
+LABEL_PATTERN = r"^[A-Za-z][A-Za-z0-9 _-]{0,38}[A-Za-z0-9]$"
 
 
 class TopKOut(BaseModel):
@@ -157,3 +160,26 @@ class Problem(BaseModel):
     detail: str
     # The request's X-Request-ID: the key to the server's log line for it.
     request_id: str | None = None
+
+
+class LabelIn(BaseModel):
+    """A label of a batch photo: its ``image_id`` (from the 202 or the results)."""
+
+    image_id: str = Field(min_length=1, max_length=64)
+    # A fruit's name, "not-fruit", or a new fruit's name (stored in lower case).
+    label: str = Field(pattern=LABEL_PATTERN)
+
+
+class LabelOut(BaseModel):
+    """A person's label beside the model's answer, at the time."""
+
+    label_id: str
+    content_sha256: str
+    object_key: str
+    label: str
+    model_label: str | None
+    model_known: bool | None
+    model_version: str
+    source: str
+    created_at: str
+    image_id: str | None

@@ -1,0 +1,106 @@
+"""The API's label routes: say what a photo shows, list the labels, take one back."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from fruitstream.entrypoints.api.deps import GUARD, Service
+from fruitstream.entrypoints.api.media import next_page
+from fruitstream.entrypoints.api.problems import PROBLEM_RESPONSES, UnsupportedMediaTypeError
+from fruitstream.entrypoints.api.schemas import LABEL_PATTERN, LabelIn, LabelOut
+
+labels_router = APIRouter(tags=["labels"])
+_BINARY = {"type": "string", "format": "binary"}
+
+
+@labels_router.post(
+    "/v1/labels",
+    status_code=201,
+    response_model=LabelOut,
+    dependencies=GUARD,
+    responses=PROBLEM_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/LabelIn"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "file": _BINARY,
+                            "label": {"type": "string", "pattern": LABEL_PATTERN},
+                        },
+                        "required": ["file", "label"],
+                        "additionalProperties": False,
+                    }
+                },
+            },
+            "required": True,
+        }
+    },
+)
+async def add_label(request: Request, service: Service) -> LabelOut:
+    """Say what a photo shows: a batch photo by ``image_id`` (JSON), or a photo sent with its
+    label (multipart ``file`` + ``label``). A fruit, ``not-fruit``, or a new fruit's name;
+    a confirmation is a label too."""
+    kind = request.headers.get("content-type", "")
+    if kind.startswith("application/json"):
+        try:
+            given = LabelIn.model_validate_json(await request.body())
+        except ValueError as exc:
+            raise RequestValidationError([{"loc": ("body",), "msg": str(exc)[:300]}]) from exc
+        made = await run_in_threadpool(
+            lambda: service.label(given.label, image_id=given.image_id, source="api")
+        )
+    elif kind.startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=2)
+        try:
+            part, text = form.get("file"), form.get("label")
+            if not isinstance(part, UploadFile) or not isinstance(text, str):
+                where = {"loc": ("body",), "msg": "a 'file' part and a 'label' field"}
+                raise RequestValidationError([where])
+            data = await part.read()
+            made = await run_in_threadpool(
+                lambda: service.label(text, data=data, source="api", filename=part.filename or "")
+            )
+        finally:
+            await form.close()
+    else:
+        raise UnsupportedMediaTypeError(f"a label is JSON or multipart/form-data, not {kind}")
+    return LabelOut.model_validate(made.to_dict())
+
+
+@labels_router.get(
+    "/v1/labels", response_model=list[LabelOut], dependencies=GUARD, responses=PROBLEM_RESPONSES
+)
+def list_labels(
+    request: Request,
+    response: Response,
+    service: Service,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+) -> list[LabelOut]:
+    """Each labelled photo's current label, newest first; the next page is at ``cursor`` =
+    the ``X-Next-Cursor`` of this one."""
+    page = service.labels(limit=limit, before=cursor or None)
+    if len(page) == limit:
+        response.headers.update(next_page(request, page[-1].label_id))
+    return [LabelOut.model_validate(x.to_dict()) for x in page]
+
+
+@labels_router.delete(
+    "/v1/labels/{label_id}",
+    status_code=204,
+    response_class=Response,
+    dependencies=GUARD,
+    responses=PROBLEM_RESPONSES,
+)
+def remove_label(label_id: str, service: Service) -> Response:
+    """Take a label back; the photo's previous label, if any, is current again."""
+    service.unlabel(label_id)
+    return Response(status_code=204)
