@@ -39,6 +39,17 @@ TEXTS: dict[str, dict[str, str]] = {
     },
     "result.top": {"en": "Top guesses", "es": "Mejores opciones"},
     "result.time": {"en": "classified in {ms:.0f} ms", "es": "clasificada en {ms:.0f} ms"},
+    "label.ask": {"en": "Right? Tap the fruit it is.", "es": "¿Correcto? Toca la fruta que es."},
+    "label.unsure": {
+        "en": "Not sure. Is it one of these?",
+        "es": "No estoy seguro. ¿Es una de estas?",
+    },
+    "label.other": {"en": "something else…", "es": "otra cosa…"},
+    "label.fruit": {"en": "A fruit I know", "es": "Una fruta que conozco"},
+    "label.not_fruit": {"en": "not a fruit", "es": "no es una fruta"},
+    "label.new": {"en": "or a new fruit's name", "es": "o el nombre de una fruta nueva"},
+    "label.save": {"en": "Save", "es": "Guardar"},
+    "label.saved": {"en": "Thanks: saved as {fruit}", "es": "Gracias: guardada como {fruit}"},
     "error.file": {"en": "{name}: {reason}", "es": "{name}: {reason}"},
     "error.backend": {
         "en": "Batches are unavailable right now: {reason}. Single photos still work.",

@@ -198,3 +198,34 @@ def test_crafted_names_and_odd_image_modes_are_shown_safely() -> None:
         small = thumbnail(buf.getvalue())
         assert small is not None
         assert Image.open(io.BytesIO(small)).mode == "RGB"
+
+
+def _labels(tmp_path: Path) -> list[str]:
+    from fruitstream.config import load_settings
+    from fruitstream.service import FruitService
+
+    service = FruitService.create(load_settings(data_dir=tmp_path / "data"))
+    return [x.label for x in service.labels()]
+
+
+def test_one_tap_keeps_the_right_fruit_as_the_photos_label(
+    app: AppTest, dataset: Path, tmp_path: Path
+) -> None:
+    app.file_uploader(key="upload").set_value(("b.jpg", _photo(dataset, "banana"), "image/jpeg"))
+    app.run()
+    confirm = app.button(key="upload-pick-banana")
+    assert confirm.label == "banana ✓"  # the model's answer, to confirm with one tap
+    assert len([b for b in app.button if b.key and b.key.startswith("upload-pick-")]) == 3
+    confirm.click()
+    app.run()
+    assert not app.exception
+    assert "Thanks: saved as banana" in [s.value for s in app.success]
+    app.selectbox(key="upload-other").set_value("not-fruit")
+    app.button(key="upload-save").click()
+    app.run()
+    assert "Thanks: saved as not a fruit" in [s.value for s in app.success]
+    app.text_input(key="upload-new").set_value("Cavendish Banana")
+    app.button(key="upload-save").click()
+    app.run()
+    assert "Thanks: saved as cavendish banana" in [s.value for s in app.success]
+    assert _labels(tmp_path) == ["cavendish banana"]  # one photo: the last label wins

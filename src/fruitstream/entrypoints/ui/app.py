@@ -17,6 +17,8 @@ from fruitstream.entrypoints.ui.views import (
     escape_markdown,
     health_figures,
     health_line,
+    label_choices,
+    label_name,
     stats,
     table_rows,
 )
@@ -57,12 +59,46 @@ def prediction_ui(view: PredictionView | ErrorView, t: T) -> PredictionView | Er
     return view
 
 
-def photo_ui(name: str, data: bytes, svc: AppServices, t: T, lang: str) -> Any:
+def correction_ui(
+    name: str, data: bytes, view: PredictionView, svc: AppServices, t: T, lang: str, key: str
+) -> str | None:
+    """One tap on the right fruit keeps it as the photo's label; returns the label kept."""
+    st.caption(t("label.ask") if view.known else t("label.unsure"))
+    picked: str | None = None
+    columns = st.columns(len(view.choices) + 1)
+    for i, (column, choice) in enumerate(zip(columns, view.choices, strict=False)):
+        mark = " ✓" if i == 0 and view.known else ""
+        if column.button(f"{fruit_name(choice, lang)}{mark}", key=f"{key}-pick-{choice}"):
+            picked = choice
+    with columns[-1].popover(t("label.other")):
+        known = st.selectbox(
+            t("label.fruit"),
+            label_choices(),
+            index=None,
+            format_func=lambda x: label_name(x, t, lang),
+            key=f"{key}-other",
+        )
+        new = st.text_input(t("label.new"), key=f"{key}-new")
+        if st.button(t("label.save"), key=f"{key}-save"):
+            picked = new.strip() or known
+    if not picked:
+        return None
+    answer = svc.label_photo(name, data, picked, t, lang)
+    if isinstance(answer, ErrorView):
+        st.error(answer.message)
+        return None
+    st.success(answer)
+    return picked
+
+
+def photo_ui(name: str, data: bytes, svc: AppServices, t: T, lang: str, key: str) -> Any:
     left, right = st.columns([1, 1])
     view = svc.classify_photo(name, data, t, lang)
     # The answer goes out first; the photo's own processing and download come after it.
     with right:
         prediction_ui(view, t)
+        if isinstance(view, PredictionView):
+            correction_ui(name, data, view, svc, t, lang, key)
     with left:
         if isinstance(view, PredictionView):
             st.image(data, width="stretch")
@@ -75,7 +111,7 @@ def upload_ui(svc: AppServices, t: T, lang: str) -> Any:
     file = st.file_uploader(t("upload.label"), key="upload", type=None)
     if file is None:
         return None
-    return photo_ui(file.name, file.getvalue(), svc, t, lang)
+    return photo_ui(file.name, file.getvalue(), svc, t, lang, "upload")
 
 
 @st.fragment
@@ -83,7 +119,7 @@ def camera_ui(svc: AppServices, t: T, lang: str) -> Any:
     shot = st.camera_input(t("camera.label"), key="camera")
     if shot is None:
         return None
-    return photo_ui(shot.name, shot.getvalue(), svc, t, lang)
+    return photo_ui(shot.name, shot.getvalue(), svc, t, lang, "camera")
 
 
 def batch_ui(svc: AppServices, t: T, lang: str) -> str | None:

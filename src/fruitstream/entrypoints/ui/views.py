@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from fruitstream.config import Settings, load_settings
 from fruitstream.core.imaging import decode_image
-from fruitstream.domain import Prediction, ResultRow, Status
+from fruitstream.domain import FRUITS15, NOT_FRUIT, Prediction, ResultRow, Status
 from fruitstream.errors import FruitstreamError, ImageError
 from fruitstream.i18n import fruit_name
 from fruitstream.pipeline import BinaryFile, OpenFile, SubmitReport, Upload
@@ -32,6 +32,8 @@ class PredictionView:
     known: bool
     bars: list[tuple[str, float]]  # (fruit name, confidence) for the top guesses
     elapsed_ms: float
+    # The top guesses as labels (the pick-list a person taps to correct or confirm).
+    choices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,14 @@ class AppServices:
         except ImageError as exc:
             return ErrorView(error_line(name, str(exc), t))
         return prediction_view(pred, t, lang, (time.perf_counter() - started) * 1000)
+
+    def label_photo(self, name: str, data: bytes, label: str, t: T, lang: str) -> str | ErrorView:
+        """Keep what a person tapped for a photo; the thanks to show, or why it was refused."""
+        try:
+            made = self.service.label(label, data=data, source="app", filename=name)
+        except FruitstreamError as exc:
+            return ErrorView(error_line(name, str(exc), t))
+        return t("label.saved", fruit=label_name(made.label, t, lang))
 
     # --- batches --------------------------------------------------------------------------
 
@@ -174,7 +184,8 @@ def prediction_view(pred: Prediction, t: T, lang: str, elapsed_ms: float = 0.0) 
     else:
         headline = t("result.unknown", fruit=name, pct=f"{pred.confidence:.0%}")
     bars = [(fruit_name(k.label, lang), k.confidence) for k in pred.top_k]
-    return PredictionView(headline, pred.known, bars, elapsed_ms)
+    choices = tuple(k.label for k in pred.top_k)
+    return PredictionView(headline, pred.known, bars, elapsed_ms, choices)
 
 
 def health_line(h: Health) -> str:
@@ -218,3 +229,13 @@ def caption(row: ResultRow, t: T, lang: str) -> str:
 def stats(rows: Sequence[ResultRow], lang: str) -> tuple[SessionStats, dict[str, int]]:
     s = session_stats(rows)
     return s, {fruit_name(k, lang): v for k, v in s.per_label.items()}
+
+
+def label_name(label: str, t: T, lang: str) -> str:
+    """A label as the person reads it: the fruit's name in their language, "not a fruit"."""
+    return t("label.not_fruit") if label == NOT_FRUIT else fruit_name(label, lang)
+
+
+def label_choices() -> list[str]:
+    """What "something else" offers: every fruit the model knows, then "not a fruit"."""
+    return [*FRUITS15, NOT_FRUIT]
