@@ -50,6 +50,8 @@ TEXTS: dict[str, dict[str, str]] = {
     "label.new": {"en": "or a new fruit's name", "es": "o el nombre de una fruta nueva"},
     "label.save": {"en": "Save", "es": "Guardar"},
     "label.saved": {"en": "Thanks: saved as {fruit}", "es": "Gracias: guardada como {fruit}"},
+    "label.correct": {"en": "Correct a photo", "es": "Corregir una foto"},
+    "label.photo": {"en": "Photo", "es": "Foto"},
     "error.file": {"en": "{name}: {reason}", "es": "{name}: {reason}"},
     "error.backend": {
         "en": "Batches are unavailable right now: {reason}. Single photos still work.",

@@ -229,3 +229,31 @@ def test_one_tap_keeps_the_right_fruit_as_the_photos_label(
     app.run()
     assert "Thanks: saved as cavendish banana" in [s.value for s in app.success]
     assert _labels(tmp_path) == ["cavendish banana"]  # one photo: the last label wins
+
+
+def test_any_photo_of_a_batch_can_be_corrected(app: AppTest, dataset: Path, tmp_path: Path) -> None:
+    files = [(f"{f}.jpg", _photo(dataset, f), "image/jpeg") for f in ("banana", "kiwi")]
+    app.file_uploader(key="batch_files").set_value(files)
+    app.button[0].click()
+    app.run()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _shown(app, "dataframe"):
+        time.sleep(0.5)
+        app.run()
+    photo = app.selectbox(key="correct-photo")
+    assert len(photo.options) == 2 and any("kiwi.jpg: " in o for o in photo.options)
+    kiwi = next(i for i, o in enumerate(photo.options) if o.startswith("kiwi.jpg"))
+    photo.select_index(kiwi)
+    app.selectbox(key="correct-fruit").set_value("mango")
+    save = next(b for b in app.button if b.label == "Save" and "correct" in str(b.id))
+    save.click()
+    app.run()
+    assert not app.exception
+    assert "Thanks: saved as mango" in [s.value for s in app.success]
+    from fruitstream.config import load_settings
+    from fruitstream.service import FruitService
+
+    service = FruitService.create(load_settings(data_dir=tmp_path / "data"))
+    [made] = service.labels()
+    assert made.label == "mango" and made.image_id is not None
+    assert service.backends.db.result(made.image_id).filename == "kiwi.jpg"

@@ -6,7 +6,7 @@ from typing import Any
 
 import streamlit as st
 
-from fruitstream.domain import Status
+from fruitstream.domain import ResultRow, Status
 from fruitstream.entrypoints.ui.views import (
     AppServices,
     ErrorView,
@@ -217,6 +217,40 @@ def results_ui(session_id: str, svc: AppServices, t: T, lang: str) -> None:
             image = svc.image(row)
             if image is not None:
                 col.image(image, caption=caption(row, t, lang), width="stretch")
+    batch_correction_ui(grid, svc, t, lang)
+
+
+def batch_correction_ui(rows: list[ResultRow], svc: AppServices, t: T, lang: str) -> str | None:
+    """Any photo of the batch corrected (or confirmed): pick it, say what it is."""
+    if not rows:
+        return None
+    by_id = {r.image_id: r for r in rows}
+    with st.form("correct", clear_on_submit=True):
+        st.markdown(f"#### {t('label.correct')}")
+        chosen = st.selectbox(
+            t("label.photo"),
+            list(by_id),
+            format_func=lambda i: f"{by_id[i].filename}: {caption(by_id[i], t, lang)}",
+            key="correct-photo",
+        )
+        known = st.selectbox(
+            t("label.fruit"),
+            label_choices(),
+            index=None,
+            format_func=lambda x: label_name(x, t, lang),
+            key="correct-fruit",
+        )
+        new = st.text_input(t("label.new"), key="correct-new")
+        pressed = st.form_submit_button(t("label.save"))
+    picked = new.strip() or known
+    if not pressed or not picked or chosen is None:
+        return None
+    answer = svc.label_row(by_id[chosen], picked, t, lang)
+    if isinstance(answer, ErrorView):
+        st.error(answer.message)
+        return None
+    st.success(answer)
+    return picked
 
 
 @st.fragment(run_every=HEALTH_SECONDS)

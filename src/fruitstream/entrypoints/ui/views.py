@@ -108,6 +108,14 @@ class AppServices:
             return ErrorView(error_line(name, str(exc), t))
         return t("label.saved", fruit=label_name(made.label, t, lang))
 
+    def label_row(self, row: ResultRow, label: str, t: T, lang: str) -> str | ErrorView:
+        """Keep a person's correction of a batch photo (by its result row)."""
+        try:
+            made = self.service.label(label, image_id=row.image_id, source="app")
+        except FruitstreamError as exc:
+            return ErrorView(error_line(row.filename, str(exc), t))
+        return t("label.saved", fruit=label_name(made.label, t, lang))
+
     # --- batches --------------------------------------------------------------------------
 
     def submit(self, files: Sequence[UploadedPhoto]) -> SubmitReport:
