@@ -249,3 +249,38 @@ def test_the_api_docs_render_offline(browser_context: Any, tmp_path: Path) -> No
     finally:
         page.close()
         server.stop()
+
+
+def test_on_a_phone_the_answer_and_its_fruits_come_first(
+    browser_context: Any, app_url: str, dataset: Path
+) -> None:
+    """390 x 844, a phone's screen: after an upload the answer and the fruits to tap are in
+    sight without scrolling, each tap target at least 44 px high, and a tap keeps the label."""
+    page = browser_context.new_page()
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        page.goto(app_url)
+        page.get_by_text("fruitstream: which fruit is it?").wait_for(timeout=60_000)
+        photo = image_files(dataset / "grocery" / "val" / "banana")[0]
+        _uploader(page, 0).set_input_files(str(photo))
+        answer = page.locator("text=/^(It is: |Not one of the 15 fruits I know)/").first
+        answer.wait_for(timeout=30_000)
+        picks = page.locator("[class*='st-key-upload-pick-'] button")
+        picks.first.wait_for(timeout=30_000)
+        picks.first.scroll_into_view_if_needed()
+        page.evaluate("() => window.scrollTo(0, 0)")
+        page.wait_for_timeout(300)
+        # In sight from the top of the page? The answer's box ends above the fold.
+        box = answer.bounding_box()
+        image = page.locator('[data-testid="stImage"]:visible').first.bounding_box()
+        assert box is not None and image is not None
+        assert box["y"] < image["y"], "the answer is not above the photo"
+        assert box["y"] + box["height"] <= 844, f"the answer is below the fold: {box}"
+        assert picks.count() == 3
+        heights = [picks.nth(i).bounding_box()["height"] for i in range(3)]
+        assert min(heights) >= 44, heights
+        page.screenshot(path=str(ARTIFACTS / "phone-upload.png"), full_page=False)
+        picks.first.click()
+        page.get_by_text("Thanks: saved as").wait_for(timeout=30_000)
+    finally:
+        page.close()

@@ -33,6 +33,12 @@ SHORT_WAIT_SECONDS = 1.5
 GRID_COLUMNS = 5
 GRID_PAGE = 20
 PRELOAD_KEY = "preload"
+# The fruits to tap under an answer: at least 44 px high and as wide as their column (a
+# finger's size, WCAG 2.5.5).
+TAP_TARGETS = (
+    "<style>[class*='st-key-upload-pick-'] button, [class*='st-key-camera-pick-'] button"
+    " {min-height: 44px; width: 100%}</style>"
+)
 
 
 @st.cache_resource(show_spinner=False)
@@ -92,14 +98,16 @@ def correction_ui(
 
 
 def photo_ui(name: str, data: bytes, svc: AppServices, t: T, lang: str, key: str) -> Any:
-    left, right = st.columns([1, 1])
+    # The answer's column comes first: on a phone the columns stack, and the answer (with the
+    # fruits to tap) is then above the photo, in sight without scrolling.
+    answer, picture = st.columns([1, 1])
     view = svc.classify_photo(name, data, t, lang)
     # The answer goes out first; the photo's own processing and download come after it.
-    with right:
+    with answer:
         prediction_ui(view, t)
         if isinstance(view, PredictionView):
             correction_ui(name, data, view, svc, t, lang, key)
-    with left:
+    with picture:
         if isinstance(view, PredictionView):
             st.image(data, width="stretch")
     return view
@@ -317,6 +325,7 @@ def main() -> None:
     lang = sidebar_ui(svc)
     t = translator(lang)
     st.title(t("title"))
+    st.html(TAP_TARGETS)
     upload_tab, camera_tab, batch_tab = st.tabs([t("tab.upload"), t("tab.camera"), t("tab.batch")])
     with upload_tab:
         upload_ui(svc, t, lang)
