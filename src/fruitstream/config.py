@@ -145,23 +145,19 @@ class Settings(BaseSettings):
 
     @property
     def api_callback_host_list(self) -> list[str]:
-        return [h.strip().lower() for h in self.api_callback_hosts.split(",") if h.strip()]
+        return [h.lower() for h in _items(self.api_callback_hosts)]
 
     @property
     def api_cors_origin_list(self) -> list[str]:
-        return [o.strip() for o in self.api_cors_origins.split(",") if o.strip()]
+        return _items(self.api_cors_origins)
 
     @property
     def api_admin_token_list(self) -> list[str]:
-        if self.api_admin_tokens is None:
-            return []
-        return [t.strip() for t in self.api_admin_tokens.get_secret_value().split(",") if t.strip()]
+        return _items(self.api_admin_tokens)
 
     @property
     def api_token_list(self) -> list[str]:
-        if self.api_tokens is None:
-            return []
-        return [t.strip() for t in self.api_tokens.get_secret_value().split(",") if t.strip()]
+        return _items(self.api_tokens)
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -225,3 +221,10 @@ def load_settings(**overrides: Any) -> Settings:
             for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+def _items(value: str | SecretStr | None) -> list[str]:
+    """The entries of a comma-separated setting, trimmed, empty ones left out."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return [item.strip() for item in (value or "").split(",") if item.strip()]

@@ -241,6 +241,19 @@ class FruitService:
         self._visible(session_id, owner)
         return self.pipeline().results_of(session_id, limit, after)
 
+    def results_page(
+        self,
+        session_id: str,
+        limit: int | None = None,
+        after: str | None = None,
+        owner: str | None = None,
+    ) -> tuple[list[ResultRow], Progress]:
+        """A page of the session's rows and how far the session is, the session looked up
+        once (``NotFoundError`` for an unknown or another owner's session)."""
+        self._visible(session_id, owner)
+        progress = self.backends.db.progress(session_id)
+        return self.backends.db.results(session_id, limit, after), progress
+
     def sessions(
         self, limit: int = 50, before: str | None = None, owner: str | None = None
     ) -> list[SessionSummary]:

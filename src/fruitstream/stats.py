@@ -6,13 +6,14 @@ import csv
 import io
 import json
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from fruitstream.domain import ResultRow, Status, result_columns
+from fruitstream.domain import Label, ResultRow, Status, result_columns
 
 CSV_FIELDS = [name for name, _ in result_columns()]
+LABEL_FIELDS = [f.name for f in fields(Label)]
 
 
 @dataclass(frozen=True)
@@ -59,18 +60,29 @@ def csv_safe(value: Any) -> Any:
     return value
 
 
-def csv_record(row: ResultRow) -> dict[str, Any]:
-    """A result row as CSV cells: JSON's ``true``/``false`` for booleans, empty for null."""
-    data = row.to_dict()
-    data["top_k"] = json.dumps(data["top_k"])
-    cells = {k: json.dumps(v) if isinstance(v, bool) else v for k, v in data.items()}
-    return {key: csv_safe(value) for key, value in cells.items()}
+def csv_cells(record: dict[str, Any]) -> dict[str, Any]:
+    """A record as CSV cells: JSON for booleans (``true``/``false``) and lists, empty for
+    null, text a spreadsheet shows as text."""
+    return {
+        key: csv_safe(json.dumps(value) if isinstance(value, bool | list) else value)
+        for key, value in record.items()
+    }
+
+
+def csv_file(records: Iterable[dict[str, Any]], fields: Sequence[str]) -> bytes:
+    """Records as a CSV file: UTF-8, a header row, one row per record."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields))
+    writer.writeheader()
+    writer.writerows(csv_cells(r) for r in records)
+    return buf.getvalue().encode("utf-8")
 
 
 def csv_bytes(rows: Sequence[ResultRow]) -> bytes:
-    """The session's results as a CSV file (UTF-8, header row, one row per photo)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
-    writer.writeheader()
-    writer.writerows(csv_record(r) for r in rows)
-    return buf.getvalue().encode("utf-8")
+    """The session's results as a CSV file, one row per photo."""
+    return csv_file((r.to_dict() for r in rows), CSV_FIELDS)
+
+
+def labels_csv(labels: Sequence[Label]) -> bytes:
+    """Labels as a CSV file, one row per label."""
+    return csv_file((x.to_dict() for x in labels), LABEL_FIELDS)

@@ -26,7 +26,6 @@ from fruitstream.entrypoints.cli_output import (
     describe,
     health_lines,
     label_line,
-    labels_csv,
     print_summary,
     report_skipped,
     result_line,
@@ -278,6 +277,8 @@ def cmd_labels(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([x.to_dict() for x in found], indent=2))
     elif args.csv:
+        from fruitstream.stats import labels_csv
+
         Path(args.csv).write_bytes(labels_csv(found))
         print(f"{len(found)} labels written to {args.csv}")
     else:

@@ -84,20 +84,3 @@ def label_line(x: Label) -> str:
         f"{x.label_id}  {x.created_at:%Y-%m-%d %H:%M:%S}  {clean(x.label)}"
         f"  (model: {clean(said)}, {x.source})"
     )
-
-
-def labels_csv(found: Sequence[Label]) -> bytes:
-    """Labels as CSV: a header row, one row per label, cells safe for a spreadsheet."""
-    import csv
-    import io
-
-    from fruitstream.stats import csv_safe
-
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    rows = [x.to_dict() for x in found]
-    header = list(rows[0]) if rows else [f for f in Label.__dataclass_fields__]
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow([csv_safe("" if row[k] is None else row[k]) for k in header])
-    return buf.getvalue().encode("utf-8")

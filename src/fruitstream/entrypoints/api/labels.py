@@ -12,10 +12,9 @@ from starlette.datastructures import UploadFile
 from fruitstream.entrypoints.api.deps import GUARD, Service
 from fruitstream.entrypoints.api.media import next_page
 from fruitstream.entrypoints.api.problems import PROBLEM_RESPONSES, UnsupportedMediaTypeError
-from fruitstream.entrypoints.api.schemas import LABEL_PATTERN, LabelIn, LabelOut
+from fruitstream.entrypoints.api.schemas import BINARY, LABEL_PATTERN, LabelIn, LabelOut
 
 labels_router = APIRouter(tags=["labels"])
-_BINARY = {"type": "string", "format": "binary"}
 
 
 @labels_router.post(
@@ -32,7 +31,7 @@ _BINARY = {"type": "string", "format": "binary"}
                     "schema": {
                         "type": "object",
                         "properties": {
-                            "file": _BINARY,
+                            "file": BINARY,
                             "label": {"type": "string", "pattern": LABEL_PATTERN},
                         },
                         "required": ["file", "label"],

@@ -56,14 +56,9 @@ class Histogram:
         return out
 
 
-def _counter(name: str, help_text: str, values: Mapping[Labels, float]) -> list[str]:
-    out = [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
-    out += [f"{name}{_labels(labels)} {value}" for labels, value in sorted(values.items())]
-    return out
-
-
-def _gauge(name: str, help_text: str, values: Mapping[Labels, float]) -> list[str]:
-    out = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+def _family(name: str, kind: str, help_text: str, values: Mapping[Labels, float]) -> list[str]:
+    """One metric family: its help, its type, a sample per label set."""
+    out = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
     out += [f"{name}{_labels(labels)} {value}" for labels, value in sorted(values.items())]
     return out
 
@@ -111,14 +106,16 @@ class Metrics:
         """The exposition: ``info`` labels the build, ``workers`` are the live workers'
         ``(name, kind, heartbeat info)``."""
         with self._lock:
-            lines = _counter(
+            lines = _family(
                 "fruitstream_http_requests_total",
+                "counter",
                 "Requests answered, by route template, method and status.",
                 self.requests,
             )
             lines += self.request_seconds.lines()
-            lines += _counter(
+            lines += _family(
                 "fruitstream_photos_total",
+                "counter",
                 "Photos received by this process, by path (classify, batch) and outcome.",
                 self.photos,
             )
@@ -130,20 +127,23 @@ class Metrics:
                 if isinstance(value, int | float):
                     labels = (("worker", name), ("kind", kind), ("outcome", outcome))
                     worker_photos[labels] = float(value)
-        lines += _counter(
+        lines += _family(
             "fruitstream_worker_photos_total",
+            "counter",
             "Batch photos each live worker recorded since it started, and how many of them are"
             " error rows (from the workers' heartbeats).",
             worker_photos,
         )
         if lag is not None:
-            lines += _gauge(
+            lines += _family(
                 "fruitstream_queue_lag_messages",
+                "gauge",
                 "Photos queued and not yet classified (Kafka lag or embedded queue depth).",
                 {(): lag},
             )
-        lines += _gauge(
+        lines += _family(
             "fruitstream_build_info",
+            "gauge",
             "What runs: the fruitstream version, the model and its graph.",
             {tuple(sorted(info.items())): 1},
         )

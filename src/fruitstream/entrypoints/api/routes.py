@@ -30,6 +30,7 @@ from fruitstream.entrypoints.api.problems import (
     UnsupportedMediaTypeError,
 )
 from fruitstream.entrypoints.api.schemas import (
+    BINARY,
     BatchOut,
     CheckOut,
     ClassifyOut,
@@ -49,7 +50,6 @@ router = APIRouter()
 RESULT_TYPES = ("application/json", "text/csv")
 # What a classify body may be: a multipart form, raw bytes, or an image type.
 _PHOTO_TYPES = ("multipart/form-data", "application/octet-stream", "image/")
-_BINARY = {"type": "string", "format": "binary"}
 
 
 @router.post(
@@ -121,7 +121,7 @@ async def classify(
                 "multipart/form-data": {
                     "schema": {
                         "type": "object",
-                        "properties": {"files": {"type": "array", "items": _BINARY, "minItems": 1}},
+                        "properties": {"files": {"type": "array", "items": BINARY, "minItems": 1}},
                         "required": ["files"],
                         "additionalProperties": False,
                     }
@@ -313,8 +313,7 @@ def results(
     media = best_match(request.headers.get("accept"), RESULT_TYPES)
     if media is None:
         raise NotAcceptableError(f"results are {' or '.join(RESULT_TYPES)}")
-    rows = service.results(session_id, limit=limit, after=cursor or None, owner=owner)
-    progress = service.progress(session_id, owner)
+    rows, progress = service.results_page(session_id, limit, cursor or None, owner)
     pending = max(0, progress.submitted - progress.done)
     status = 200 if progress.complete else 202
     headers = {

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# A file in a request body, as the OpenAPI document describes it.
+BINARY = {"type": "string", "format": "binary"}
 # What a label may be, as sent (the server stores it lower-cased, single-spaced).
 LABEL_PATTERN = r"^[A-Za-z][A-Za-z0-9 _-]{0,38}[A-Za-z0-9]$"
 
