@@ -320,7 +320,7 @@ def preload_ui() -> None:
 
 
 def main() -> None:
-    st.set_page_config(page_title="fruitstream", page_icon=":material/nutrition:", layout="wide")
+    st.set_page_config(page_title="fruitstream", page_icon="🍎", layout="wide")
     svc = services()
     lang = sidebar_ui(svc)
     t = translator(lang)
