@@ -10,10 +10,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from fruitstream.domain import (
+    BASE_VERSION,
     ImageLimits,
     ImageMessage,
     Label,
+    ModelVersion,
     Prediction,
     Progress,
     ResultRow,
@@ -28,7 +32,7 @@ from fruitstream.errors import (
     ResultStoreError,
     UnsupportedImageError,
 )
-from fruitstream.model.bundle import ModelBundle, PreprocessConfig
+from fruitstream.model.bundle import HEAD_FILE, ModelBundle, PreprocessConfig
 from fruitstream.ports import Delivery, Health
 
 if TYPE_CHECKING:
@@ -125,8 +129,10 @@ class MemoryResultsDatabase:
         self.submitting: dict[str, float] = {}  # session id -> last progress (monotonic)
         self.beats: dict[str, tuple[str, datetime, dict[str, Any]]] = {}
         self.answers: dict[str, str | None] = {}  # idempotency key -> answer
-        self.callbacks: dict[str, list[object]] = {}
-        self.label_rows: list[Label] = []  # session id -> [url, attempts, at, done]
+        self.callbacks: dict[str, list[object]] = {}  # session id -> [url, attempts, at, done]
+        self.label_rows: list[Label] = []
+        self.model_versions: list[ModelVersion] = []
+        self.activations: list[str] = []
         self.down = False  # True: every call fails as a database that does not answer
         self._lock = threading.Lock()
 
@@ -266,6 +272,25 @@ class MemoryResultsDatabase:
         self.label_rows.remove(found[0])
         return found[0]
 
+    # ModelVersions
+    def add_version(self, version: ModelVersion) -> None:
+        self._check()
+        self.model_versions.append(version)
+
+    def versions(self) -> list[ModelVersion]:
+        self._check()
+        return sorted(self.model_versions, key=lambda v: v.created_at, reverse=True)
+
+    def activate(self, version: str) -> None:
+        self._check()
+        if version != BASE_VERSION and version not in {v.version for v in self.model_versions}:
+            raise NotFoundError(f"no model version {version!r}")
+        self.activations.append(version)
+
+    def active_version(self) -> str:
+        self._check()
+        return self.activations[-1] if self.activations else BASE_VERSION
+
     # Callbacks
     def add_callback(self, session_id: str, url: str) -> None:
         self.callbacks[session_id] = [url, 0, datetime.now(UTC), False]
@@ -314,8 +339,42 @@ class FakeClassifier:
         self.limits = ImageLimits()
         self.calls = 0
 
+    # The fake's "pooled features": one dimension per name it can tell apart.
+    FEATURES = ("apple", "banana", "orange", "mango", "papaya", "?")
+    embed_width = len(FEATURES)
+
+    @classmethod
+    def features(cls, data: bytes) -> Any:
+        if not data.startswith(b"fruit:"):
+            raise UnsupportedImageError("not an image the fake knows (test)")
+        name = data.removeprefix(b"fruit:").decode()
+        vec = np.zeros(len(cls.FEATURES), np.float32)
+        vec[cls.FEATURES.index(name) if name in cls.FEATURES else -1] = 4.0
+        return vec
+
+    def use(self, bundle: ModelBundle) -> None:
+        self.bundle = bundle
+
+    def embed(self, images: Sequence[bytes]) -> list[Any]:
+        out: list[Any] = []
+        for data in images:
+            try:
+                out.append(self.features(data))
+            except ImageError as exc:
+                out.append(exc)
+        return out
+
     def classify(self, data: bytes, top_k: int = 3) -> Prediction:
         self.calls += 1
+        bundle = self.bundle
+        if bundle.head is not None:  # an adapted version: its head decides
+            probs = bundle.head.probs(self.features(data)[None])[0][: len(bundle.labels)]
+            order = [int(i) for i in np.argsort(-probs)[:top_k]]
+            top = tuple(TopK(bundle.labels[i], float(probs[i])) for i in order)
+            best = top[0]
+            return Prediction(
+                best.label, best.confidence, best.confidence >= bundle.known_threshold, top
+            )
         if not data.startswith(b"fruit:"):
             raise UnsupportedImageError("not an image the fake knows (test)")
         label = data.removeprefix(b"fruit:").decode()
@@ -355,6 +414,13 @@ def fake_bundle(folder: Path) -> ModelBundle:
     )
     bundle.save_metadata()
     (folder / "model.onnx").write_bytes(b"not a real graph")
+    # Its last layer: each of its fruits from its own dimension, the rest "none of these".
+    width = FakeClassifier.embed_width
+    weight = np.zeros((len(FakeClassifier.LABELS) + 1, width), np.float32)
+    for i in range(len(FakeClassifier.LABELS)):
+        weight[i, i] = 1.0
+    weight[-1, len(FakeClassifier.LABELS) :] = 1.0
+    np.savez(folder / HEAD_FILE, weight=weight, bias=np.zeros(len(weight), np.float32))
     return bundle
 
 

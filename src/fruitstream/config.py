@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     threads: int = Field(default=0, ge=0)
     batch_size: int = Field(default=32, gt=0)
     top_k: int = Field(default=3, gt=0)
+    # Adapting the model to people's labels (``fruitstream adapt``): the fruits15 folder whose
+    # held-out sets the guard measures, and, when above 0, adapt on its own after every N
+    # new labels (a version that the guard refuses is kept, not activated).
+    dataset_dir: Path = Path("../shared/datasets/fruits15")
+    adapt_every: int = Field(default=0, ge=0)
 
     # Backends: embedded by default, distributed when configured.
     storage: Literal["local", "s3"] = "local"

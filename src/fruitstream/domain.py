@@ -317,3 +317,40 @@ class Label:
         data = asdict(self)
         data["created_at"] = self.created_at.isoformat()
         return data
+
+
+# Where the object store keeps an adapted version's head: ``models/<version>/head.npz``.
+MODEL_PREFIX = "models/"
+# The shipped model, as ``fruitstream models`` names it.
+BASE_VERSION = "base"
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One version made by ``fruitstream adapt``: the shipped graphs with a new last layer.
+
+    ``figures`` holds, per held-out set, the base's and this version's top-1 (or share
+    rejected); ``refused`` says why the guard kept it from going live (empty: it passed).
+    """
+
+    version: str
+    parent: str  # the version it was adapted from (``base``: the shipped model)
+    base_model: str  # the shipped bundle's ``name:version``
+    labels_used: int
+    classes: tuple[str, ...]
+    method: str
+    figures: dict[str, Any]
+    refused: tuple[str, ...]
+    seconds: float
+    created_at: datetime
+
+    @property
+    def head_key(self) -> str:
+        return f"{MODEL_PREFIX}{self.version}/head.npz"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        data["classes"] = list(self.classes)
+        data["refused"] = list(self.refused)
+        return data

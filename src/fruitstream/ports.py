@@ -7,10 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import numpy as np
+from numpy.typing import NDArray
+
 from fruitstream.domain import (
     ImageLimits,
     ImageMessage,
     Label,
+    ModelVersion,
     Prediction,
     Progress,
     ResultRow,
@@ -55,6 +59,16 @@ class PhotoClassifier(Protocol):
         self, images: Sequence[bytes], top_k: int = 3
     ) -> Sequence[Prediction | Exception]: ...
     def warm_up_lanes(self) -> None: ...
+    def use(self, bundle: ModelBundle) -> None:
+        """Answer with another version of the same graphs from the next photo on."""
+        ...
+
+    def embed(self, images: Sequence[bytes]) -> Sequence[NDArray[np.float32] | Exception]:
+        """The pooled features of each photo (what an adapted last layer reads)."""
+        ...
+
+    @property
+    def embed_width(self) -> int: ...
 
 
 class ObjectStore(Protocol):
@@ -166,6 +180,23 @@ class LabelStore(Protocol):
         ...
 
 
+class ModelVersions(Protocol):
+    """The versions ``adapt`` made, and which one is live: shared by every process."""
+
+    def add_version(self, version: ModelVersion) -> None: ...
+    def versions(self) -> list[ModelVersion]:
+        """Every adapted version, newest first."""
+        ...
+
+    def activate(self, version: str) -> None:
+        """Make ``version`` (``base``: the shipped model) the live one from now on."""
+        ...
+
+    def active_version(self) -> str:
+        """The live version (``base`` when none was ever activated)."""
+        ...
+
+
 class ResultsDatabase(
     ResultStore,
     SessionStore,
@@ -174,6 +205,7 @@ class ResultsDatabase(
     IdempotencyKeys,
     Callbacks,
     LabelStore,
+    ModelVersions,
     Protocol,
 ):
     """Results, sessions, the submit log and heartbeats: one database in every set-up."""

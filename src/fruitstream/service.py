@@ -8,6 +8,8 @@ docs/ARCHITECTURE.md for the layers.
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -20,7 +22,15 @@ from fruitstream.bootstrap import Backends, build_backends, build_classifier
 from fruitstream.callbacks import CallbackSender, check_callback
 from fruitstream.config import Settings, load_settings
 from fruitstream.dataset import expand_paths
-from fruitstream.domain import Label, Prediction, Progress, ResultRow, SessionRecord, check_size
+from fruitstream.domain import (
+    Label,
+    ModelVersion,
+    Prediction,
+    Progress,
+    ResultRow,
+    SessionRecord,
+    check_size,
+)
 from fruitstream.errors import (
     ConfigError,
     ConflictError,
@@ -36,7 +46,10 @@ from fruitstream.housekeeping import HOUSEKEEPING_SECONDS, Housekeeping, worker_
 from fruitstream.labels import TeachReport, label_of_photo, label_of_row, teach
 from fruitstream.pipeline import Pipeline, SubmitReport, Upload
 from fruitstream.ports import Delivery, Health, PhotoClassifier
+from fruitstream.versions import AdaptReport, Versions
 from fruitstream.worker import BatchOutcome, Worker, WorkerStats, process_batch
+
+log = logging.getLogger(__name__)
 
 
 class _Bar(Protocol):
@@ -112,6 +125,7 @@ class FruitService:
         self._worker: threading.Thread | None = None
         self._callbacks: threading.Thread | None = None
         self._worker_lock = threading.Lock()
+        self._adapting = threading.Lock()
         self._stop = threading.Event()
 
     @classmethod
@@ -121,8 +135,22 @@ class FruitService:
 
     @property
     def classifier(self) -> PhotoClassifier:
-        """The process-wide classifier, loaded on first use."""
-        return self._classifier_factory()
+        """The process-wide classifier, loaded on first use, answering with the live model
+        version (followed at most once a second)."""
+        clf = self._classifier_factory()
+        self.versions.follow(clf)
+        return clf
+
+    @functools.cached_property
+    def versions(self) -> Versions:
+        """Adapting, listing and switching model versions (shared through the database)."""
+        return Versions(
+            self.backends.db,
+            self.backends.store,
+            self._classifier_factory,
+            self.settings.dataset_dir,
+            self.settings.data_dir / "cache",
+        )
 
     # --- one photo, or files on disk ------------------------------------------------------
 
@@ -323,18 +351,21 @@ class FruitService:
         if (image_id is None) == (data is None):
             raise LabelError("a label is of one photo: an image id, or the photo itself")
         if image_id is not None:
-            return label_of_row(self.backends.db, self.backends.store, image_id, text, source)
-        assert data is not None
-        return label_of_photo(
-            self.backends.db,
-            self.backends.store,
-            self.classify_one,
-            self.backends.model_version,
-            data,
-            text,
-            source,
-            filename,
-        )
+            label = label_of_row(self.backends.db, self.backends.store, image_id, text, source)
+        else:
+            assert data is not None
+            label = label_of_photo(
+                self.backends.db,
+                self.backends.store,
+                self.classify_one,
+                self.classifier.bundle.model_version,
+                data,
+                text,
+                source,
+                filename,
+            )
+        self._adapt_when_due()
+        return label
 
     def labels(self, limit: int = 50, before: str | None = None) -> list[Label]:
         """Each photo's current label, newest first; a page after the label ``before``."""
@@ -351,6 +382,55 @@ class FruitService:
             lambda data, text, name: self.label(text, data=data, source=source, filename=name),
             self.settings.limits,
         )
+
+    # --- model versions -------------------------------------------------------------------
+
+    def adapt(self, method: str = "prior", force: bool = False) -> AdaptReport:
+        """A new model version from every label, live if the guard passes it (or ``force``)."""
+        return self.versions.adapt(method, force)
+
+    def models(self) -> tuple[list[ModelVersion], str]:
+        """Every adapted version, newest first, and the live one."""
+        return self.versions.listing()
+
+    def activate(self, version: str) -> str:
+        """Make ``version`` (``base``: the shipped model) live for every process."""
+        return self.versions.activate(version)
+
+    def rollback(self) -> str:
+        """Back to the live version's parent; returns the version now live."""
+        return self.versions.rollback()
+
+    def _adapt_when_due(self) -> None:
+        """With ``adapt_every`` N: adapt in the background once N labels came since the
+        newest version (one adaptation at a time; the guard still decides)."""
+        every = self.settings.adapt_every
+        if not every or not self._adapting.acquire(blocking=False):
+            return
+        try:
+            versions, _ = self.models()
+            used = versions[0].labels_used if versions else 0
+            count = len(self.versions.all_labels())
+        except FruitstreamError:
+            self._adapting.release()
+            raise
+        if count - used < every:
+            self._adapting.release()
+            return
+
+        def run() -> None:
+            try:
+                report = self.adapt()
+                log.info(
+                    "adapted on its own: %s (%s)", report.version.version,
+                    "live" if report.active else "; ".join(report.version.refused),
+                )  # fmt: skip
+            except FruitstreamError as exc:
+                log.warning("adapting on its own failed: %s", exc)
+            finally:
+                self._adapting.release()
+
+        threading.Thread(target=run, name="adapt", daemon=True).start()
 
     # --- who classifies the queue ---------------------------------------------------------
 
@@ -388,6 +468,7 @@ class FruitService:
             )
         name = worker_id()
         consumer = self.backends.consumer(name)
+        clf = classifier or self.classifier
         reclaim = getattr(consumer, "reclaim", None)  # queues with leases free dead owners'
 
         def chores() -> None:
@@ -399,7 +480,7 @@ class FruitService:
             consumer,
             self.backends.store,
             self.backends.db,
-            classifier or self.classifier,
+            clf,
             heartbeats=self.backends.db,
             batch_size=self.settings.worker_batch_size,
             poll_seconds=self.settings.worker_poll_seconds,
@@ -408,6 +489,7 @@ class FruitService:
             lease_seconds=self.settings.lease_seconds,
             housekeeping=chores,
             housekeeping_seconds=self._chores_seconds(),
+            before_batch=lambda: self.versions.follow(clf),
         )
 
     def housekeeping(self, name: str, kind: str) -> Housekeeping:

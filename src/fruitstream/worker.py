@@ -237,8 +237,12 @@ class Worker:
         retry_seconds: float = 2.0,
         housekeeping: Callable[[], object] | None = None,
         housekeeping_seconds: float = HOUSEKEEPING_SECONDS,
+        before_batch: Callable[[], object] | None = None,
     ) -> None:
         self.consumer = consumer
+        # Called with a batch in hand, before it is classified: the live model version is
+        # followed there, so that a switch applies from the next batch on.
+        self.before_batch = before_batch
         self.store = store
         self.results = results
         self.classifier = classifier
@@ -261,6 +265,8 @@ class Worker:
         deliveries = self.consumer.take(self.batch_size, timeout=self.poll_seconds)
         if not deliveries:
             return 0
+        if self.before_batch is not None:
+            self.before_batch()
         with _LeaseKeeper(self.consumer, deliveries, self.lease_seconds):
             try:
                 out = process_batch(deliveries, self.store, self.classifier, self.top_k)

@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("adapters", ("adapters",)),
     ("use cases", ("pipeline", "worker", "housekeeping")),
     ("wiring", ("bootstrap",)),
-    ("service", ("service", "health", "callbacks", "labels")),
+    ("service", ("service", "health", "callbacks", "labels", "versions")),
     ("tools", ("bench", "training", "client")),
     ("entrypoints", ("entrypoints", "__main__")),
 )

@@ -21,13 +21,17 @@ from fruitstream.adapters.sql_schema import (
     idempotency_table,
     labels_table,
     make_engine,
+    model_activations_table,
+    model_versions_table,
     photos_table,
     results_table,
     sessions_table,
 )
 from fruitstream.domain import (
+    BASE_VERSION,
     ImageMessage,
     Label,
+    ModelVersion,
     Progress,
     ResultRow,
     SessionRecord,
@@ -337,6 +341,45 @@ class SqlDatabase:
                 raise NotFoundError(f"no label {label_id!r}")
             conn.execute(sa.delete(t).where(t.c.label_id == label_id))
         return _label(row)
+
+    # --- ModelVersions --------------------------------------------------------------------
+
+    def add_version(self, version: ModelVersion) -> None:
+        data = version.to_dict()
+        data["created_at"] = version.created_at
+        with self.begin() as conn:
+            conn.execute(sa.insert(model_versions_table).values(**data))
+
+    def versions(self) -> list[ModelVersion]:
+        t = model_versions_table
+        with self.begin() as conn:
+            rows = conn.execute(sa.select(t).order_by(t.c.created_at.desc())).mappings().all()
+        return [
+            ModelVersion(**{
+                **r, "classes": tuple(r["classes"]), "refused": tuple(r["refused"]),
+                "created_at": _aware(r["created_at"]),
+            })
+            for r in rows
+        ]  # fmt: skip
+
+    def activate(self, version: str) -> None:
+        t = model_versions_table
+        with self.begin() as conn:
+            if (
+                version != BASE_VERSION
+                and conn.execute(sa.select(t.c.version).where(t.c.version == version)).first()
+                is None
+            ):
+                raise NotFoundError(f"no model version {version!r}")
+            conn.execute(
+                sa.insert(model_activations_table).values(version=version, at=datetime.now(UTC))
+            )
+
+    def active_version(self) -> str:
+        t = model_activations_table
+        with self.begin() as conn:
+            row = conn.execute(sa.select(t.c.version).order_by(t.c.seq.desc()).limit(1)).first()
+        return BASE_VERSION if row is None else str(row[0])
 
     # --- Callbacks ------------------------------------------------------------------------
 

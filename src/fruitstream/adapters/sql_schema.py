@@ -116,6 +116,31 @@ labels_table = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
 
+# The versions ``fruitstream adapt`` made (their heads are in the object store).
+model_versions_table = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("version", sa.String(64), primary_key=True),
+    sa.Column("parent", sa.String(64), nullable=False),
+    sa.Column("base_model", sa.String(100), nullable=False),
+    sa.Column("labels_used", sa.Integer, nullable=False),
+    sa.Column("classes", sa.JSON, nullable=False),
+    sa.Column("method", sa.String(32), nullable=False),
+    sa.Column("figures", sa.JSON, nullable=False),
+    sa.Column("refused", sa.JSON, nullable=False),
+    sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Every switch of the live version, in order: the newest row says which one is live.
+model_activations_table = sa.Table(
+    "model_activations",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
 # Columns added since the first release: ``create_schema`` adds them to an older database.
 # Adapters with tables of their own (the embedded queue) append theirs.
 ADDED_COLUMNS: list[tuple[sa.Table, str]] = [

@@ -44,6 +44,10 @@ class BenchRequest:
     http_load: int | None = None
     clients: int = 8
     near_limit: int | None = None
+    adapt: bool = False
+    draws: int = 5
+    methods: str = "prior,prototypes,mix"
+    adapt_labels: int = 1000
     json: bool = False
 
 
@@ -57,7 +61,19 @@ def run_bench(req: BenchRequest, settings: Settings) -> str:
         files.extend(image_files(Path(p)) if Path(p).is_dir() else [Path(p)])
     result: Report
     with tempfile.TemporaryDirectory() as tmp:
-        if req.distributed:
+        if req.adapt:
+            from fruitstream.bench.adapt import adapt_benchmark, adapt_speed, format_adapt_benchmark
+
+            bundle = load_bundle(settings, req.model, req.precision)
+            result = adapt_benchmark(
+                bundle, settings.dataset_dir, draws=req.draws, methods=req.methods.split(",")
+            )
+            if req.adapt_labels:
+                result["speed"] = adapt_speed(
+                    bundle, settings.dataset_dir, req.adapt_labels, Path(tmp)
+                )
+            text = format_adapt_benchmark(result)
+        elif req.distributed:
             result = distributed_benchmark(files, req.distributed)
             text = format_distributed_benchmark(result)
         elif req.http_load is not None:

@@ -32,6 +32,8 @@ PIPELINE_CHUNK = 1
 
 # What classifying one image gives: a prediction, or the reason it could not be classified.
 Outcome = Prediction | ImageError
+# The graphs' second output: the pooled features the last layer reads.
+FEATURES = "features"
 
 
 class Classifier:
@@ -62,12 +64,16 @@ class Classifier:
         self._input = model_input.name
         # Bundles since v2 take uint8 NHWC pixels and normalize in the graph.
         self.takes_pixels = model_input.type == "tensor(uint8)"
-        outputs = self._session.get_outputs()[0].shape
-        if outputs[-1] != bundle.num_outputs:
+        outputs = self._session.get_outputs()
+        if outputs[0].shape[-1] != bundle.num_outputs:
             raise ModelError(
-                f"{bundle.onnx_path} has {outputs[-1]} outputs, bundle.json expects "
+                f"{bundle.onnx_path} has {outputs[0].shape[-1]} outputs, bundle.json expects "
                 f"{bundle.num_outputs}"
             )
+        # The pooled features, when the graph gives them (bundles since v3.2): what an
+        # adapted head reads, and what ``embed`` returns.
+        self.gives_features = len(outputs) > 1 and outputs[1].name == FEATURES
+        self.embed_width = int(outputs[1].shape[-1]) if self.gives_features else 0
         self._lock = threading.Lock()
         self._lanes_lock = threading.Lock()
         # Built on first use: a process that classifies one photo at a time never pays for them.
@@ -107,17 +113,56 @@ class Classifier:
         rng = np.random.default_rng(seed)
         return self.model_input(rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8))
 
+    def use(self, bundle: ModelBundle) -> None:
+        """Run another version of the same graphs from now on (an adapted head, or none).
+
+        A photo already being classified finishes with the version it started with: each
+        call reads ``self.bundle`` once.
+        """
+        if bundle.base.onnx_path != self.bundle.base.onnx_path:
+            raise ModelError(f"{bundle.model_version} does not run on {self.bundle.onnx_path}")
+        if bundle.head is not None and not self.gives_features:
+            raise ModelError(f"{bundle.onnx_path} has no {FEATURES!r} output for an adapted head")
+        self.bundle = bundle
+
+    def _probs(self, outputs: list[Any], bundle: ModelBundle) -> NDArray[np.float32]:
+        if bundle.head is not None:
+            return bundle.head.probs(np.asarray(outputs[1], dtype=np.float32))
+        return np.asarray(outputs[0], dtype=np.float32)
+
     def run(self, batch: NDArray[Any]) -> NDArray[np.float32]:
         """Class probabilities (the reject class last, if any) for a batch of model input."""
+        bundle = self.bundle
+        return self._probs(self._run_locked(batch), bundle)
+
+    def _run_locked(self, batch: NDArray[Any]) -> list[Any]:
         # ORT sessions are thread-safe, but two multi-threaded runs at once only thrash.
         with self._lock:
-            out = self._session.run(None, {self._input: batch})[0]
-        return np.asarray(out, dtype=np.float32)
+            return list(self._session.run(None, {self._input: batch}))
 
     def classify(self, data: bytes, top_k: int = 3) -> Prediction:
         """One image; raises ``ImageError`` when it cannot be classified."""
-        pixels = load_pixels(data, self.bundle.preprocess, self.limits)
-        return self._predictions(self.run(self.model_input(pixels[None])), top_k)[0]
+        bundle = self.bundle
+        pixels = load_pixels(data, bundle.preprocess, self.limits)
+        outputs = self._run_locked(self.model_input(pixels[None]))
+        return self._predictions(self._probs(outputs, bundle), top_k, bundle)[0]
+
+    def embed(self, images: Sequence[bytes]) -> list[NDArray[np.float32] | ImageError]:
+        """The pooled features of each image (what an adapted head reads), in the lanes."""
+        if not self.gives_features:
+            raise ModelError(f"{self.bundle.onnx_path} has no {FEATURES!r} output")
+        pool = self._lane_pool()[0]
+        chunks = [pool.submit(self._embed_one, data) for data in images]
+        return [c.result() for c in chunks]
+
+    def _embed_one(self, data: bytes) -> NDArray[np.float32] | ImageError:
+        try:
+            pixels = load_pixels(data, self.bundle.preprocess, self.limits)
+        except ImageError as exc:
+            return exc
+        except Exception as exc:  # one photo's problem, never the others'
+            return ImageError(f"cannot read the image ({type(exc).__name__}: {exc})")
+        return np.asarray(self._lane_outputs(self.model_input(pixels[None]))[1][0], np.float32)
 
     def _lane_pool(self) -> tuple[ThreadPoolExecutor, queue.SimpleQueue[Any]]:
         """The threads that run lanes, and the idle lane sessions."""
@@ -134,20 +179,25 @@ class Classifier:
         """Build the batch lanes now rather than on the first batch."""
         self._lane_pool()
 
-    def _run_in_lane(self, batch: NDArray[Any]) -> NDArray[np.float32]:
-        """Probabilities for ``batch`` on an idle lane session (a lane thread always finds one)."""
+    def _lane_outputs(self, batch: NDArray[Any]) -> list[Any]:
+        """The graph's outputs for ``batch`` on an idle lane session (a lane thread always
+        finds one)."""
         sessions = self._lane_pool()[1]
         session = sessions.get()
         try:
-            return np.asarray(session.run(None, {self._input: batch})[0], dtype=np.float32)
+            return list(session.run(None, {self._input: batch}))
         finally:
             sessions.put(session)
+
+    def _run_in_lane(self, batch: NDArray[Any]) -> NDArray[np.float32]:
+        return self._probs(self._lane_outputs(batch), self.bundle)
 
     def run_lanes(self, batches: Sequence[NDArray[Any]]) -> list[NDArray[np.float32]]:
         """Probabilities for ``batches`` of model input, spread over the lanes (benchmarks)."""
         return list(self._lane_pool()[0].map(self._run_in_lane, batches))
 
     def _classify_chunk(self, images: Sequence[bytes], top_k: int) -> list[Outcome]:
+        bundle = self.bundle
         outcomes: list[Outcome | None] = [None] * len(images)
         positions, pixels = [], []
         for i, data in enumerate(images):
@@ -159,8 +209,8 @@ class Classifier:
             except Exception as exc:  # never one photo's problem for the others of its chunk
                 outcomes[i] = ImageError(f"cannot read the image ({type(exc).__name__}: {exc})")
         if pixels:
-            probs = self._run_in_lane(self.model_input(np.stack(pixels)))
-            preds = self._predictions(probs, top_k)
+            outputs = self._lane_outputs(self.model_input(np.stack(pixels)))
+            preds = self._predictions(self._probs(outputs, bundle), top_k, bundle)
             for pos, pred in zip(positions, preds, strict=True):
                 outcomes[pos] = pred
         return [o for o in outcomes if o is not None]
@@ -178,8 +228,10 @@ class Classifier:
         ]
         return [outcome for chunk in chunks for outcome in chunk.result()]
 
-    def _predictions(self, probs: NDArray[np.float32], top_k: int) -> list[Prediction]:
-        labels = self.bundle.labels
+    def _predictions(
+        self, probs: NDArray[np.float32], top_k: int, bundle: ModelBundle
+    ) -> list[Prediction]:
+        labels = bundle.labels
         fruit = probs[:, : len(labels)]
         k = max(1, min(top_k, len(labels)))
         order = np.argsort(-fruit, axis=1)[:, :k]
@@ -191,7 +243,7 @@ class Classifier:
                 Prediction(
                     label=labels[best],
                     confidence=confidence,
-                    known=confidence >= self.bundle.known_threshold,
+                    known=confidence >= bundle.known_threshold,
                     top_k=tuple(TopK(labels[int(j)], float(row[int(j)])) for j in idx),
                 )
             )

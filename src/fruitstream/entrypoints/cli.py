@@ -21,11 +21,13 @@ if TYPE_CHECKING:  # loaded by the commands that need them, so that --help stays
     from fruitstream.service import FruitService
 
 from fruitstream.entrypoints.cli_output import (
+    adapt_lines,
     clean,
     config_lines,
     describe,
     health_lines,
     label_line,
+    model_lines,
     print_summary,
     report_skipped,
     result_line,
@@ -287,6 +289,35 @@ def cmd_labels(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_adapt(args: argparse.Namespace) -> int:
+    report = _service().adapt(method=args.method, force=args.force)
+    if args.json:
+        extra = {"active": report.active, "waiting": report.waiting}
+        print(json.dumps({**report.version.to_dict(), **extra}, indent=2))
+    else:
+        print("\n".join(adapt_lines(report)))
+    return EXIT_OK if report.active else EXIT_SOME_FAILED
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    service = _service()
+    if args.action == "activate":
+        if not args.version:
+            print("fruitstream: error: models activate needs a version", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"live now: {clean(service.activate(args.version))}")
+        return EXIT_OK
+    if args.action == "rollback":
+        print(f"rolled back; live now: {service.rollback()}")
+        return EXIT_OK
+    versions, live = service.models()
+    if args.json:
+        print(json.dumps({"live": live, "versions": [v.to_dict() for v in versions]}, indent=2))
+    else:
+        print("\n".join(model_lines(versions, live)))
+    return EXIT_OK
+
+
 def cmd_sessions(args: argparse.Namespace) -> int:
     for summary in _service().sessions(limit=args.limit):
         s, p = summary.session, summary.progress
@@ -369,6 +400,8 @@ COMMANDS = {
     "label": cmd_label,
     "teach": cmd_teach,
     "labels": cmd_labels,
+    "adapt": cmd_adapt,
+    "models": cmd_models,
     "sessions": cmd_sessions,
     "status": cmd_status,
     "spark-job": cmd_spark_job,

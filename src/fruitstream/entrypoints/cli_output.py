@@ -7,14 +7,16 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from fruitstream.domain import Label, ResultRow, Status
+from fruitstream.core.adaptation import MIN_NEW_CLASS_PHOTOS
+from fruitstream.domain import BASE_VERSION, Label, ModelVersion, ResultRow, Status
 from fruitstream.model.bundle import ModelBundle
 from fruitstream.ports import Health
 
 if TYPE_CHECKING:  # the service (and its backends) load only when a command needs them
     from fruitstream.service import FileResult
+    from fruitstream.versions import AdaptReport
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -84,3 +86,45 @@ def label_line(x: Label) -> str:
         f"{x.label_id}  {x.created_at:%Y-%m-%d %H:%M:%S}  {clean(x.label)}"
         f"  (model: {clean(said)}, {x.source})"
     )
+
+
+def _figures(figures: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{name} {f['live'] * 100:.1f} -> {f['new'] * 100:.1f}" for name, f in figures.items()
+    )
+
+
+def adapt_lines(report: AdaptReport) -> list[str]:
+    """What ``adapt`` made: the version, its figures against the live one, live or why not."""
+    v = report.version
+    lines = [
+        f"version {v.version} (from {v.parent}, {v.labels_used} labels, {v.method},"
+        f" {len(v.classes)} fruits, {v.seconds:.1f} s)",
+        f"  held-out sets, live -> new (%): {_figures(v.figures)}",
+    ]
+    for name, count in sorted(report.waiting.items()):
+        lines.append(f"  {clean(name)}: {count} photos, a new fruit needs {MIN_NEW_CLASS_PHOTOS}")
+    if report.unreadable:
+        lines.append(f"  {report.unreadable} labelled photos could not be read: left out")
+    if report.active:
+        forced = " (forced past the guard)" if v.refused else ""
+        lines.append(f"  live now{forced}")
+    else:
+        lines.append("  kept, not activated: " + "; ".join(v.refused))
+        lines.append(f"  (fruitstream models activate {v.version} to use it anyway)")
+    return lines
+
+
+def model_lines(versions: Sequence[ModelVersion], live: str) -> list[str]:
+    """``fruitstream models``: the shipped model and every adapted version, the live one marked."""
+    lines = [f"{'*' if live == BASE_VERSION else ' '} {BASE_VERSION:<6} the shipped model"]
+    for v in versions:
+        mark = "*" if v.version == live else " "
+        guard = "guard passed" if not v.refused else "guard refused: " + "; ".join(v.refused)
+        lines.append(
+            f"{mark} {v.version:<6} from {v.parent}, {v.labels_used} labels, {len(v.classes)}"
+            f" fruits, {v.created_at:%Y-%m-%d %H:%M}, {guard}"
+        )
+        if v.figures:
+            lines.append(f"         {_figures(v.figures)}")
+    return lines

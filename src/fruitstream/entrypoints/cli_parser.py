@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from fruitstream import __version__
+from fruitstream.core.adaptation import METHODS, MIN_NEW_CLASS_PHOTOS
 from fruitstream.model.bundle import PRECISIONS
 
 
@@ -93,6 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="worker peak memory on the given photos mixed with N images near the pixel limit",
     )
+    p.add_argument(
+        "--adapt",
+        action="store_true",
+        help="adapting to labels: k wild photos per fruit taught, the rest measured"
+        " (FRUITSTREAM_DATASET_DIR: the fruits15 folder)",
+    )
+    p.add_argument("--draws", type=int, default=5, help="seeded draws per k for --adapt")
+    p.add_argument("--methods", default="prior,prototypes,mix", help="methods compared by --adapt")
+    p.add_argument(
+        "--adapt-labels", type=int, default=1000, help="labels for --adapt's speed run (0: none)"
+    )
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser(
@@ -151,6 +163,23 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--json", action="store_true")
     group.add_argument("--csv", metavar="FILE")
+
+    p = sub.add_parser(
+        "adapt",
+        help="a new model version from every label, live once the guard passes it",
+        description="Refits the model's last layer on every labelled photo (new fruits from"
+        f" {MIN_NEW_CLASS_PHOTOS} photos on), then measures it against the live version on the"
+        " held-out sets and a held-out fifth of the labels: a loss of more than one point on"
+        " any of them keeps the version but does not activate it (--force does).",
+    )
+    p.add_argument("--method", choices=METHODS, default="prior")
+    p.add_argument("--force", action="store_true", help="activate even if the guard refuses")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("models", help="model versions; 'activate V' or 'rollback' to switch")
+    p.add_argument("action", nargs="?", choices=("list", "activate", "rollback"), default="list")
+    p.add_argument("version", nargs="?", help="for activate: a version, or 'base'")
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("sessions", help="past sessions, newest first")
     p.add_argument("--limit", type=int, default=50)

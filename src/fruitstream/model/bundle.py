@@ -12,12 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from fruitstream.errors import ModelError
+from fruitstream.model.head import Head
 
 BUNDLE_FILE = "bundle.json"
 MODEL_FILE = "model.onnx"  # the fp32 graph
 INT8_FILE = "model.int8.onnx"  # the same graph quantized (static, QDQ, per channel)
 PRECISIONS = ("int8", "fp32")
 CARD_FILE = "MODEL_CARD.md"
+# The graphs' last layer as arrays: what ``fruitstream adapt`` starts from.
+HEAD_FILE = "head.npz"
+# Pooled features of training photos: where an adapted head must answer as the base does.
+ANCHORS_FILE = "anchors.npz"
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,54 @@ class ModelBundle:
     precision_reason: str = field(default="", compare=False)
     # How it was trained: the training config and how long each step took.
     training: dict[str, Any] = field(default_factory=dict, compare=False)
+    # An adapted version: the same graphs with this last layer instead of their own
+    # (``labels`` and ``known_threshold`` are then the head's), and the version's name.
+    head: Head | None = field(default=None, compare=False)
+    adapted: str = ""
+    _base: ModelBundle | None = field(default=None, init=False, repr=False, compare=False)
+
+    def base_head(self) -> Head:
+        """The graphs' own last layer (``head.npz``), the prior of every adapted version."""
+        path = self.path / HEAD_FILE
+        try:
+            import numpy as np
+
+            with np.load(path, allow_pickle=False) as z:
+                weight, bias = z["weight"], z["bias"]
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelError(f"model bundle {self.path} has no usable {HEAD_FILE}: {exc}") from exc
+        base_labels = self.labels if self.head is None else self.base.labels
+        return Head(base_labels, weight, bias, self.base.known_threshold)
+
+    def anchors(self) -> Any:
+        """The anchors' features (float32, one row per photo), or None when not shipped."""
+        path = self.base.path / ANCHORS_FILE
+        if not path.is_file():
+            return None
+        import numpy as np
+
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return z["features"].astype(np.float32)
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelError(f"{path} is not usable: {exc}") from exc
+
+    @property
+    def base(self) -> ModelBundle:
+        """The shipped bundle under an adapted version (itself when not adapted)."""
+        return self._base or self
+
+    def with_head(self, head: Head | None, adapted: str = "") -> ModelBundle:
+        """This bundle's graphs with another last layer (None: their own)."""
+        base = self.base
+        if head is None:
+            return base
+        out = replace(
+            base, labels=head.labels, known_threshold=head.known_threshold,
+            head=head, adapted=adapted,
+        )  # fmt: skip
+        object.__setattr__(out, "_base", base)
+        return out
 
     @property
     def onnx_path(self) -> Path:
@@ -103,7 +156,8 @@ class ModelBundle:
         if precision == self.precision and reason == self.precision_reason:
             return self
         self.onnx_path_for(precision)  # fails clearly when the graph is absent
-        return replace(self, precision=precision, precision_reason=reason)
+        base = replace(self.base, precision=precision, precision_reason=reason)
+        return base.with_head(self.head, self.adapted)
 
     @property
     def model_version(self) -> str:
@@ -111,7 +165,8 @@ class ModelBundle:
         default was overridden, so that comparison runs are told apart."""
         default = "int8" if self.has_precision("int8") else "fp32"
         suffix = "" if self.precision == default else f"+{self.precision}"
-        return f"{self.name}:{self.version}{suffix}"
+        adapted = f"+{self.adapted}" if self.adapted else ""
+        return f"{self.name}:{self.version}{adapted}{suffix}"
 
     @property
     def card_path(self) -> Path:
@@ -119,7 +174,9 @@ class ModelBundle:
 
     @property
     def num_outputs(self) -> int:
-        return len(self.labels) + (1 if self.has_reject_class else 0)
+        """The graph's first output's width (the base's fruits, and the reject class)."""
+        base = self.base
+        return len(base.labels) + (1 if base.has_reject_class else 0)
 
     @classmethod
     def load(cls, path: str | Path) -> ModelBundle:

@@ -23,3 +23,75 @@ def export_onnx(module: Any, path: Path, input_size: int, outputs: Sequence[str]
             opset_version=17,
             dynamo=False,
         )
+
+
+# The pooled features the head reads: a second output of both graphs, so that ``adapt``
+# embeds photos with the very network that classifies them.
+FEATURES_OUTPUT = "features"
+
+
+def add_features_output(path: Path) -> None:
+    """Expose the input of the final Gemm (the pooled features) as the output ``features``.
+
+    Works on the fp32 graph and its int8 twin alike (the head stays fp32 in both); a graph
+    that already has the output is left as it is.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    if any(o.name == FEATURES_OUTPUT for o in graph.output):
+        return
+    gemm = [n for n in graph.node if n.op_type == "Gemm"][-1]
+    pooled = gemm.input[0]
+    width = next(i for i in graph.initializer if i.name == gemm.input[1]).dims[1]
+    graph.node.append(helper.make_node("Identity", [pooled], [FEATURES_OUTPUT]))
+    graph.output.append(
+        helper.make_tensor_value_info(FEATURES_OUTPUT, TensorProto.FLOAT, ["batch", width])
+    )
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def export_head(graph: Path, out: Path) -> None:
+    """The final Gemm's weights and bias (``head.npz``): the prior ``adapt`` starts from."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(graph))
+    gemm = [n for n in model.graph.node if n.op_type == "Gemm"][-1]
+    inits = {i.name: i for i in model.graph.initializer}
+    weight = numpy_helper.to_array(inits[gemm.input[1]]).astype(np.float32)
+    bias = numpy_helper.to_array(inits[gemm.input[2]]).astype(np.float32)
+    np.savez(out, weight=weight, bias=bias)
+
+
+def export_anchors(bundle_dir: Path, data_dir: Path, seed: int = 0) -> int:
+    """``anchors.npz``: pooled features of training photos (30 studio frames per fruit, every
+    grocery/train photo, 200 not-fruit and 200 other-fruit frames), the base answers that
+    ``adapt`` keeps. Training data only: never wild/. Returns how many photos."""
+    import random
+
+    import numpy as np
+
+    from fruitstream.core.classifier import Classifier
+    from fruitstream.dataset import image_files, labelled_images
+    from fruitstream.model.bundle import ANCHORS_FILE, ModelBundle
+
+    clf = Classifier(ModelBundle.load(bundle_dir))
+    rng = random.Random(seed)
+    paths: list[Path] = []
+    for fruit in clf.labels:
+        frames = image_files(data_dir / "studio" / "train" / fruit)
+        rng.shuffle(frames)
+        paths += frames[:30]
+    paths += [p for p, _ in labelled_images(data_dir / "grocery" / "train", clf.labels)]
+    for negatives in ("not-fruit", "other-fruit"):
+        frames = image_files(data_dir / negatives / "train")
+        rng.shuffle(frames)
+        paths += frames[:200]
+    vectors = [v for v in clf.embed([p.read_bytes() for p in paths]) if isinstance(v, np.ndarray)]
+    np.savez_compressed(bundle_dir / ANCHORS_FILE, features=np.stack(vectors).astype(np.float16))
+    return len(vectors)

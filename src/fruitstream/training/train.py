@@ -38,12 +38,23 @@ from typing import Any
 import numpy as np
 
 from fruitstream.errors import ConfigError
-from fruitstream.model.bundle import INT8_FILE, MODEL_FILE, ModelBundle, PreprocessConfig
+from fruitstream.model.bundle import (
+    HEAD_FILE,
+    INT8_FILE,
+    MODEL_FILE,
+    ModelBundle,
+    PreprocessConfig,
+)
 from fruitstream.training.calibrate import calibrate, calibration_split
 from fruitstream.training.card import write_card
 from fruitstream.training.config import TrainConfig, log, require_torch
 from fruitstream.training.data import SpriteBank, studio_frames, training_sources
-from fruitstream.training.export import export_onnx
+from fruitstream.training.export import (
+    add_features_output,
+    export_anchors,
+    export_head,
+    export_onnx,
+)
 from fruitstream.training.features import extract_features
 from fruitstream.training.finetune import finetune, head_anchor, head_logits, top_logits, train_head
 from fruitstream.training.int8 import calibration_batches, quantize_int8
@@ -118,6 +129,10 @@ def train(
             cfg.int8_weights,
             cfg.int8_bias_correction,
         )
+    for graph in (out / MODEL_FILE, out / INT8_FILE):
+        if graph.is_file():
+            add_features_output(graph)
+    export_head(out / MODEL_FILE, out / HEAD_FILE)
     lap("export")
     bundle = ModelBundle(
         name=cfg.model_name,
@@ -131,6 +146,8 @@ def train(
         precision="int8" if cfg.quantize else "fp32",
     )
     bundle.save_metadata()
+    log(f"   anchors for adapt: {export_anchors(out, cfg.data_dir, cfg.seed)} training photos")
+    lap("anchors")
     if cfg.evaluate and on_eval is not None:
         measured = on_eval(bundle)
         lap("evaluation")
@@ -186,6 +203,7 @@ def requantize(
     quantize_int8(
         path / MODEL_FILE, path / INT8_FILE, calibration, cfg.int8_weights, bias_correction
     )
+    add_features_output(path / INT8_FILE)
     seconds = round(time.perf_counter() - clock, 1)
     training = {
         **bundle.training,

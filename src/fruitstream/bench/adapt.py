@@ -1,0 +1,243 @@
+"""The adaptation benchmark: k labelled wild photos per fruit in, the rest of wild/ measured.
+
+Wild photos play the part of a user's own photos, split into what is taught and what is
+measured; the base model never saw any of them. Every draw is seeded, so the figures can be
+rerun. The held-out sets the guard uses (grocery/val, studio/test) say what adapting costs.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fruitstream.core.adaptation import PhotoSet, embed, fit, scores
+from fruitstream.core.classifier import Classifier
+from fruitstream.dataset import image_files, labelled_images
+from fruitstream.domain import NOT_FRUIT
+from fruitstream.errors import ConfigError
+from fruitstream.model.bundle import ModelBundle
+
+Report = dict[str, Any]
+NEW_FRUIT = "papaya"
+BASE_SETS = ("wild", "wild_other", "grocery", "studio", "other_test")
+
+
+def _sets(clf: Classifier, root: Path) -> dict[str, PhotoSet]:
+    def negatives(folder: Path) -> list[tuple[Path, str]]:
+        return [(p, NOT_FRUIT) for p in image_files(folder)]
+
+    def new_fruit(folder: Path, wanted: bool) -> list[tuple[Path, str]]:
+        return [
+            (p, NEW_FRUIT if wanted else NOT_FRUIT)
+            for p in image_files(root / "other-fruit" / folder)
+            if p.name.startswith(NEW_FRUIT) == wanted
+        ]
+
+    labels = clf.labels
+    return {
+        "wild": embed(clf, labelled_images(root / "wild" / "val", labels)),
+        "wild_other": embed(clf, negatives(root / "wild" / "val-other")),
+        "grocery": embed(clf, labelled_images(root / "grocery" / "val", labels)),
+        "studio": embed(clf, labelled_images(root / "studio" / "test", labels)),
+        "papaya_train": embed(clf, new_fruit(Path("train"), True)),
+        "papaya_test": embed(clf, new_fruit(Path("test"), True)),
+        "other_test": embed(clf, new_fruit(Path("test"), False)),
+    }
+
+
+def _draw(photos: PhotoSet, per_class: int, rng: random.Random) -> tuple[list[int], list[int]]:
+    """``per_class`` photos of each class taught (all but one when a class has fewer), the
+    rest measured."""
+    taught: list[int] = []
+    for name in sorted(set(photos.truths)):
+        idx = [i for i, t in enumerate(photos.truths) if t == name]
+        rng.shuffle(idx)
+        taught += idx[: min(per_class, len(idx) - 1)]
+    chosen = set(taught)
+    return taught, [i for i in range(len(photos.truths)) if i not in chosen]
+
+
+def adapt_benchmark(
+    bundle: ModelBundle,
+    root: Path,
+    ks: Sequence[int] = (3, 5, 10),
+    draws: int = 5,
+    methods: Sequence[str] = ("prior", "prototypes"),
+    seed: int = 0,
+    sets: dict[str, PhotoSet] | None = None,
+    anchors: NDArray[np.float32] | None = None,
+) -> Report:
+    if not (root / "wild" / "val").is_dir():
+        raise ConfigError(f"{root} has no wild/val: point --dataset at fruits15")
+    clf = Classifier(bundle)
+    started = time.perf_counter()
+    sets = sets or _sets(clf, root)
+    embed_seconds = time.perf_counter() - started
+    base = bundle.base_head()
+    report: Report = {
+        "model": bundle.model_version,
+        "draws": draws,
+        "seed": seed,
+        "embed_seconds": embed_seconds,
+        "photos": {k: len(v.truths) for k, v in sets.items()},
+        "base": {name: scores(base, sets[name]) for name in BASE_SETS},
+        "methods": {},
+    }
+    for method in methods:
+        per_k: Report = {}
+        for k in ks:
+            runs: list[Report] = []
+            for d in range(draws):
+                rng = random.Random(seed * 1000 + k * 10 + d)
+                taught_w, rest_w = _draw(sets["wild"], k, rng)
+                taught_o, rest_o = _draw(sets["wild_other"], 3 * k, rng)
+                feats = np.concatenate(
+                    [sets["wild"].features[taught_w], sets["wild_other"].features[taught_o]]
+                )
+                names = [sets["wild"].truths[i] for i in taught_w] + [NOT_FRUIT] * len(taught_o)
+                clock = time.perf_counter()
+                head, _ = fit(base, feats, names, method=method, anchors=anchors)
+                fit_s = time.perf_counter() - clock
+                runs.append(
+                    {
+                        "fit_seconds": fit_s,
+                        "wild": scores(head, sets["wild"].take(rest_w)),
+                        "wild_other": scores(head, sets["wild_other"].take(rest_o)),
+                        "grocery": scores(head, sets["grocery"]),
+                        "studio": scores(head, sets["studio"]),
+                    }
+                )
+            per_k[str(k)] = _medians(runs)
+        # A new fruit from 10 frames, the other negatives still to be rejected.
+        runs = []
+        for d in range(draws):
+            rng = random.Random(seed * 1000 + 7 + d)
+            idx = list(range(len(sets["papaya_train"].truths)))
+            rng.shuffle(idx)
+            taught = sets["papaya_train"].take(idx[:10])
+            head, _ = fit(
+                base, taught.features, list(taught.truths), method=method, anchors=anchors
+            )
+            runs.append(
+                {
+                    "papaya_test": scores(head, sets["papaya_test"]),
+                    "other_test": scores(head, sets["other_test"]),
+                    "grocery": scores(head, sets["grocery"]),
+                    "studio": scores(head, sets["studio"]),
+                }
+            )
+        per_k["new_fruit"] = _medians(runs)
+        report["methods"][method] = per_k
+    return report
+
+
+def _medians(runs: list[Report]) -> Report:
+    """The median of every figure over the draws (nested dicts alike)."""
+    first = runs[0]
+    out: Report = {}
+    for key, value in first.items():
+        if isinstance(value, dict):
+            out[key] = _medians([r[key] for r in runs if r.get(key)]) if value else {}
+        else:
+            out[key] = statistics.median(float(r[key]) for r in runs)
+    return out
+
+
+def adapt_speed(bundle: ModelBundle, root: Path, n: int, tmp: Path) -> Report:
+    """``Versions.adapt`` end to end on an embedded deployment with ``n`` labels: training
+    photos (grocery/train, field/train, other-fruit/train as not-fruit) taught, then adapted
+    with the guard's held-out sets already embedded (they are embedded once per model) and
+    again with every cache cold."""
+    from fruitstream.config import Settings
+    from fruitstream.service import FruitService
+
+    settings = Settings(data_dir=tmp / "data", dataset_dir=root, model_dir=bundle.path)
+    service = FruitService.create(settings)
+    items = labelled_images(root / "grocery" / "train", bundle.labels)
+    items += labelled_images(root / "field" / "train", bundle.labels)
+    items += [(p, NOT_FRUIT) for p in image_files(root / "other-fruit" / "train")]
+    rng = random.Random(0)
+    rng.shuffle(items)
+    teach_dir = tmp / "teach"
+    for i, (path, label) in enumerate(items[:n]):
+        dest = teach_dir / label / f"{i:05d}{path.suffix}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(path.read_bytes())
+    service.teach(teach_dir)
+    cache = settings.data_dir / "cache"
+    clock = time.perf_counter()
+    first = service.adapt(force=True)
+    cold = time.perf_counter() - clock
+    for f in cache.glob("labels-*.npz"):
+        f.unlink()
+    clock = time.perf_counter()
+    second = service.adapt(force=True)
+    warm_guard = time.perf_counter() - clock
+    clock = time.perf_counter()
+    service.adapt(force=True)
+    all_warm = time.perf_counter() - clock
+    service.stop()
+    return {
+        "labels": second.version.labels_used,
+        "cold_seconds": cold,
+        "guard_cached_seconds": warm_guard,
+        "all_cached_seconds": all_warm,
+        "first_version": first.version.version,
+    }
+
+
+def format_adapt_benchmark(r: Report) -> str:
+    def pct(x: float | None) -> str:
+        return "  -  " if x is None else f"{x * 100:5.1f}"
+
+    lines = [
+        f"model {r['model']}; {r['draws']} draws per k (seed {r['seed']}), medians;"
+        f" photos embedded in {r['embed_seconds']:.1f} s: {r['photos']}",
+        "base: wild/val top-1 {} unknown {}, wild/val-other rejected {}, grocery/val {},"
+        " studio/test {}, other-fruit/test rejected {}".format(
+            pct(r["base"]["wild"]["top1"]),
+            pct(r["base"]["wild"]["unknown"]),
+            pct(r["base"]["wild_other"]["rejected"]),
+            pct(r["base"]["grocery"]["top1"]),
+            pct(r["base"]["studio"]["top1"]),
+            pct(r["base"]["other_test"]["rejected"]),
+        ),
+    ]
+    for method, per_k in r["methods"].items():
+        lines.append(f"method {method}:")
+        lines.append(
+            "   k  wild top-1  worst fruit  unknown  wild-other rej  grocery  studio  fit s"
+        )
+        for k, m in per_k.items():
+            if k == "new_fruit":
+                continue
+            worst = min(m["wild"]["per_fruit"].values(), default=None)
+            lines.append(
+                f"  {k:>2}     {pct(m['wild']['top1'])}       {pct(worst)}    "
+                f"{pct(m['wild']['unknown'])}          {pct(m['wild_other']['rejected'])}"
+                f"    {pct(m['grocery']['top1'])}   {pct(m['studio']['top1'])}"
+                f"  {m['fit_seconds']:5.2f}"
+            )
+        nf = per_k["new_fruit"]
+        lines.append(
+            f"  new fruit ({NEW_FRUIT}, 10 frames):"
+            f" recall {pct(nf['papaya_test']['recall_known'])},"
+            f" other-fruit/test rejected {pct(nf['other_test']['rejected'])},"
+            f" grocery {pct(nf['grocery']['top1'])}, studio {pct(nf['studio']['top1'])}"
+        )
+    speed = r.get("speed")
+    if speed:
+        lines.append(
+            f"adapt with {speed['labels']} labels (embedded deployment): "
+            f"{speed['guard_cached_seconds']:.1f} s with the guard's sets already embedded,"
+            f" {speed['cold_seconds']:.1f} s with every cache cold,"
+            f" {speed['all_cached_seconds']:.1f} s with every photo already embedded"
+        )
+    return "\n".join(lines)

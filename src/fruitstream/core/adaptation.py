@@ -1,0 +1,273 @@
+"""Adapting the classifier's head to people's labels: pooled features in, a new head out (numpy).
+
+A version made by ``adapt`` keeps the network and replaces only its last layer, the head that
+maps the pooled features (the graphs' second output) to fruit probabilities. Two methods are
+here, measured against each other by ``fruitstream bench --adapt``:
+
+- ``prior``: the head refit on the labelled photos by gradient descent, with the base head as
+  a Gaussian prior (an L2 pull towards its weights, and towards the class mean of the photos
+  for a new fruit's row). Labels move the decision only where photos say it is wrong; far from
+  them the base head still decides.
+- ``prototypes``: the base head's logits plus a similarity vote: each photo's cosine similarity
+  to the labelled photos of each class (the quick trial of the issue, as a baseline).
+- ``mix``: ``prior`` plus that vote.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fruitstream.domain import NOT_FRUIT
+from fruitstream.errors import ModelError
+from fruitstream.model.head import Features, Head, softmax, unit
+
+# A label not among the model's fruits becomes a class of its own once this many photos carry it.
+MIN_NEW_CLASS_PHOTOS = 5
+METHODS = ("prior", "prototypes", "mix")
+# How much the base's answers on its anchors weigh against the labels, and the L2 pull to the
+# base weights: chosen by ``fruitstream bench --adapt`` (see the README's figures).
+ANCHOR_WEIGHT = 5.0
+PRIOR_WEIGHT = 0.0005
+STEPS = 300
+# An anchor this close to a new fruit's photos (the percentile of their similarity to each
+# other) may take that fruit's name.
+NEW_FRUIT_PERCENTILE = 50
+MIX_VOTE = 2.0
+
+
+@dataclass(frozen=True)
+class AdaptPlan:
+    """Which labels a new head learns from, and which wait for more photos."""
+
+    labels: tuple[str, ...]  # the new head's fruits: the base's, then new ones
+    targets: NDArray[np.int64]  # one class index per labelled photo (-1: not used)
+    waiting: dict[str, int]  # a new label -> how many photos it has, below the minimum
+
+
+def plan(base_labels: Sequence[str], photo_labels: Sequence[str]) -> AdaptPlan:
+    """Map each photo's label to a class: a base fruit, ``not-fruit`` (the last row), or a new
+    fruit that has at least ``MIN_NEW_CLASS_PHOTOS`` photos."""
+    counts = Counter(photo_labels)
+    new = sorted(
+        name for name, n in counts.items()
+        if name not in base_labels and name != NOT_FRUIT and n >= MIN_NEW_CLASS_PHOTOS
+    )  # fmt: skip
+    labels = (*base_labels, *new)
+    index = {name: i for i, name in enumerate(labels)}
+    index[NOT_FRUIT] = len(labels)
+    targets = np.array([index.get(name, -1) for name in photo_labels], dtype=np.int64)
+    waiting = {
+        name: n for name, n in counts.items()
+        if name not in index and name != NOT_FRUIT
+    }  # fmt: skip
+    return AdaptPlan(labels, targets, waiting)
+
+
+def _grown(
+    base: Head, labels: tuple[str, ...], features: Features, targets: NDArray[np.int64]
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """The base head with a row for each new fruit (before the reject row), started at the
+    direction of its photos' mean feature scaled like the base rows."""
+    n_new = len(labels) - len(base.labels)
+    weight, bias = base.weight, base.bias
+    if not n_new:
+        return weight.copy(), bias.copy()
+    scale = float(np.linalg.norm(weight[:-1], axis=1).mean())
+    rows = []
+    for c in range(len(base.labels), len(labels)):
+        mean = features[targets == c].mean(axis=0)
+        centred = mean - features[targets >= 0].mean(axis=0)
+        rows.append(unit(centred[None])[0] * scale)
+    new_w = np.concatenate([weight[:-1], np.stack(rows), weight[-1:]]).astype(np.float32)
+    new_b = np.concatenate([bias[:-1], np.full(n_new, float(np.median(bias[:-1]))), bias[-1:]])
+    return new_w, new_b.astype(np.float32)
+
+
+def fit(
+    base: Head,
+    features: Features,
+    photo_labels: Sequence[str],
+    method: str = "prior",
+    strength: float = 1.0,
+    steps: int = 0,
+    anchors: Features | None = None,
+) -> tuple[Head, AdaptPlan]:
+    """A new head from labelled photos' pooled features; ``strength`` scales how far labels
+    may pull it from the base (the prior's weight for ``prior``, the vote for ``prototypes``)."""
+    if method not in METHODS:
+        raise ModelError(f"unknown method {method!r}; choose one of {METHODS}")
+    p = plan(base.labels, photo_labels)
+    used = p.targets >= 0
+    x = np.asarray(features, np.float32)[used]
+    y = p.targets[used]
+    w0, b0 = _grown(base, p.labels, x, y)
+    n_classes = len(p.labels) + 1
+    if method == "prototypes":
+        return (
+            replace(
+                base,
+                labels=p.labels,
+                weight=w0,
+                bias=b0,
+                method=method,
+                memory=unit(x),
+                memory_classes=y,
+                vote=4.0 * strength,
+            ),
+            p,
+        )
+    if not len(y):
+        return replace(base, labels=p.labels, weight=w0, bias=b0, method=method), p
+    w, b = _descend(base, w0, b0, x, y, n_classes, anchors, strength, steps or STEPS)
+    head = replace(base, labels=p.labels, weight=w.astype(np.float32),
+                   bias=b.astype(np.float32), method=method)  # fmt: skip
+    if method == "mix":
+        head = replace(head, memory=unit(x), memory_classes=y, vote=MIX_VOTE * strength)
+    return head, p
+
+
+def _descend(
+    base: Head,
+    w0: NDArray[np.float32],
+    b0: NDArray[np.float32],
+    x: Features,
+    y: NDArray[np.int64],
+    n_classes: int,
+    anchors: Features | None,
+    strength: float,
+    steps: int,
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Adam on: the labelled photos' cross-entropy (each class weighing the same whatever its
+    number of photos) + on the anchors (photos like those the base was trained on), the base
+    head's answers kept (KL, a new fruit counting as "none of these") + an L2 pull to the base
+    weights. The anchors are what keeps grocery and studio photos answered as before: without
+    them grocery/val lost 4 points at k = 5 (``fruitstream bench --adapt``)."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float32)
+    sample_w = (1.0 / np.maximum(counts, 1))[y]
+    sample_w /= sample_w.sum()
+    onehot = np.eye(n_classes, dtype=np.float32)[y]
+    n_base = len(base.labels)
+    # On an anchor the base's "none of these" may become a new fruit: the new rows and the
+    # reject row share the base's reject answer (taught papaya frames are among the anchors).
+    spare = np.zeros(n_classes, bool)
+    spare[n_base:] = True
+    if anchors is not None and len(anchors):
+        a = np.asarray(anchors, np.float32)
+        kept = base.probs(a)  # n x (n_base + 1)
+        anchor_w = ANCHOR_WEIGHT / strength / len(a)
+        free = _like_new_fruit(a, x, y, n_base)
+    lam = PRIOR_WEIGHT / strength
+    w, b = w0.astype(np.float64), b0.astype(np.float64)
+    m_w, v_w, m_b, v_b = (np.zeros_like(w), np.zeros_like(w), np.zeros_like(b), np.zeros_like(b))
+    lr, beta1, beta2 = 0.01, 0.9, 0.999
+    for t in range(1, steps + 1):
+        g = (softmax(x @ w.T + b) - onehot) * sample_w[:, None]
+        grad_w = g.T @ x + lam * (w - w0)
+        grad_b = g.sum(axis=0) + lam * (b - b0)
+        if anchors is not None and len(anchors):
+            q = softmax(a @ w.T + b)
+            target = np.zeros_like(q)
+            target[:, :n_base] = kept[:, :n_base]
+            target[:, -1] = kept[:, -1]
+            rest = q[free][:, spare]
+            share = rest / np.maximum(rest.sum(axis=1, keepdims=True), 1e-12)
+            target[np.ix_(free, spare)] = kept[free, -1:] * share
+            ga = (q - target) * anchor_w
+            grad_w += ga.T @ a
+            grad_b += ga.sum(axis=0)
+        m_w = beta1 * m_w + (1 - beta1) * grad_w
+        v_w = beta2 * v_w + (1 - beta2) * grad_w**2
+        m_b = beta1 * m_b + (1 - beta1) * grad_b
+        v_b = beta2 * v_b + (1 - beta2) * grad_b**2
+        correction = float(np.sqrt(1 - beta2**t) / (1 - beta1**t))
+        w -= lr * correction * m_w / (np.sqrt(v_w) + 1e-8)
+        b -= lr * correction * m_b / (np.sqrt(v_b) + 1e-8)
+    return w.astype(np.float32), b.astype(np.float32)
+
+
+class Embedder(Protocol):
+    """What ``embed`` needs of the classifier: the graphs' pooled features of photos."""
+
+    @property
+    def embed_width(self) -> int: ...
+
+    def embed(self, images: Sequence[bytes]) -> Sequence[NDArray[np.float32] | Exception]: ...
+
+
+@dataclass(frozen=True)
+class PhotoSet:
+    """Embedded photos: features and, per photo, its fruit (``not-fruit`` for a negative)."""
+
+    features: NDArray[np.float32]
+    truths: tuple[str, ...]
+
+    def take(self, index: Sequence[int]) -> PhotoSet:
+        idx = np.asarray(index, dtype=np.int64)
+        return PhotoSet(self.features[idx], tuple(self.truths[i] for i in idx))
+
+
+def embed(clf: Embedder, items: Sequence[tuple[Path, str]]) -> PhotoSet:
+    """Features of every readable photo (a photo that cannot be read is left out)."""
+    vectors, truths = [], []
+    step = 64
+    for start in range(0, len(items), step):
+        chunk = items[start : start + step]
+        for (_, truth), out in zip(
+            chunk, clf.embed([p.read_bytes() for p, _ in chunk]), strict=True
+        ):
+            if isinstance(out, np.ndarray):
+                vectors.append(out)
+                truths.append(truth)
+    if not vectors:
+        return PhotoSet(np.zeros((0, clf.embed_width), np.float32), ())
+    return PhotoSet(np.stack(vectors), tuple(truths))
+
+
+def scores(head: Head, photos: PhotoSet) -> dict[str, Any]:
+    """Top-1 of the fruit photos, how many are called unknown, how many negatives are rejected."""
+    probs = head.probs(photos.features)
+    fruit = probs[:, : len(head.labels)]
+    best = fruit.argmax(axis=1)
+    known = fruit.max(axis=1) >= head.known_threshold
+    said = [head.labels[i] for i in best]
+    is_fruit = np.array([t != NOT_FRUIT for t in photos.truths])
+    right = np.array([s == t for s, t in zip(said, photos.truths, strict=True)])
+    out: dict[str, Any] = {}
+    if is_fruit.any():
+        out["top1"] = float(right[is_fruit].mean())
+        out["unknown"] = float((~known[is_fruit]).mean())
+        per: dict[str, float] = {}
+        for fruit_name in sorted({t for t in photos.truths if t != NOT_FRUIT}):
+            mask = np.array([t == fruit_name for t in photos.truths])
+            if mask.sum() >= 10:
+                per[fruit_name] = float(right[mask].mean())
+        out["per_fruit"] = per
+        out["recall_known"] = float((right & known)[is_fruit].mean())
+    if (~is_fruit).any():
+        out["rejected"] = float((~known[~is_fruit]).mean())
+    return out
+
+
+def _like_new_fruit(
+    anchors: Features, x: Features, y: NDArray[np.int64], n_base: int
+) -> NDArray[np.bool_]:
+    """The anchors that look like a new fruit's labelled photos (as close to one of them as
+    those photos are to each other): there the base's "none of these" may become that fruit.
+    Everywhere else an anchor keeps the base's answer, new fruits included (a papaya must not
+    take over the apricots)."""
+    free = np.zeros(len(anchors), bool)
+    a = unit(anchors)
+    for c in np.unique(y[y >= n_base]):
+        own = unit(x[y == c])
+        within = own @ own.T
+        np.fill_diagonal(within, np.nan)
+        threshold = float(np.nanpercentile(within, NEW_FRUIT_PERCENTILE)) if len(own) > 1 else 1.0
+        free |= (a @ own.T).max(axis=1) >= threshold
+    return free

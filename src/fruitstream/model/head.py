@@ -1,0 +1,112 @@
+"""A model's last layer as data: pooled features in, fruit probabilities out (numpy only).
+
+The shipped graphs give the pooled features as their second output; a version made by
+``fruitstream adapt`` is the same network with another ``Head``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fruitstream.errors import ModelError
+
+Features = NDArray[np.float32]
+
+
+def softmax(logits: NDArray[np.floating]) -> NDArray[np.float32]:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    out: NDArray[np.float32] = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    return out
+
+
+@dataclass(frozen=True)
+class Head:
+    """The last layer: ``softmax(features @ weight.T + bias)``, one row per fruit, the
+    "none of these" row last. ``memory``/``memory_classes`` hold the labelled photos'
+    unit-length features for the prototype vote (empty for the ``prior`` method)."""
+
+    labels: tuple[str, ...]
+    weight: NDArray[np.float32]
+    bias: NDArray[np.float32]
+    known_threshold: float
+    method: str = "base"
+    memory: NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    memory_classes: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    vote: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.weight.shape[0] != len(self.labels) + 1 or self.bias.shape != (
+            len(self.labels) + 1,
+        ):
+            raise ModelError(
+                f"a head of {len(self.labels)} fruits needs {len(self.labels) + 1} rows,"
+                f" got weight {self.weight.shape} and bias {self.bias.shape}"
+            )
+
+    @property
+    def width(self) -> int:
+        return int(self.weight.shape[1])
+
+    def logits(self, features: Features) -> NDArray[np.float32]:
+        z = features @ self.weight.T + self.bias
+        if len(self.memory) and self.vote:
+            z = z + self.vote * class_similarity(
+                features, self.memory, self.memory_classes, len(self.labels) + 1
+            )
+        return z.astype(np.float32)
+
+    def probs(self, features: Features) -> NDArray[np.float32]:
+        return softmax(self.logits(features))
+
+    def to_bytes(self) -> bytes:
+        out = io.BytesIO()
+        meta = {"labels": list(self.labels), "known_threshold": self.known_threshold,
+                "method": self.method, "vote": self.vote}  # fmt: skip
+        np.savez(out, weight=self.weight, bias=self.bias, memory=self.memory,
+                 memory_classes=self.memory_classes, meta=np.array(json.dumps(meta)))  # fmt: skip
+        return out.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Head:
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                return cls(
+                    labels=tuple(meta["labels"]),
+                    weight=z["weight"].astype(np.float32),
+                    bias=z["bias"].astype(np.float32),
+                    known_threshold=float(meta["known_threshold"]),
+                    method=str(meta["method"]),
+                    memory=z["memory"].astype(np.float32),
+                    memory_classes=z["memory_classes"].astype(np.int64),
+                    vote=float(meta["vote"]),
+                )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"not a stored head: {exc}") from exc
+
+
+def unit(x: NDArray[np.floating]) -> NDArray[np.float32]:
+    out: NDArray[np.float32] = (
+        x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
+    ).astype(np.float32)
+    return out
+
+
+def class_similarity(
+    features: Features, memory: Features, classes: NDArray[np.int64], n_classes: int
+) -> NDArray[np.float32]:
+    """Per class, the mean cosine similarity of each photo to its 3 nearest labelled photos
+    of that class (0 for a class without labelled photos)."""
+    sim = unit(features) @ memory.T
+    out = np.zeros((len(features), n_classes), np.float32)
+    for c in np.unique(classes):
+        s = sim[:, classes == c]
+        k = min(3, s.shape[1])
+        out[:, c] = np.sort(s, axis=1)[:, -k:].mean(axis=1)
+    return out
