@@ -330,7 +330,9 @@ class MemoryResultsDatabase:
 class FakeClassifier:
     """A PhotoClassifier that reads the fruit from the bytes: ``b"fruit:<label>"`` is that
     fruit with confidence 0.9, ``b"fruit:?"`` none of them (0.2), anything else an
-    ``UnsupportedImageError``. ``calls`` counts the photos it was given."""
+    ``UnsupportedImageError`` (``b"fruit:<label>#<n>"``: another photo of it). ``calls``
+    counts the photos it was given. An adapted version (``use``) answers with its head over
+    ``features``."""
 
     LABELS = ("apple", "banana", "orange")
 
@@ -347,7 +349,7 @@ class FakeClassifier:
     def features(cls, data: bytes) -> Any:
         if not data.startswith(b"fruit:"):
             raise UnsupportedImageError("not an image the fake knows (test)")
-        name = data.removeprefix(b"fruit:").decode()
+        name = data.removeprefix(b"fruit:").decode().split("#")[0]
         vec = np.zeros(len(cls.FEATURES), np.float32)
         vec[cls.FEATURES.index(name) if name in cls.FEATURES else -1] = 4.0
         return vec
@@ -377,7 +379,7 @@ class FakeClassifier:
             )
         if not data.startswith(b"fruit:"):
             raise UnsupportedImageError("not an image the fake knows (test)")
-        label = data.removeprefix(b"fruit:").decode()
+        label = data.removeprefix(b"fruit:").decode().split("#")[0]  # "#n": another photo
         known = label in self.LABELS
         first = label if known else self.LABELS[0]
         confidence = 0.9 if known else 0.2

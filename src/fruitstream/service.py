@@ -385,7 +385,7 @@ class FruitService:
 
     # --- model versions -------------------------------------------------------------------
 
-    def adapt(self, method: str = "prior", force: bool = False) -> AdaptReport:
+    def adapt(self, method: str = "mix", force: bool = False) -> AdaptReport:
         """A new model version from every label, live if the guard passes it (or ``force``)."""
         return self.versions.adapt(method, force)
 

@@ -141,6 +141,7 @@ class Versions:
 
     def activate(self, version: str) -> str:
         self.db.activate(version)
+        self._checked = 0.0  # this process switches at its next photo, not a poll later
         return version
 
     def rollback(self) -> str:
@@ -149,12 +150,11 @@ class Versions:
         if live == BASE_VERSION:
             raise ConfigError("the shipped model is live: there is nothing to roll back to")
         parent = {v.version: v for v in self.db.versions()}[live].parent
-        self.db.activate(parent)
-        return parent
+        return self.activate(parent)
 
     # --- adapting -------------------------------------------------------------------------
 
-    def adapt(self, method: str = "prior", force: bool = False) -> AdaptReport:
+    def adapt(self, method: str = "mix", force: bool = False) -> AdaptReport:
         """A new version from the live one's graphs and every current label, measured by the
         guard, live when it passes (or with ``force``)."""
         if method not in METHODS:

@@ -263,3 +263,48 @@ def test_credentials_never_appear_in_output(
     assert outputs[3].returncode == 2 and "results database error" in outputs[3].stderr
     for secret in [*secrets, secrets[0][::-1] + "x"]:
         assert secret not in text
+
+
+def test_a_version_activated_in_postgresql_changes_the_running_spark_jobs_answers(
+    tmp_path: Path, dataset: Path, stack: dict[str, str], spark_job: SparkJob
+) -> None:
+    """Papaya taught on the stack (labels in PostgreSQL, photos in S3), adapted and activated
+    from another process: the Spark job, never restarted, answers papaya from the next
+    micro-batches on, and the shipped model's answers again after ``models activate base``."""
+    env = {**stack, "FRUITSTREAM_DATASET_DIR": str(dataset)}
+    train = [
+        p for p in image_files(dataset / "other-fruit" / "train") if p.name.startswith("papaya")
+    ]
+    teach = tmp_path / "teach" / "papaya"
+    teach.mkdir(parents=True)
+    for p in train[::3][:10]:
+        shutil.copy(p, teach / p.name)
+    held_out = tmp_path / "held-out"
+    held_out.mkdir()
+    for p in image_files(dataset / "other-fruit" / "test"):
+        if p.name.startswith("papaya"):
+            shutil.copy(p, held_out / p.name)
+    n = len(list(held_out.iterdir()))
+
+    def papaya_share() -> tuple[float, set[str]]:
+        rows = _wait_rows(_submit(held_out, env), env, n, 300)
+        return sum(r["label"] == "papaya" for r in rows) / n, {
+            str(r["model_version"]) for r in rows
+        }
+
+    share, versions = papaya_share()
+    assert share == 0 and not any("+a" in v for v in versions)
+    assert run_cli("teach", str(tmp_path / "teach"), env=env).returncode == 0
+    try:
+        adapted = run_cli("adapt", "--force", "--json", env=env, timeout=600)
+        assert adapted.returncode == 0, adapted.stderr
+        version = json.loads(adapted.stdout)["version"]
+        time.sleep(2)  # one follow period of the executors, at most
+        share, versions = papaya_share()
+        assert share >= 0.75 and all(v.endswith(f"+{version}") for v in versions), versions
+    finally:
+        assert run_cli("models", "activate", "base", env=env).returncode == 0
+    time.sleep(2)
+    share, versions = papaya_share()
+    assert share == 0 and not any("+a" in v for v in versions)
+    assert spark_job.alive()

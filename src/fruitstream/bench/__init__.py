@@ -46,8 +46,9 @@ class BenchRequest:
     near_limit: int | None = None
     adapt: bool = False
     draws: int = 5
-    methods: str = "prior,prototypes,mix"
+    methods: str = "prior,prior:no-anchors,prototypes,mix"
     adapt_labels: int = 1000
+    seed: int = 0
     json: bool = False
 
 
@@ -66,7 +67,11 @@ def run_bench(req: BenchRequest, settings: Settings) -> str:
 
             bundle = load_bundle(settings, req.model, req.precision)
             result = adapt_benchmark(
-                bundle, settings.dataset_dir, draws=req.draws, methods=req.methods.split(",")
+                bundle,
+                settings.dataset_dir,
+                draws=req.draws,
+                methods=req.methods.split(","),
+                seed=req.seed,
             )
             if req.adapt_labels:
                 result["speed"] = adapt_speed(

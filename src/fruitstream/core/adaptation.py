@@ -94,7 +94,7 @@ def fit(
     base: Head,
     features: Features,
     photo_labels: Sequence[str],
-    method: str = "prior",
+    method: str = "mix",
     strength: float = 1.0,
     steps: int = 0,
     anchors: Features | None = None,

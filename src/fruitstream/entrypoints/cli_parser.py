@@ -101,7 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         " (FRUITSTREAM_DATASET_DIR: the fruits15 folder)",
     )
     p.add_argument("--draws", type=int, default=5, help="seeded draws per k for --adapt")
-    p.add_argument("--methods", default="prior,prototypes,mix", help="methods compared by --adapt")
+    p.add_argument("--seed", type=int, default=0, help="the draws' seed for --adapt")
+    p.add_argument(
+        "--methods",
+        default="prior,prior:no-anchors,prototypes,mix",
+        help="methods compared by --adapt",
+    )
     p.add_argument(
         "--adapt-labels", type=int, default=1000, help="labels for --adapt's speed run (0: none)"
     )
@@ -172,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         " held-out sets and a held-out fifth of the labels: a loss of more than one point on"
         " any of them keeps the version but does not activate it (--force does).",
     )
-    p.add_argument("--method", choices=METHODS, default="prior")
+    p.add_argument("--method", choices=METHODS, default="mix")
     p.add_argument("--force", action="store_true", help="activate even if the guard refuses")
     p.add_argument("--json", action="store_true")
 

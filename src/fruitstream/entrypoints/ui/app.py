@@ -79,7 +79,7 @@ def correction_ui(
     with columns[-1].popover(t("label.other")):
         known = st.selectbox(
             t("label.fruit"),
-            label_choices(),
+            label_choices(svc.classifier.bundle.labels),
             index=None,
             format_func=lambda x: label_name(x, t, lang),
             key=f"{key}-other",
@@ -243,7 +243,7 @@ def batch_correction_ui(rows: list[ResultRow], svc: AppServices, t: T, lang: str
         )
         known = st.selectbox(
             t("label.fruit"),
-            label_choices(),
+            label_choices(svc.classifier.bundle.labels),
             index=None,
             format_func=lambda x: label_name(x, t, lang),
             key="correct-fruit",
@@ -286,7 +286,8 @@ def sidebar_ui(svc: AppServices) -> str:
         health_ui(svc, t)
         bundle = svc.classifier.bundle
         st.markdown(f"### {t('sidebar.model')}")
-        st.markdown(f"`{bundle.name}` v{bundle.version}")
+        adapted = f" + {bundle.adapted}" if bundle.adapted else ""
+        st.markdown(f"`{bundle.name}` v{bundle.version}{adapted}")
         st.caption(t("sidebar.classes", n=len(bundle.labels)))
         st.caption(", ".join(fruit_name(label, lang) for label in bundle.labels))
     return lang

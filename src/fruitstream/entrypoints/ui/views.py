@@ -244,6 +244,7 @@ def label_name(label: str, t: T, lang: str) -> str:
     return t("label.not_fruit") if label == NOT_FRUIT else fruit_name(label, lang)
 
 
-def label_choices() -> list[str]:
-    """What "something else" offers: every fruit the model knows, then "not a fruit"."""
-    return [*FRUITS15, NOT_FRUIT]
+def label_choices(labels: Sequence[str] = FRUITS15) -> list[str]:
+    """What "something else" offers: every fruit the live model knows (fruits taught since
+    included), then "not a fruit"."""
+    return [*labels, NOT_FRUIT]

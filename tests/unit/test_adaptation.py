@@ -1,0 +1,101 @@
+"""Adapting the last layer (core.adaptation): plans, the fit, the anchors, heads as bytes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fruitstream.core.adaptation import (
+    MIN_NEW_CLASS_PHOTOS,
+    PhotoSet,
+    fit,
+    plan,
+    scores,
+)
+from fruitstream.domain import NOT_FRUIT
+from fruitstream.errors import ModelError
+from fruitstream.model.head import Head
+
+LABELS = ("apple", "banana", "orange")
+WIDTH = 8
+
+
+def _base() -> Head:
+    """Each fruit read from its own dimension; dimensions 3+ are "none of these"."""
+    weight = np.zeros((4, WIDTH), np.float32)
+    for i in range(3):
+        weight[i, i] = 2.0
+    weight[3, 3:] = 2.0
+    return Head(LABELS, weight, np.zeros(4, np.float32), known_threshold=0.5)
+
+
+def _photos(dim: int, n: int, seed: int, other: int | None = None) -> np.ndarray:
+    """``n`` photos lit up on ``dim`` (and half as much on ``other``), with a little noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 0.1, (n, WIDTH)).astype(np.float32)
+    x[:, dim] += 3.0
+    if other is not None:
+        x[:, other] += 1.5
+    return x
+
+
+def test_a_plan_makes_a_new_fruit_from_five_photos_and_keeps_the_rest_waiting() -> None:
+    names = ["mango"] * MIN_NEW_CLASS_PHOTOS + ["kiwi"] * 2 + ["apple", NOT_FRUIT]
+    p = plan(LABELS, names)
+    assert p.labels == (*LABELS, "mango")
+    assert p.waiting == {"kiwi": 2}
+    assert list(p.targets) == [3] * 5 + [-1, -1, 0, 4]  # not-fruit: the last row
+
+
+def test_the_fit_learns_what_people_corrected_and_keeps_the_rest() -> None:
+    # Bananas that look like apples (dim 0) with a trace on dim 5: the base calls them apple.
+    base = _base()
+    corrected = _photos(0, 12, seed=1, other=5)
+    corrected[:, 0] -= 1.0
+    apples = _photos(0, 30, seed=2)
+    before = scores(base, PhotoSet(corrected, ("banana",) * 12))
+    assert before["top1"] == 0.0
+    head, p = fit(base, corrected, ["banana"] * 12, anchors=apples)
+    assert p.labels == LABELS
+    fresh = _photos(0, 20, seed=3, other=5)
+    fresh[:, 0] -= 1.0
+    assert scores(head, PhotoSet(fresh, ("banana",) * 20))["top1"] >= 0.9
+    # Apples, which no label spoke of, are still apples: the anchors hold them.
+    assert scores(head, PhotoSet(_photos(0, 20, seed=4), ("apple",) * 20))["top1"] == 1.0
+
+
+def test_a_new_fruit_is_answered_and_other_unknowns_stay_rejected() -> None:
+    base = _base()
+    mango = _photos(6, 8, seed=5)
+    negatives = _photos(7, 40, seed=6)  # another kind the base rejects
+    head, _ = fit(base, mango, ["mango"] * 8, anchors=negatives)
+    assert head.labels[-1] == "mango"
+    assert scores(head, PhotoSet(_photos(6, 20, seed=7), ("mango",) * 20))["recall_known"] == 1.0
+    assert scores(head, PhotoSet(_photos(7, 20, seed=8), (NOT_FRUIT,) * 20))["rejected"] == 1.0
+
+
+def test_not_fruit_labels_teach_the_reject_row() -> None:
+    base = _base()
+    # Photos lit on the banana dimension that people say are no fruit (a yellow toy).
+    toys = _photos(1, 15, seed=9, other=7)
+    head, _ = fit(base, toys, [NOT_FRUIT] * 15)
+    fresh = _photos(1, 10, seed=10, other=7)
+    assert scores(head, PhotoSet(fresh, (NOT_FRUIT,) * 10))["rejected"] >= 0.9
+
+
+@pytest.mark.parametrize("method", ["prior", "prototypes", "mix"])
+def test_a_head_survives_bytes(method: str) -> None:
+    head, _ = fit(_base(), _photos(6, 6, seed=11), ["mango"] * 6, method=method)
+    again = Head.from_bytes(head.to_bytes())
+    x = _photos(6, 3, seed=12)
+    assert again.labels == head.labels and again.method == method
+    assert np.allclose(again.probs(x), head.probs(x))
+
+
+def test_bad_input_is_a_clear_error() -> None:
+    with pytest.raises(ModelError, match="not a stored head"):
+        Head.from_bytes(b"not an npz")
+    with pytest.raises(ModelError, match="unknown method"):
+        fit(_base(), _photos(0, 2, seed=0), ["apple"] * 2, method="magic")
+    with pytest.raises(ModelError, match="needs 4 rows"):
+        Head(LABELS, np.zeros((3, WIDTH), np.float32), np.zeros(3, np.float32), 0.5)
