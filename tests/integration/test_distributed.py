@@ -307,4 +307,4 @@ def test_a_version_activated_in_postgresql_changes_the_running_spark_jobs_answer
     time.sleep(2)
     share, versions = papaya_share()
     assert share == 0 and not any("+a" in v for v in versions)
-    assert spark_job.alive()
+    assert spark_job.alive
