@@ -52,6 +52,7 @@ TEXTS: dict[str, dict[str, str]] = {
     "label.saved": {"en": "Thanks: saved as {fruit}", "es": "Gracias: guardada como {fruit}"},
     "label.correct": {"en": "Correct a photo", "es": "Corregir una foto"},
     "label.photo": {"en": "Photo", "es": "Foto"},
+    "label.tile": {"en": "Correct this one", "es": "Corregir esta"},
     "error.file": {"en": "{name}: {reason}", "es": "{name}: {reason}"},
     "error.backend": {
         "en": "Batches are unavailable right now: {reason}. Single photos still work.",

@@ -308,3 +308,39 @@ def test_a_version_activated_in_postgresql_changes_the_running_spark_jobs_answer
     share, versions = papaya_share()
     assert share == 0 and not any("+a" in v for v in versions)
     assert spark_job.alive
+
+
+def test_a_label_tapped_in_the_app_reaches_postgresql(
+    tmp_path: Path, dataset: Path, stack: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app over the stack: one tap on a fruit under a photo's answer, and the label is in
+    PostgreSQL (read back by another process), its photo in S3 under ``labels/<sha256>``."""
+    import hashlib
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    for key, value in stack.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("FRUITSTREAM_DATA_DIR", str(tmp_path / "data"))
+    data = image_files(dataset / "grocery" / "val" / "kiwi")[0].read_bytes()
+    app = AppTest.from_file(
+        str(REPO / "src/fruitstream/entrypoints/ui/app.py"), default_timeout=120
+    )
+    try:
+        app.run()
+        app.file_uploader(key="upload").set_value(("kiwi.jpg", data, "image/jpeg"))
+        app.run()
+        pick = next(b for b in app.button if b.key and b.key.startswith("upload-pick-"))
+        pick.click()
+        app.run()
+        assert not app.exception
+    finally:
+        st.cache_resource.clear()
+    sha = hashlib.sha256(data).hexdigest()
+    code, labels = run_json("labels", "--json", env=stack)
+    mine = [x for x in labels if x["content_sha256"] == sha]
+    assert code == 0 and len(mine) == 1
+    assert mine[0]["source"] == "app" and mine[0]["label"] == pick.key.removeprefix("upload-pick-")
+    assert mine[0]["object_key"].startswith(f"labels/{sha}")
+    assert "postgresql" in stack["FRUITSTREAM_DATABASE_URL"]

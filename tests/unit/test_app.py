@@ -257,3 +257,23 @@ def test_any_photo_of_a_batch_can_be_corrected(app: AppTest, dataset: Path, tmp_
     [made] = service.labels()
     assert made.label == "mango" and made.image_id is not None
     assert service.backends.db.result(made.image_id).filename == "kiwi.jpg"
+
+
+def test_each_grid_tile_picks_its_photo_for_correction(app: AppTest, dataset: Path) -> None:
+    files = [(f"{f}.jpg", _photo(dataset, f), "image/jpeg") for f in ("banana", "kiwi", "lime")]
+    app.file_uploader(key="batch_files").set_value(files)
+    app.button[0].click()
+    app.run()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _shown(app, "dataframe"):
+        time.sleep(0.5)
+        app.run()
+    tiles = [b for b in app.button if b.key and b.key.startswith("tile-")]
+    assert len(tiles) == 3 and {b.label for b in tiles} == {"Correct this one"}
+    photo = app.selectbox(key="correct-photo")
+    for key in reversed([str(b.key) for b in tiles]):
+        app.button(key=key).click()
+        app.run()
+        assert not app.exception
+        assert app.selectbox(key="correct-photo").value == key.removeprefix("tile-")
+    assert photo.options  # the form lists every photo, the tile only chose which

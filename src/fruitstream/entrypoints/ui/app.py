@@ -225,6 +225,9 @@ def results_ui(session_id: str, svc: AppServices, t: T, lang: str) -> None:
             image = svc.image(row)
             if image is not None:
                 col.image(image, caption=caption(row, t, lang), width="stretch")
+            # Each tile's own control: it picks this photo in the correction form below.
+            if col.button(t("label.tile"), key=f"tile-{row.image_id}"):
+                st.session_state["correct-photo"] = row.image_id
     batch_correction_ui(grid, svc, t, lang)
 
 
