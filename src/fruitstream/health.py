@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from fruitstream.core.precision import cpu_features
+from fruitstream.domain import BASE_VERSION
 from fruitstream.errors import BackendError, FruitstreamError
 from fruitstream.model.bundle import ModelBundle
 from fruitstream.ports import Health, Heartbeats, ObjectStore, Publisher, ResultsDatabase
@@ -102,15 +103,17 @@ def backends_health(store: ObjectStore, publisher: Publisher, db: ResultsDatabas
     return [store.health(), publisher.health(), db.health(), workers_health(live_workers(db))]
 
 
-def model_health(bundle: ModelBundle | FruitstreamError) -> Health:
-    """The configured model and the graph this machine runs, or why it cannot be loaded."""
+def model_health(bundle: ModelBundle | FruitstreamError, live: str | None = None) -> Health:
+    """The configured model, the live version adapted from it (``fruitstream models``) and the
+    graph this machine runs, or why it cannot be loaded."""
     if isinstance(bundle, FruitstreamError):
         return Health("model", False, str(bundle))
+    adapted = f" + adapted version {live}" if live and live != BASE_VERSION else ""
     return Health(
         "model",
         True,
-        f"{bundle.name} v{bundle.version}, {bundle.precision} graph",
-        {"precision": bundle.precision},
+        f"{bundle.name} v{bundle.version}{adapted}, {bundle.precision} graph",
+        {"precision": bundle.precision, "live_version": live or BASE_VERSION},
         (bundle.precision_reason, f"CPU: {cpu_features().describe()}"),
     )
 

@@ -568,9 +568,14 @@ class FruitService:
     def model_health(self) -> Health:
         """The configured model and its graph, read from disk without loading a session."""
         try:
-            return model_health(self.backends.bundle)
+            bundle = self.backends.bundle
         except FruitstreamError as exc:
             return model_health(exc)
+        try:
+            live = self.backends.db.active_version()
+        except FruitstreamError:
+            live = None  # the database's own line says why
+        return model_health(bundle, live)
 
     def live_workers(self) -> list[tuple[str, str, dict[str, object]]]:
         """``(name, kind, last heartbeat)`` of every live worker and Spark job."""

@@ -63,6 +63,7 @@ def test_adapt_teaches_a_new_fruit_behind_the_guard(world: FakeWorld) -> None:
     assert service.classify_one(b"fruit:banana#1").label == "banana"
     assert world.store.get(v.head_key)  # the head is where every process can fetch it
     assert service.models() == ([v], "a1")
+    assert "fake v0.1 + adapted version a1" in service.model_health().detail
 
 
 def test_the_guard_keeps_a_version_that_loses_a_held_out_set(world: FakeWorld) -> None:
