@@ -272,6 +272,10 @@ def test_a_version_activated_in_postgresql_changes_the_running_spark_jobs_answer
     from another process: the Spark job, never restarted, answers papaya from the next
     micro-batches on, and the shipped model's answers again after ``models activate base``."""
     env = {**stack, "FRUITSTREAM_DATASET_DIR": str(dataset)}
+    if not spark_job.alive:  # the driver-kill test above stops the module's job
+        spark_job.start()
+    assert spark_job.proc is not None
+    pid = spark_job.proc.pid
     train = [
         p for p in image_files(dataset / "other-fruit" / "train") if p.name.startswith("papaya")
     ]
@@ -307,7 +311,7 @@ def test_a_version_activated_in_postgresql_changes_the_running_spark_jobs_answer
     time.sleep(2)
     share, versions = papaya_share()
     assert share == 0 and not any("+a" in v for v in versions)
-    assert spark_job.alive
+    assert spark_job.alive and spark_job.proc.pid == pid  # the same job all along
 
 
 def test_a_label_tapped_in_the_app_reaches_postgresql(
