@@ -231,8 +231,9 @@ def test_one_tap_keeps_the_right_fruit_as_the_photos_label(
     assert _labels(tmp_path) == ["cavendish banana"]  # one photo: the last label wins
 
 
-def test_any_photo_of_a_batch_can_be_corrected(app: AppTest, dataset: Path, tmp_path: Path) -> None:
-    files = [(f"{f}.jpg", _photo(dataset, f), "image/jpeg") for f in ("banana", "kiwi")]
+def _batch_done(app: AppTest, dataset: Path, fruits: tuple[str, ...]) -> None:
+    """A batch of one photo per fruit submitted in the Batch tab, run until its table shows."""
+    files = [(f"{f}.jpg", _photo(dataset, f), "image/jpeg") for f in fruits]
     app.file_uploader(key="batch_files").set_value(files)
     app.button[0].click()
     app.run()
@@ -240,6 +241,10 @@ def test_any_photo_of_a_batch_can_be_corrected(app: AppTest, dataset: Path, tmp_
     while time.monotonic() < deadline and not _shown(app, "dataframe"):
         time.sleep(0.5)
         app.run()
+
+
+def test_any_photo_of_a_batch_can_be_corrected(app: AppTest, dataset: Path, tmp_path: Path) -> None:
+    _batch_done(app, dataset, ("banana", "kiwi"))
     photo = app.selectbox(key="correct-photo")
     assert len(photo.options) == 2 and any("kiwi.jpg: " in o for o in photo.options)
     kiwi = next(i for i, o in enumerate(photo.options) if o.startswith("kiwi.jpg"))
@@ -260,14 +265,7 @@ def test_any_photo_of_a_batch_can_be_corrected(app: AppTest, dataset: Path, tmp_
 
 
 def test_each_grid_tile_picks_its_photo_for_correction(app: AppTest, dataset: Path) -> None:
-    files = [(f"{f}.jpg", _photo(dataset, f), "image/jpeg") for f in ("banana", "kiwi", "lime")]
-    app.file_uploader(key="batch_files").set_value(files)
-    app.button[0].click()
-    app.run()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not _shown(app, "dataframe"):
-        time.sleep(0.5)
-        app.run()
+    _batch_done(app, dataset, ("banana", "kiwi", "lime"))
     tiles = [b for b in app.button if b.key and b.key.startswith("tile-")]
     assert len(tiles) == 3 and {b.label for b in tiles} == {"Correct this one"}
     photo = app.selectbox(key="correct-photo")

@@ -193,6 +193,12 @@ def write_card(bundle: ModelBundle) -> None:
         f" {_pct(cfg.get('max_fruit_rejection'))} of fruit photos and the one that rejects"
         f" {_pct(cfg.get('min_not_fruit_rejection'))} of not-fruit photos.",
         f"- Labels: {', '.join(bundle.labels)}.",
+        "- Outputs: `probs` (the fruits, then 'none of these') and `features` (the pooled"
+        " features the head reads). `head.npz` holds the head, and `anchors.npz` the features"
+        " of training photos (30 studio/train frames per fruit, grocery/train, 200"
+        " not-fruit/train and 200 other-fruit/train frames; never wild/): what `fruitstream"
+        " adapt` starts from when it fits a new last layer to people's labels (README,"
+        ' "Learning from labels").',
         "",
         "## Training recipe (`fruitstream train`, `make train`)",
         "1. Training images: studio/train frames (at most"
