@@ -323,6 +323,10 @@ class Label:
 MODEL_PREFIX = "models/"
 # The shipped model, as ``fruitstream models`` names it.
 BASE_VERSION = "base"
+# How ``fruitstream adapt`` may fit a new last layer (``core.adaptation``).
+ADAPT_METHODS = ("prior", "prototypes", "mix")
+# A label not among the model's fruits becomes a fruit of its own from this many photos on.
+MIN_NEW_CLASS_PHOTOS = 5
 
 
 @dataclass(frozen=True)

@@ -409,12 +409,13 @@ class FruitService:
             return
         try:
             versions, _ = self.models()
-            used = versions[0].labels_used if versions else 0
-            count = len(self.versions.all_labels())
+            wanted = (versions[0].labels_used if versions else 0) + every
+            # One page of at most ``wanted`` labels says it: not every label on every label.
+            due = len(self.labels(limit=wanted)) >= wanted
         except FruitstreamError:
             self._adapting.release()
             raise
-        if count - used < every:
+        if not due:
             self._adapting.release()
             return
 

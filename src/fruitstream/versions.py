@@ -25,13 +25,13 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from fruitstream.core.adaptation import METHODS, PhotoSet, embed, fit, scores
+from fruitstream.core.adaptation import PhotoSet, embed, fit, scores
 from fruitstream.dataset import image_files, labelled_images
-from fruitstream.domain import BASE_VERSION, NOT_FRUIT, Label, ModelVersion, utcnow
+from fruitstream.domain import ADAPT_METHODS, BASE_VERSION, NOT_FRUIT, Label, ModelVersion, utcnow
 from fruitstream.errors import ConfigError, FruitstreamError, ModelError, NotFoundError
 from fruitstream.model.bundle import ModelBundle
 from fruitstream.model.head import Head
-from fruitstream.ports import LabelStore, ModelVersions, ObjectStore
+from fruitstream.ports import LabelStore, ModelVersions, ObjectStore, PhotoClassifier
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +52,6 @@ LABELS_SET = "held-out labels"
 
 class VersionDatabase(LabelStore, ModelVersions, Protocol):
     """What versions need of the results database."""
-
-
-class Switchable(Protocol):
-    """A classifier whose last layer can change while it runs (``core.Classifier``)."""
-
-    @property
-    def bundle(self) -> ModelBundle: ...
-    def use(self, bundle: ModelBundle) -> None: ...
-    def embed(self, images: Sequence[bytes]) -> Sequence[NDArray[np.float32] | Exception]: ...
-    @property
-    def embed_width(self) -> int: ...
 
 
 @dataclass
@@ -87,7 +76,7 @@ class Versions:
         self,
         db: VersionDatabase,
         store: ObjectStore,
-        classifier: Callable[[], Switchable],
+        classifier: Callable[[], PhotoClassifier],
         dataset_dir: Path,
         cache_dir: Path,
     ) -> None:
@@ -101,7 +90,7 @@ class Versions:
 
     # --- following the live version -------------------------------------------------------
 
-    def follow(self, clf: Switchable, force: bool = False) -> None:
+    def follow(self, clf: PhotoClassifier, force: bool = False) -> None:
         """Switch ``clf`` to the live version when it changed (at most one database read per
         ``FOLLOW_SECONDS``). A database or store that does not answer keeps the current one."""
         now = time.monotonic()
@@ -157,8 +146,10 @@ class Versions:
     def adapt(self, method: str = "mix", force: bool = False) -> AdaptReport:
         """A new version from the live one's graphs and every current label, measured by the
         guard, live when it passes (or with ``force``)."""
-        if method not in METHODS:
-            raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        if method not in ADAPT_METHODS:
+            raise ConfigError(
+                f"unknown method {method!r}; choose one of {', '.join(ADAPT_METHODS)}"
+            )
         started = time.perf_counter()
         clf = self._classifier()
         self.follow(clf, force=True)
@@ -220,7 +211,7 @@ class Versions:
             before = page[-1].label_id
 
     def _label_features(
-        self, clf: Switchable, labels: list[Label]
+        self, clf: PhotoClassifier, labels: list[Label]
     ) -> tuple[PhotoSet, list[Label], int]:
         """The features of each labelled photo the store hands over, cached by content (a
         photo's bytes never change), and those labels in the same order."""
@@ -252,7 +243,7 @@ class Versions:
         return PhotoSet(features, tuple(lb.label for lb in usable)), usable, unreadable
 
     def _guard(
-        self, clf: Switchable, live: Head, head: Head, trial: Head, held_labels: PhotoSet
+        self, clf: PhotoClassifier, live: Head, head: Head, trial: Head, held_labels: PhotoSet
     ) -> tuple[dict[str, Any], list[str]]:
         """Figures of the live head and the new one on every held-out set; the reasons the new
         one may not go live."""
@@ -280,7 +271,7 @@ class Versions:
                 )
         return figures, refused
 
-    def guard_sets(self, clf: Switchable) -> dict[str, PhotoSet] | None:
+    def guard_sets(self, clf: PhotoClassifier) -> dict[str, PhotoSet] | None:
         """The held-out sets' features (cached per model: they are embedded once). A
         negative's truth is its kind, from its file name (``papaya_321_100.jpg``)."""
         root = self.dataset_dir

@@ -5,14 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fruitstream.core.adaptation import (
-    MIN_NEW_CLASS_PHOTOS,
-    PhotoSet,
-    fit,
-    plan,
-    scores,
-)
-from fruitstream.domain import NOT_FRUIT
+from fruitstream.core.adaptation import PhotoSet, fit, plan, scores
+from fruitstream.domain import MIN_NEW_CLASS_PHOTOS, NOT_FRUIT
 from fruitstream.errors import ModelError
 from fruitstream.model.head import Head
 

@@ -24,13 +24,10 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from fruitstream.domain import NOT_FRUIT
+from fruitstream.domain import ADAPT_METHODS, MIN_NEW_CLASS_PHOTOS, NOT_FRUIT
 from fruitstream.errors import ModelError
 from fruitstream.model.head import Features, Head, softmax, unit
 
-# A label not among the model's fruits becomes a class of its own once this many photos carry it.
-MIN_NEW_CLASS_PHOTOS = 5
-METHODS = ("prior", "prototypes", "mix")
 # How much the base's answers on its anchors weigh against the labels, and the L2 pull to the
 # base weights: chosen by ``fruitstream bench --adapt`` (see the README's figures).
 ANCHOR_WEIGHT = 5.0
@@ -101,8 +98,8 @@ def fit(
 ) -> tuple[Head, AdaptPlan]:
     """A new head from labelled photos' pooled features; ``strength`` scales how far labels
     may pull it from the base (the prior's weight for ``prior``, the vote for ``prototypes``)."""
-    if method not in METHODS:
-        raise ModelError(f"unknown method {method!r}; choose one of {METHODS}")
+    if method not in ADAPT_METHODS:
+        raise ModelError(f"unknown method {method!r}; choose one of {ADAPT_METHODS}")
     p = plan(base.labels, photo_labels)
     used = p.targets >= 0
     x = np.asarray(features, np.float32)[used]
@@ -110,27 +107,24 @@ def fit(
     w0, b0 = _grown(base, p.labels, x, y)
     n_classes = len(p.labels) + 1
     if method == "prototypes":
-        return (
-            replace(
-                base,
-                labels=p.labels,
-                weight=w0,
-                bias=b0,
-                method=method,
-                memory=unit(x),
-                memory_classes=y,
-                vote=4.0 * strength,
-            ),
-            p,
-        )
+        head = replace(base, labels=p.labels, weight=w0, bias=b0, method=method)
+        return _with_vote(head, x, y, 4.0 * strength), p
     if not len(y):
         return replace(base, labels=p.labels, weight=w0, bias=b0, method=method), p
     w, b = _descend(base, w0, b0, x, y, n_classes, anchors, strength, steps or STEPS)
     head = replace(base, labels=p.labels, weight=w.astype(np.float32),
                    bias=b.astype(np.float32), method=method)  # fmt: skip
     if method == "mix":
-        head = replace(head, memory=unit(x), memory_classes=y, vote=MIX_VOTE * strength)
+        head = _with_vote(head, x, y, MIX_VOTE * strength)
     return head, p
+
+
+def _with_vote(head: Head, x: Features, y: NDArray[np.int64], vote: float) -> Head:
+    """``head`` plus a similarity vote for the labelled fruit photos. The vote names fruits
+    only: "none of these" stays the head's to say (a vote for the many not-fruit photos people
+    label called 7.6% of wild fruit unknown, 5.7% without it: ``fruitstream bench --adapt``)."""
+    fruit = y < len(head.labels)
+    return replace(head, memory=unit(x[fruit]), memory_classes=y[fruit], vote=vote)
 
 
 def _descend(

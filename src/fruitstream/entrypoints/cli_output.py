@@ -9,8 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fruitstream.core.adaptation import MIN_NEW_CLASS_PHOTOS
-from fruitstream.domain import BASE_VERSION, Label, ModelVersion, ResultRow, Status
+from fruitstream.domain import (
+    BASE_VERSION,
+    MIN_NEW_CLASS_PHOTOS,
+    Label,
+    ModelVersion,
+    ResultRow,
+    Status,
+)
 from fruitstream.model.bundle import ModelBundle
 from fruitstream.ports import Health
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from fruitstream import __version__
-from fruitstream.core.adaptation import METHODS, MIN_NEW_CLASS_PHOTOS
+from fruitstream.domain import ADAPT_METHODS, MIN_NEW_CLASS_PHOTOS
 from fruitstream.model.bundle import PRECISIONS
 
 
@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         " held-out sets and a held-out fifth of the labels: a loss of more than one point on"
         " any of them keeps the version but does not activate it (--force does).",
     )
-    p.add_argument("--method", choices=METHODS, default="mix")
+    p.add_argument("--method", choices=ADAPT_METHODS, default="mix")
     p.add_argument("--force", action="store_true", help="activate even if the guard refuses")
     p.add_argument("--json", action="store_true")
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fruitstream.errors import ModelError
-from fruitstream.model.head import Head
+
+if TYPE_CHECKING:  # numpy is loaded only when a head is
+    from fruitstream.model.head import Head
 
 BUNDLE_FILE = "bundle.json"
 MODEL_FILE = "model.onnx"  # the fp32 graph
@@ -90,16 +92,17 @@ class ModelBundle:
 
     def base_head(self) -> Head:
         """The graphs' own last layer (``head.npz``), the prior of every adapted version."""
-        path = self.path / HEAD_FILE
-        try:
-            import numpy as np
+        import numpy as np
 
-            with np.load(path, allow_pickle=False) as z:
+        from fruitstream.model.head import Head
+
+        base = self.base
+        try:
+            with np.load(base.path / HEAD_FILE, allow_pickle=False) as z:
                 weight, bias = z["weight"], z["bias"]
         except (OSError, KeyError, ValueError) as exc:
-            raise ModelError(f"model bundle {self.path} has no usable {HEAD_FILE}: {exc}") from exc
-        base_labels = self.labels if self.head is None else self.base.labels
-        return Head(base_labels, weight, bias, self.base.known_threshold)
+            raise ModelError(f"model bundle {base.path} has no usable {HEAD_FILE}: {exc}") from exc
+        return Head(base.labels, weight, bias, base.known_threshold)
 
     def anchors(self) -> Any:
         """The anchors' features (float32, one row per photo), or None when not shipped."""
