@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import json
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from fruitstream.core.adaptation import PhotoSet, fit, plan, scores
 from fruitstream.domain import MIN_NEW_CLASS_PHOTOS, NOT_FRUIT
 from fruitstream.errors import ModelError
-from fruitstream.model.head import Head
+from fruitstream.model.head import Head, unit
 
 LABELS = ("apple", "banana", "orange")
 WIDTH = 8
@@ -84,6 +88,41 @@ def test_a_head_survives_bytes(method: str) -> None:
     x = _photos(6, 3, seed=12)
     assert again.labels == head.labels and again.method == method
     assert np.allclose(again.probs(x), head.probs(x))
+
+
+def test_the_vote_picks_among_fruits_and_does_not_let_negatives_through() -> None:
+    # Labelled apples and bananas; a negative as like (or unlike) both of them as can be.
+    memory_photos = np.concatenate([_photos(0, 5, seed=13), _photos(1, 5, seed=14)])
+    plain = _base()
+    voted = replace(plain, memory=unit(memory_photos), memory_classes=np.array([0] * 5 + [1] * 5),
+                    vote=4.0)  # fmt: skip
+    negative = np.zeros((1, WIDTH), np.float32)
+    negative[0, [0, 1, 4]] = [1.0, 1.0, 1.2]
+    assert voted.probs(negative)[0, -1] >= plain.probs(negative)[0, -1] - 1e-3
+    # A banana-like photo is pushed towards banana, away from both apple and "none of these".
+    banana = _photos(1, 1, seed=15, other=0)
+    banana[0, 1] -= 0.5
+    assert voted.probs(banana)[0, 1] > plain.probs(banana)[0, 1]
+    assert voted.probs(banana)[0, -1] < plain.probs(banana)[0, -1]
+    # A head stored before the vote was centred reads back uncentred and answers as it did:
+    # its vote raised every fruit over "none of these".
+    old = replace(voted, centred_vote=False)
+    stored = _without_meta_key(old.to_bytes(), "centred_vote")
+    again = Head.from_bytes(stored)
+    assert not again.centred_vote
+    assert again.probs(negative)[0, -1] < plain.probs(negative)[0, -1] - 0.05
+
+
+def _without_meta_key(data: bytes, key: str) -> bytes:
+    """Stored head bytes as an older version wrote them, without ``key`` in their meta."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        arrays = {name: z[name] for name in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    del meta[key]
+    arrays["meta"] = np.array(json.dumps(meta))
+    out = io.BytesIO()
+    np.savez(out, **arrays)
+    return out.getvalue()
 
 
 def test_bad_input_is_a_clear_error() -> None:

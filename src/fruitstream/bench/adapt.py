@@ -2,7 +2,8 @@
 
 Wild photos play the part of a user's own photos, split into what is taught and what is
 measured; the base model never saw any of them. Every draw is seeded, so the figures can be
-rerun. The held-out sets the guard uses (grocery/val, studio/test) say what adapting costs.
+rerun. The guard's held-out sets (studio/test, grocery/val, not-fruit/val, other-fruit/test)
+say what adapting costs, and whether ``adapt`` would let the version go live.
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ from fruitstream.dataset import image_files, labelled_images
 from fruitstream.domain import NOT_FRUIT
 from fruitstream.errors import ConfigError
 from fruitstream.model.bundle import ModelBundle
+from fruitstream.model.head import Head
+from fruitstream.versions import MAX_LOSS
 
 Report = dict[str, Any]
 NEW_FRUIT = "papaya"
-BASE_SETS = ("wild", "wild_other", "grocery", "studio", "other_test")
+BASE_SETS = ("wild", "wild_other", "grocery", "studio", "not_fruit", "other_test")
+# The guard's held-out sets, as ``adapt`` measures them: (set, figure).
+GUARDED = (("studio", "top1"), ("grocery", "top1"), ("not_fruit", "rejected"),
+           ("other_test", "rejected"))  # fmt: skip
 
 
 def _sets(clf: Classifier, root: Path) -> dict[str, PhotoSet]:
@@ -46,6 +52,7 @@ def _sets(clf: Classifier, root: Path) -> dict[str, PhotoSet]:
         "wild_other": embed(clf, negatives(root / "wild" / "val-other")),
         "grocery": embed(clf, labelled_images(root / "grocery" / "val", labels)),
         "studio": embed(clf, labelled_images(root / "studio" / "test", labels)),
+        "not_fruit": embed(clf, negatives(root / "not-fruit" / "val")),
         "papaya_train": embed(clf, new_fruit(Path("train"), True)),
         "papaya_test": embed(clf, new_fruit(Path("test"), True)),
         "other_test": embed(clf, new_fruit(Path("test"), False)),
@@ -114,8 +121,7 @@ def adapt_benchmark(
                         "fit_seconds": fit_s,
                         "wild": scores(head, sets["wild"].take(rest_w)),
                         "wild_other": scores(head, sets["wild_other"].take(rest_o)),
-                        "grocery": scores(head, sets["grocery"]),
-                        "studio": scores(head, sets["studio"]),
+                        **_guarded(head, sets, report["base"]),
                     }
                 )
             per_k[str(k)] = _medians(runs)
@@ -129,17 +135,20 @@ def adapt_benchmark(
             head, _ = fit(
                 base, taught.features, list(taught.truths), method=method, anchors=anchors
             )
-            runs.append(
-                {
-                    "papaya_test": scores(head, sets["papaya_test"]),
-                    "other_test": scores(head, sets["other_test"]),
-                    "grocery": scores(head, sets["grocery"]),
-                    "studio": scores(head, sets["studio"]),
-                }
-            )
+            measured = _guarded(head, sets, report["base"])
+            runs.append({"papaya_test": scores(head, sets["papaya_test"]), **measured})
         per_k["new_fruit"] = _medians(runs)
         report["methods"][name] = per_k
     return report
+
+
+def _guarded(head: Head, sets: dict[str, PhotoSet], base: Report) -> Report:
+    """The guard's held-out sets measured, and ``guard``: 1 when none of them lost more than
+    ``adapt`` allows against the base (the version would go live), else 0."""
+    out: Report = {name: scores(head, sets[name]) for name, _ in GUARDED}
+    lost = [out[name][figure] < base[name][figure] - MAX_LOSS for name, figure in GUARDED]
+    out["guard"] = 0.0 if any(lost) else 1.0
+    return out
 
 
 def _medians(runs: list[Report]) -> Report:
@@ -151,6 +160,8 @@ def _medians(runs: list[Report]) -> Report:
             out[key] = _medians([r[key] for r in runs if r.get(key)]) if value else {}
         else:
             out[key] = statistics.median(float(r[key]) for r in runs)
+    if "guard" in first:  # how many draws the guard lets through, not a median
+        out["guard"] = sum(float(r["guard"]) for r in runs)
     return out
 
 
@@ -205,19 +216,21 @@ def format_adapt_benchmark(r: Report) -> str:
         f"model {r['model']}; {r['draws']} draws per k (seed {r['seed']}), medians;"
         f" photos embedded in {r['embed_seconds']:.1f} s: {r['photos']}",
         "base: wild/val top-1 {} unknown {}, wild/val-other rejected {}, grocery/val {},"
-        " studio/test {}, other-fruit/test rejected {}".format(
+        " studio/test {}, not-fruit/val rejected {}, other-fruit/test rejected {}".format(
             pct(r["base"]["wild"]["top1"]),
             pct(r["base"]["wild"]["unknown"]),
             pct(r["base"]["wild_other"]["rejected"]),
             pct(r["base"]["grocery"]["top1"]),
             pct(r["base"]["studio"]["top1"]),
+            pct(r["base"]["not_fruit"]["rejected"]),
             pct(r["base"]["other_test"]["rejected"]),
         ),
     ]
     for method, per_k in r["methods"].items():
         lines.append(f"method {method}:")
         lines.append(
-            "   k  wild top-1  worst fruit  unknown  wild-other rej  grocery  studio  fit s"
+            "   k  wild top-1  worst fruit  unknown  wild-other rej  grocery  studio"
+            "  not-fruit rej  other-fruit rej  guard  fit s"
         )
         for k, m in per_k.items():
             if k == "new_fruit":
@@ -227,6 +240,8 @@ def format_adapt_benchmark(r: Report) -> str:
                 f"  {k:>2}     {pct(m['wild']['top1'])}       {pct(worst)}    "
                 f"{pct(m['wild']['unknown'])}          {pct(m['wild_other']['rejected'])}"
                 f"    {pct(m['grocery']['top1'])}   {pct(m['studio']['top1'])}"
+                f"          {pct(m['not_fruit']['rejected'])}            "
+                f"{pct(m['other_test']['rejected'])}    {m['guard']:.0f}/{r['draws']}"
                 f"  {m['fit_seconds']:5.2f}"
             )
         nf = per_k["new_fruit"]
@@ -234,7 +249,9 @@ def format_adapt_benchmark(r: Report) -> str:
             f"  new fruit ({NEW_FRUIT}, 10 frames):"
             f" recall {pct(nf['papaya_test']['recall_known'])},"
             f" other-fruit/test rejected {pct(nf['other_test']['rejected'])},"
-            f" grocery {pct(nf['grocery']['top1'])}, studio {pct(nf['studio']['top1'])}"
+            f" grocery {pct(nf['grocery']['top1'])}, studio {pct(nf['studio']['top1'])},"
+            f" not-fruit/val rejected {pct(nf['not_fruit']['rejected'])};"
+            f" the guard passed {nf['guard']:.0f} of {r['draws']} draws"
         )
     speed = r.get("speed")
     if speed:

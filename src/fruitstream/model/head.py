@@ -29,7 +29,10 @@ def softmax(logits: NDArray[np.floating]) -> NDArray[np.float32]:
 class Head:
     """The last layer: ``softmax(features @ weight.T + bias)``, one row per fruit, the
     "none of these" row last. ``memory``/``memory_classes`` hold the labelled fruit photos'
-    unit-length features for the similarity vote (empty for the ``prior`` method)."""
+    unit-length features for the similarity vote (empty for the ``prior`` method).
+    ``centred_vote``: the "none of these" row gets the vote's mean over the fruits, so that the
+    vote picks among fruits and does not by itself turn negatives into fruit (heads stored
+    before it was added read back without it, and answer as they did)."""
 
     labels: tuple[str, ...]
     weight: NDArray[np.float32]
@@ -39,6 +42,7 @@ class Head:
     memory: NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     memory_classes: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     vote: float = 0.0
+    centred_vote: bool = True
 
     def __post_init__(self) -> None:
         if self.weight.shape[0] != len(self.labels) + 1 or self.bias.shape != (
@@ -56,9 +60,10 @@ class Head:
     def logits(self, features: Features) -> NDArray[np.float32]:
         z = features @ self.weight.T + self.bias
         if len(self.memory) and self.vote:
-            z = z + self.vote * class_similarity(
-                features, self.memory, self.memory_classes, len(self.labels) + 1
-            )
+            sim = class_similarity(features, self.memory, self.memory_classes, len(self.labels) + 1)
+            if self.centred_vote:
+                sim[:, -1] = sim[:, np.unique(self.memory_classes)].mean(axis=1)
+            z = z + self.vote * sim
         return z.astype(np.float32)
 
     def probs(self, features: Features) -> NDArray[np.float32]:
@@ -67,7 +72,8 @@ class Head:
     def to_bytes(self) -> bytes:
         out = io.BytesIO()
         meta = {"labels": list(self.labels), "known_threshold": self.known_threshold,
-                "method": self.method, "vote": self.vote}  # fmt: skip
+                "method": self.method, "vote": self.vote,
+                "centred_vote": self.centred_vote}  # fmt: skip
         np.savez(out, weight=self.weight, bias=self.bias, memory=self.memory,
                  memory_classes=self.memory_classes, meta=np.array(json.dumps(meta)))  # fmt: skip
         return out.getvalue()
@@ -86,6 +92,7 @@ class Head:
                     memory=z["memory"].astype(np.float32),
                     memory_classes=z["memory_classes"].astype(np.int64),
                     vote=float(meta["vote"]),
+                    centred_vote=bool(meta.get("centred_vote", False)),
                 )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"not a stored head: {exc}") from exc
