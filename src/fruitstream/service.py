@@ -407,31 +407,31 @@ class FruitService:
         every = self.settings.adapt_every
         if not every or not self._adapting.acquire(blocking=False):
             return
+        started = False
         try:
-            versions, _ = self.models()
+            versions = self.backends.db.versions()
             wanted = (versions[0].labels_used if versions else 0) + every
             # One page of at most ``wanted`` labels says it: not every label on every label.
-            due = len(self.labels(limit=wanted)) >= wanted
-        except FruitstreamError:
-            self._adapting.release()
-            raise
-        if not due:
-            self._adapting.release()
-            return
-
-        def run() -> None:
-            try:
-                report = self.adapt()
-                log.info(
-                    "adapted on its own: %s (%s)", report.version.version,
-                    "live" if report.active else "; ".join(report.version.refused),
-                )  # fmt: skip
-            except FruitstreamError as exc:
-                log.warning("adapting on its own failed: %s", exc)
-            finally:
+            if len(self.labels(limit=wanted)) >= wanted:
+                threading.Thread(
+                    target=self._adapt_in_background, name="adapt", daemon=True
+                ).start()
+                started = True
+        finally:
+            if not started:  # else the thread releases it when done
                 self._adapting.release()
 
-        threading.Thread(target=run, name="adapt", daemon=True).start()
+    def _adapt_in_background(self) -> None:
+        try:
+            report = self.adapt()
+            log.info(
+                "adapted on its own: %s (%s)", report.version.version,
+                "live" if report.active else "; ".join(report.version.refused),
+            )  # fmt: skip
+        except FruitstreamError as exc:
+            log.warning("adapting on its own failed: %s", exc)
+        finally:
+            self._adapting.release()
 
     # --- who classifies the queue ---------------------------------------------------------
 

@@ -22,7 +22,7 @@ from fruitstream.core.imaging import (
 )
 from fruitstream.domain import Prediction, TopK
 from fruitstream.errors import ImageError, ModelError
-from fruitstream.model.bundle import ModelBundle, default_bundle_dir
+from fruitstream.model.bundle import FEATURES_OUTPUT, ModelBundle, default_bundle_dir
 
 # Images one lane decodes and classifies at a time. Measured on 2 cores with the shipped
 # model: chunks of 1, 2, 4 and 8 classify at the same rate within noise (a single-threaded
@@ -32,8 +32,6 @@ PIPELINE_CHUNK = 1
 
 # What classifying one image gives: a prediction, or the reason it could not be classified.
 Outcome = Prediction | ImageError
-# The graphs' second output: the pooled features the last layer reads.
-FEATURES = "features"
 
 
 class Classifier:
@@ -72,7 +70,7 @@ class Classifier:
             )
         # The pooled features, when the graph gives them (bundles since v3.2): what an
         # adapted head reads, and what ``embed`` returns.
-        self.gives_features = len(outputs) > 1 and outputs[1].name == FEATURES
+        self.gives_features = len(outputs) > 1 and outputs[1].name == FEATURES_OUTPUT
         self.embed_width = int(outputs[1].shape[-1]) if self.gives_features else 0
         self._lock = threading.Lock()
         self._lanes_lock = threading.Lock()
@@ -122,7 +120,9 @@ class Classifier:
         if bundle.base.onnx_path != self.bundle.base.onnx_path:
             raise ModelError(f"{bundle.model_version} does not run on {self.bundle.onnx_path}")
         if bundle.head is not None and not self.gives_features:
-            raise ModelError(f"{bundle.onnx_path} has no {FEATURES!r} output for an adapted head")
+            raise ModelError(
+                f"{bundle.onnx_path} has no {FEATURES_OUTPUT!r} output for an adapted head"
+            )
         self.bundle = bundle
 
     def _probs(self, outputs: list[Any], bundle: ModelBundle) -> NDArray[np.float32]:
@@ -150,19 +150,26 @@ class Classifier:
     def embed(self, images: Sequence[bytes]) -> list[NDArray[np.float32] | ImageError]:
         """The pooled features of each image (what an adapted head reads), in the lanes."""
         if not self.gives_features:
-            raise ModelError(f"{self.bundle.onnx_path} has no {FEATURES!r} output")
+            raise ModelError(f"{self.bundle.onnx_path} has no {FEATURES_OUTPUT!r} output")
         pool = self._lane_pool()[0]
         chunks = [pool.submit(self._embed_one, data) for data in images]
         return [c.result() for c in chunks]
 
     def _embed_one(self, data: bytes) -> NDArray[np.float32] | ImageError:
+        pixels = self._pixels(data, self.bundle)
+        if isinstance(pixels, ImageError):
+            return pixels
+        return np.asarray(self._lane_outputs(self.model_input(pixels[None]))[1][0], np.float32)
+
+    def _pixels(self, data: bytes, bundle: ModelBundle) -> NDArray[np.uint8] | ImageError:
+        """One photo's pixels, or why it cannot be read: never one photo's problem for the
+        others it came with."""
         try:
-            pixels = load_pixels(data, self.bundle.preprocess, self.limits)
+            return load_pixels(data, bundle.preprocess, self.limits)
         except ImageError as exc:
             return exc
-        except Exception as exc:  # one photo's problem, never the others'
+        except Exception as exc:
             return ImageError(f"cannot read the image ({type(exc).__name__}: {exc})")
-        return np.asarray(self._lane_outputs(self.model_input(pixels[None]))[1][0], np.float32)
 
     def _lane_pool(self) -> tuple[ThreadPoolExecutor, queue.SimpleQueue[Any]]:
         """The threads that run lanes, and the idle lane sessions."""
@@ -201,13 +208,12 @@ class Classifier:
         outcomes: list[Outcome | None] = [None] * len(images)
         positions, pixels = [], []
         for i, data in enumerate(images):
-            try:
-                pixels.append(load_pixels(data, self.bundle.preprocess, self.limits))
+            loaded = self._pixels(data, bundle)
+            if isinstance(loaded, ImageError):
+                outcomes[i] = loaded
+            else:
+                pixels.append(loaded)
                 positions.append(i)
-            except ImageError as exc:
-                outcomes[i] = exc
-            except Exception as exc:  # never one photo's problem for the others of its chunk
-                outcomes[i] = ImageError(f"cannot read the image ({type(exc).__name__}: {exc})")
         if pixels:
             outputs = self._lane_outputs(self.model_input(np.stack(pixels)))
             preds = self._predictions(self._probs(outputs, bundle), top_k, bundle)

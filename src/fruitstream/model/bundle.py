@@ -25,6 +25,9 @@ CARD_FILE = "MODEL_CARD.md"
 HEAD_FILE = "head.npz"
 # Pooled features of training photos: where an adapted head must answer as the base does.
 ANCHORS_FILE = "anchors.npz"
+# The graphs' second output: the pooled features the last layer reads, so that ``adapt``
+# embeds photos with the very network that classifies them.
+FEATURES_OUTPUT = "features"
 
 
 @dataclass(frozen=True)

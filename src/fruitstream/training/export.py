@@ -1,4 +1,4 @@
-"""Step 5a: export to ONNX (uint8 pixels in, softmax out)."""
+"""Step 5a: export to ONNX (probabilities and pooled features out), the head and the anchors."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ def export_onnx(module: Any, path: Path, input_size: int, outputs: Sequence[str]
         )
 
 
-# The pooled features the head reads: a second output of both graphs, so that ``adapt``
-# embeds photos with the very network that classifies them.
-FEATURES_OUTPUT = "features"
+def _final_gemm(graph: Any) -> Any:
+    """The graph's last layer: its final Gemm node (input 0 the pooled features)."""
+    return [n for n in graph.node if n.op_type == "Gemm"][-1]
 
 
 def add_features_output(path: Path) -> None:
@@ -39,11 +39,13 @@ def add_features_output(path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper
 
+    from fruitstream.model.bundle import FEATURES_OUTPUT
+
     model = onnx.load(str(path))
     graph = model.graph
     if any(o.name == FEATURES_OUTPUT for o in graph.output):
         return
-    gemm = [n for n in graph.node if n.op_type == "Gemm"][-1]
+    gemm = _final_gemm(graph)
     pooled = gemm.input[0]
     width = next(i for i in graph.initializer if i.name == gemm.input[1]).dims[1]
     graph.node.append(helper.make_node("Identity", [pooled], [FEATURES_OUTPUT]))
@@ -61,7 +63,7 @@ def export_head(graph: Path, out: Path) -> None:
     from onnx import numpy_helper
 
     model = onnx.load(str(graph))
-    gemm = [n for n in model.graph.node if n.op_type == "Gemm"][-1]
+    gemm = _final_gemm(model.graph)
     inits = {i.name: i for i in model.graph.initializer}
     weight = numpy_helper.to_array(inits[gemm.input[1]]).astype(np.float32)
     bias = numpy_helper.to_array(inits[gemm.input[2]]).astype(np.float32)
@@ -76,6 +78,7 @@ def export_anchors(bundle_dir: Path, data_dir: Path, seed: int = 0) -> int:
 
     import numpy as np
 
+    from fruitstream.core.adaptation import embed
     from fruitstream.core.classifier import Classifier
     from fruitstream.dataset import image_files, labelled_images
     from fruitstream.model.bundle import ANCHORS_FILE, ModelBundle
@@ -92,6 +95,6 @@ def export_anchors(bundle_dir: Path, data_dir: Path, seed: int = 0) -> int:
         frames = image_files(data_dir / negatives / "train")
         rng.shuffle(frames)
         paths += frames[:200]
-    vectors = [v for v in clf.embed([p.read_bytes() for p in paths]) if isinstance(v, np.ndarray)]
-    np.savez_compressed(bundle_dir / ANCHORS_FILE, features=np.stack(vectors).astype(np.float16))
-    return len(vectors)
+    features = embed(clf, [(p, "") for p in paths]).features
+    np.savez_compressed(bundle_dir / ANCHORS_FILE, features=features.astype(np.float16))
+    return len(features)
