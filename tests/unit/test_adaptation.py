@@ -12,7 +12,7 @@ import pytest
 from fruitstream.core.adaptation import PhotoSet, fit, plan, scores
 from fruitstream.domain import MIN_NEW_CLASS_PHOTOS, NOT_FRUIT
 from fruitstream.errors import ModelError
-from fruitstream.model.head import Head, unit
+from fruitstream.model.head import Head, known_mask, unit
 
 LABELS = ("apple", "banana", "orange")
 WIDTH = 8
@@ -123,6 +123,53 @@ def _without_meta_key(data: bytes, key: str) -> bytes:
     out = io.BytesIO()
     np.savez(out, **arrays)
     return out.getvalue()
+
+
+def test_the_reject_rule_keeps_a_photo_torn_between_two_fruits_and_turns_away_a_negative() -> None:
+    probs = np.array(
+        [
+            [0.45, 0.45, 0.02, 0.02, 0.06],  # torn between two base fruits: a fruit all the same
+            [0.30, 0.10, 0.05, 0.05, 0.50],  # most likely none of these
+            [0.05, 0.05, 0.05, 0.45, 0.40],  # top fruit is the new one (index 3): its own rule
+            [0.05, 0.05, 0.05, 0.55, 0.30],
+        ],
+        np.float32,
+    )
+    assert list(known_mask(probs, 4, 0.5)) == [False, False, False, True]
+    assert list(known_mask(probs, 4, 0.5, reject_below=0.4, reject_rule_fruits=3)) == [
+        True, False, False, True,
+    ]  # fmt: skip
+
+
+def test_an_adapted_head_calls_as_many_anchors_unknown_as_the_base() -> None:
+    base = _base()
+    # Anchors: photos of each fruit, some between two of them, and negatives.
+    anchors = np.concatenate(
+        [_photos(0, 20, seed=16), _photos(1, 20, seed=17, other=2), _photos(5, 15, seed=18),
+         _photos(2, 10, seed=19, other=6)]
+    )  # fmt: skip
+    corrected = _photos(1, 10, seed=20, other=2)
+    head, _ = fit(base, corrected, ["banana"] * 10, anchors=anchors)
+    assert head.reject_below is not None and head.reject_rule_fruits == len(LABELS)
+    unknown_base = int((~base.known(base.probs(anchors))).sum())
+    unknown_head = int((~head.known(head.probs(anchors))).sum())
+    assert abs(unknown_head - unknown_base) <= 1
+    # Without anchors there is nothing to match: the top fruit's rule stays.
+    assert fit(base, corrected, ["banana"] * 10)[0].reject_below is None
+
+
+def test_the_known_rule_survives_bytes_and_old_heads_keep_theirs() -> None:
+    anchors = np.concatenate([_photos(0, 10, seed=21), _photos(6, 10, seed=22)])
+    head, _ = fit(_base(), _photos(0, 6, seed=23), ["apple"] * 6, anchors=anchors)
+    again = Head.from_bytes(head.to_bytes())
+    assert again.reject_below == head.reject_below
+    assert again.reject_rule_fruits == head.reject_rule_fruits
+    old = Head.from_bytes(
+        _without_meta_key(_without_meta_key(head.to_bytes(), "reject_below"), "reject_rule_fruits")
+    )
+    assert old.reject_below is None
+    probs = old.probs(anchors)
+    assert list(old.known(probs)) == list(probs[:, :3].max(axis=1) >= old.known_threshold)
 
 
 def test_bad_input_is_a_clear_error() -> None:

@@ -241,15 +241,16 @@ class Classifier:
         fruit = probs[:, : len(labels)]
         k = max(1, min(top_k, len(labels)))
         order = np.argsort(-fruit, axis=1)[:, :k]
+        known = bundle.known(probs)
         preds = []
-        for row, idx in zip(fruit, order, strict=True):
+        for row, idx, is_known in zip(fruit, order, known, strict=True):
             best = int(idx[0])
             confidence = float(row[best])
             preds.append(
                 Prediction(
                     label=labels[best],
                     confidence=confidence,
-                    known=confidence >= bundle.known_threshold,
+                    known=bool(is_known),
                     top_k=tuple(TopK(labels[int(j)], float(row[int(j)])) for j in idx),
                 )
             )

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 from fruitstream.errors import ModelError
 
 if TYPE_CHECKING:  # numpy is loaded only when a head is
+    import numpy as np
+    from numpy.typing import NDArray
+
     from fruitstream.model.head import Head
 
 BUNDLE_FILE = "bundle.json"
@@ -119,6 +122,15 @@ class ModelBundle:
                 return z["features"].astype(np.float32)
         except (OSError, KeyError, ValueError) as exc:
             raise ModelError(f"{path} is not usable: {exc}") from exc
+
+    def known(self, probs: NDArray[np.float32]) -> NDArray[np.bool_]:
+        """Which photos, given the probabilities this bundle gives them, are a known fruit:
+        the adapted head's rule, or the top fruit's probability against ``known_threshold``."""
+        from fruitstream.model.head import known_mask
+
+        if self.head is not None:
+            return self.head.known(probs)
+        return known_mask(probs, len(self.labels), self.known_threshold)
 
     @property
     def base(self) -> ModelBundle:

@@ -32,7 +32,10 @@ class Head:
     unit-length features for the similarity vote (empty for the ``prior`` method).
     ``centred_vote``: the "none of these" row gets the vote's mean over the fruits, so that the
     vote picks among fruits and does not by itself turn negatives into fruit (heads stored
-    before it was added read back without it, and answer as they did)."""
+    before it was added read back without it, and answer as they did).
+    ``reject_below``: when set (adapted versions), a photo whose top fruit is one of the first
+    ``reject_rule_fruits`` (the base's) is "known" when its "none of these" probability is below
+    it, instead of when the top fruit's reaches ``known_threshold``."""
 
     labels: tuple[str, ...]
     weight: NDArray[np.float32]
@@ -43,6 +46,8 @@ class Head:
     memory_classes: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     vote: float = 0.0
     centred_vote: bool = True
+    reject_below: float | None = None
+    reject_rule_fruits: int = 0
 
     def __post_init__(self) -> None:
         if self.weight.shape[0] != len(self.labels) + 1 or self.bias.shape != (
@@ -69,11 +74,20 @@ class Head:
     def probs(self, features: Features) -> NDArray[np.float32]:
         return softmax(self.logits(features))
 
+    def known(self, probs: NDArray[np.float32]) -> NDArray[np.bool_]:
+        """Which photos, given their ``probs``, are one of this head's fruits."""
+        return known_mask(
+            probs, len(self.labels), self.known_threshold, self.reject_below,
+            self.reject_rule_fruits,
+        )  # fmt: skip
+
     def to_bytes(self) -> bytes:
         out = io.BytesIO()
         meta = {"labels": list(self.labels), "known_threshold": self.known_threshold,
                 "method": self.method, "vote": self.vote,
-                "centred_vote": self.centred_vote}  # fmt: skip
+                "centred_vote": self.centred_vote,
+                "reject_below": self.reject_below,
+                "reject_rule_fruits": self.reject_rule_fruits}  # fmt: skip
         np.savez(out, weight=self.weight, bias=self.bias, memory=self.memory,
                  memory_classes=self.memory_classes, meta=np.array(json.dumps(meta)))  # fmt: skip
         return out.getvalue()
@@ -93,9 +107,35 @@ class Head:
                     memory_classes=z["memory_classes"].astype(np.int64),
                     vote=float(meta["vote"]),
                     centred_vote=bool(meta.get("centred_vote", False)),
+                    reject_below=_optional_float(meta.get("reject_below")),
+                    reject_rule_fruits=int(meta.get("reject_rule_fruits", 0)),
                 )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"not a stored head: {exc}") from exc
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def known_mask(
+    probs: NDArray[np.float32],
+    n_fruits: int,
+    known_threshold: float,
+    reject_below: float | None = None,
+    reject_rule_fruits: int = 0,
+) -> NDArray[np.bool_]:
+    """Which photos are "known": the top of their ``n_fruits`` fruit probabilities reaches
+    ``known_threshold``; or, with ``reject_below`` and a top fruit among the first
+    ``reject_rule_fruits``, their "none of these" probability (the last column) is below it.
+    The second rule asks "is it one of these fruits?" rather than "is it surely this one?": a
+    photo torn between two fruits is still a fruit, and the pick-list shows both."""
+    fruit = probs[:, :n_fruits]
+    out: NDArray[np.bool_] = fruit.max(axis=1) >= known_threshold
+    if reject_below is not None and probs.shape[1] > n_fruits:
+        by_reject = probs[:, -1] < reject_below
+        out = np.where(fruit.argmax(axis=1) < reject_rule_fruits, by_reject, out)
+    return out
 
 
 def unit(x: NDArray[np.floating]) -> NDArray[np.float32]:
