@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -231,3 +232,21 @@ def test_wild_fruits_that_are_none_of_the_15_are_mostly_unknown(
     outcomes = classifier.classify_many([p.read_bytes() for p in photos])
     unknown = sum(isinstance(o, Prediction) and not o.known for o in outcomes)
     assert unknown >= 0.6 * len(photos)
+
+
+def test_an_adapted_version_answers_known_by_its_own_rule(
+    classifier: Classifier, dataset: Path
+) -> None:
+    # The shipped head itself, with the "none of these" rule of an adapted version.
+    photos = image_files(dataset / "not-fruit" / "val")[:6] + [
+        image_files(dataset / "grocery" / "val" / f)[0] for f in ("kiwi", "lemon", "pear")
+    ]
+    blobs = [p.read_bytes() for p in photos]
+    base = classifier.bundle.base_head()
+    features = np.stack([f for f in classifier.embed(blobs) if isinstance(f, np.ndarray)])
+    reject = base.probs(features)[:, -1]
+    for below in (0.0, 0.5, 1.01):
+        head = replace(base, reject_below=below, reject_rule_fruits=len(base.labels))
+        version = Classifier(classifier.bundle.with_head(head, "t1"))
+        known = [o.known for o in version.classify_many(blobs) if isinstance(o, Prediction)]
+        assert known == [bool(r < below) for r in reject]
