@@ -122,13 +122,13 @@ def fit(
 
 def _known_rule(head: Head, base: Head, anchors: Features | None) -> Head:
     """The version's "known" rule for the base's fruits: its "none of these" probability below
-    the value that calls as many anchors unknown as the base does. The base's rule (the top
-    fruit's probability) called 7.4% of wild fruit unknown after adapting at k = 10, this one
-    5.1%, with not-fruit/val rejected as often (97.3%) and wild/val-other 77% (``fruitstream
-    bench --adapt``): the labels teach which fruit, and the top-fruit rule still turned away
-    photos torn between two of them. Anchors are training photos, never the guard's sets. A
-    new fruit, which the anchors do not show, keeps the top-fruit rule (the reject rule let
-    other-fruit/test lose 3 points after teaching papaya, or taught it from fewer frames)."""
+    the value that calls as many anchors unknown as the base does. At k = 10 the top-fruit rule
+    called 7.2-8.7% of wild fruit unknown after adapting, this one 4.2-5.9%, with not-fruit/val
+    and other-fruit/test rejected as often and wild/val-other 73.6-80.6% (``fruitstream bench
+    --adapt``, seeds 0-4): the labels teach which fruit, and the top-fruit rule still turned
+    away photos torn between two of them. Anchors are training photos, never the guard's sets.
+    A new fruit, which the anchors do not show, keeps the top-fruit rule (the reject rule there
+    let other-fruit/test lose 3 points after teaching papaya, or named it in fewer frames)."""
     if anchors is None or not len(anchors):
         return head
     a = np.asarray(anchors, np.float32)

@@ -115,7 +115,9 @@ class Head:
 
 
 def _optional_float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]
+    if value is None or isinstance(value, int | float):
+        return None if value is None else float(value)
+    raise ValueError(f"not a number: {value!r}")
 
 
 def known_mask(
