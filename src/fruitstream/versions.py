@@ -264,11 +264,9 @@ class Versions:
         for name, photos, new in measured:
             before, after = _figure(live, photos), _figure(new, photos)
             figures[name] = {"n": len(photos.truths), "live": before, "new": after}
-            if after < before - MAX_LOSS:
-                refused.append(
-                    f"{name}: {after:.1%} against {before:.1%} live"
-                    f" ({(after - before) * 100:+.1f} points)"
-                )
+            reason = refusal(name, before, after)
+            if reason:
+                refused.append(reason)
         return figures, refused
 
     def guard_sets(self, clf: PhotoClassifier) -> dict[str, PhotoSet] | None:
@@ -302,6 +300,14 @@ class Versions:
             arrays[f"{name}/truths"] = np.array(photos.truths)
         np.savez(path, **arrays)
         return sets
+
+
+def refusal(name: str, before: float, after: float) -> str | None:
+    """Why a version may not go live on the set ``name`` (its figure ``after`` against the live
+    one's ``before``), or None when it lost at most ``MAX_LOSS`` there."""
+    if after >= before - MAX_LOSS:
+        return None
+    return f"{name}: {after:.1%} against {before:.1%} live ({(after - before) * 100:+.1f} points)"
 
 
 def _figure(head: Head, photos: PhotoSet) -> float:

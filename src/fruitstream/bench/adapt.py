@@ -25,7 +25,7 @@ from fruitstream.domain import NOT_FRUIT
 from fruitstream.errors import ConfigError
 from fruitstream.model.bundle import ModelBundle
 from fruitstream.model.head import Head
-from fruitstream.versions import MAX_LOSS
+from fruitstream.versions import refusal
 
 Report = dict[str, Any]
 NEW_FRUIT = "papaya"
@@ -143,10 +143,10 @@ def adapt_benchmark(
 
 
 def _guarded(head: Head, sets: dict[str, PhotoSet], base: Report) -> Report:
-    """The guard's held-out sets measured, and ``guard``: 1 when none of them lost more than
-    ``adapt`` allows against the base (the version would go live), else 0."""
+    """The guard's held-out sets measured, and ``guard``: 1 when ``adapt``'s rule finds no
+    reason to refuse the version on any of them against the base (it would go live), else 0."""
     out: Report = {name: scores(head, sets[name]) for name, _ in GUARDED}
-    lost = [out[name][figure] < base[name][figure] - MAX_LOSS for name, figure in GUARDED]
+    lost = [refusal(name, base[name][figure], out[name][figure]) for name, figure in GUARDED]
     out["guard"] = 0.0 if any(lost) else 1.0
     return out
 

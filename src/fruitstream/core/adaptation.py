@@ -106,21 +106,37 @@ def fit(
     y = p.targets[used]
     w0, b0 = _grown(base, p.labels, x, y)
     n_classes = len(p.labels) + 1
+    anchored = _anchored(base, anchors)
     if method == "prototypes":
         head = replace(base, labels=p.labels, weight=w0, bias=b0, method=method)
         head = _with_vote(head, x, y, 4.0 * strength)
     elif not len(y):
         head = replace(base, labels=p.labels, weight=w0, bias=b0, method=method)
     else:
-        w, b = _descend(base, w0, b0, x, y, n_classes, anchors, strength, steps or STEPS)
+        w, b = _descend(base, w0, b0, x, y, n_classes, anchored, strength, steps or STEPS)
         head = replace(base, labels=p.labels, weight=w.astype(np.float32),
                        bias=b.astype(np.float32), method=method)  # fmt: skip
         if method == "mix":
             head = _with_vote(head, x, y, MIX_VOTE * strength)
-    return _known_rule(head, base, anchors), p
+    return _known_rule(head, base, anchored), p
 
 
-def _known_rule(head: Head, base: Head, anchors: Features | None) -> Head:
+@dataclass(frozen=True)
+class _Anchors:
+    """The anchors' features and the base's answers on them, worked out once per fit."""
+
+    features: Features
+    kept: NDArray[np.float32]  # n x (base fruits + 1)
+
+
+def _anchored(base: Head, anchors: Features | None) -> _Anchors | None:
+    if anchors is None or not len(anchors):
+        return None
+    a = np.asarray(anchors, np.float32)
+    return _Anchors(a, base.probs(a))
+
+
+def _known_rule(head: Head, base: Head, anchored: _Anchors | None) -> Head:
     """The version's "known" rule for the base's fruits: its "none of these" probability below
     the value that calls as many anchors unknown as the base does. At k = 10 the top-fruit rule
     called 7.2-8.7% of wild fruit unknown after adapting, this one 4.2-5.9%, with not-fruit/val
@@ -129,11 +145,10 @@ def _known_rule(head: Head, base: Head, anchors: Features | None) -> Head:
     away photos torn between two of them. Anchors are training photos, never the guard's sets.
     A new fruit, which the anchors do not show, keeps the top-fruit rule (the reject rule there
     let other-fruit/test lose 3 points after teaching papaya, or named it in fewer frames)."""
-    if anchors is None or not len(anchors):
+    if anchored is None:
         return head
-    a = np.asarray(anchors, np.float32)
-    base_unknown = float((~base.known(base.probs(a))).mean())
-    reject = head.probs(a)[:, -1]
+    base_unknown = float((~base.known(anchored.kept)).mean())
+    reject = head.probs(anchored.features)[:, -1]
     return replace(
         head, reject_below=float(np.quantile(reject, 1.0 - base_unknown)),
         reject_rule_fruits=len(base.labels),
@@ -157,7 +172,7 @@ def _descend(
     x: Features,
     y: NDArray[np.int64],
     n_classes: int,
-    anchors: Features | None,
+    anchored: _Anchors | None,
     strength: float,
     steps: int,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
@@ -175,9 +190,8 @@ def _descend(
     # reject row share the base's reject answer (taught papaya frames are among the anchors).
     spare = np.zeros(n_classes, bool)
     spare[n_base:] = True
-    if anchors is not None and len(anchors):
-        a = np.asarray(anchors, np.float32)
-        kept = base.probs(a)  # n x (n_base + 1)
+    if anchored is not None:
+        a, kept = anchored.features, anchored.kept
         anchor_w = ANCHOR_WEIGHT / strength / len(a)
         free = _like_new_fruit(a, x, y, n_base)
     lam = PRIOR_WEIGHT / strength
@@ -188,7 +202,7 @@ def _descend(
         g = (softmax(x @ w.T + b) - onehot) * sample_w[:, None]
         grad_w = g.T @ x + lam * (w - w0)
         grad_b = g.sum(axis=0) + lam * (b - b0)
-        if anchors is not None and len(anchors):
+        if anchored is not None:
             q = softmax(a @ w.T + b)
             target = np.zeros_like(q)
             target[:, :n_base] = kept[:, :n_base]

@@ -115,8 +115,10 @@ class Head:
 
 
 def _optional_float(value: object) -> float | None:
-    if value is None or isinstance(value, int | float):
-        return None if value is None else float(value)
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
     raise ValueError(f"not a number: {value!r}")
 
 
@@ -134,7 +136,7 @@ def known_mask(
     photo torn between two fruits is still a fruit, and the pick-list shows both."""
     fruit = probs[:, :n_fruits]
     out: NDArray[np.bool_] = fruit.max(axis=1) >= known_threshold
-    if reject_below is not None and probs.shape[1] > n_fruits:
+    if reject_below is not None:
         by_reject = probs[:, -1] < reject_below
         out = np.where(fruit.argmax(axis=1) < reject_rule_fruits, by_reject, out)
     return out
