@@ -340,6 +340,7 @@ class FakeClassifier:
         self.bundle = bundle
         self.limits = ImageLimits()
         self.calls = 0
+        self.views_embedded = 0  # teaching views made, over all calls
 
     # The fake's "pooled features": one dimension per name it can tell apart.
     FEATURES = ("apple", "banana", "orange", "mango", "papaya", "?")
@@ -358,12 +359,20 @@ class FakeClassifier:
         self.bundle = bundle
 
     def embed(self, images: Sequence[bytes]) -> list[Any]:
+        return [v if isinstance(v, Exception) else v[0] for v in self.embed_views(images, 0)]
+
+    def embed_views(self, images: Sequence[bytes], views: int) -> list[Any]:
+        """The photo's features, then each view's: the same, a little fainter (a crop of a
+        photo of one fruit still shows that fruit)."""
         out: list[Any] = []
         for data in images:
             try:
-                out.append(self.features(data))
+                vec = self.features(data)
             except ImageError as exc:
                 out.append(exc)
+                continue
+            out.append(np.stack([vec * (1.0 - 0.02 * i) for i in range(1 + views)]))
+            self.views_embedded += views
         return out
 
     def classify(self, data: bytes, top_k: int = 3) -> Prediction:

@@ -68,6 +68,12 @@ class PhotoClassifier(Protocol):
         """The pooled features of each photo (what an adapted last layer reads)."""
         ...
 
+    def embed_views(
+        self, images: Sequence[bytes], views: int
+    ) -> Sequence[NDArray[np.float32] | Exception]:
+        """Per photo, its pooled features and its first ``views`` teaching views' (rows)."""
+        ...
+
     @property
     def embed_width(self) -> int: ...
 

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from fruitstream.core.adaptation import PhotoSet, embed, fit, scores
+from fruitstream.core.adaptation import PhotoSet, embed, fit, scores, views_wanted
 from fruitstream.dataset import image_files, labelled_images
 from fruitstream.domain import ADAPT_METHODS, BASE_VERSION, NOT_FRUIT, Label, ModelVersion, utcnow
 from fruitstream.errors import ConfigError, FruitstreamError, ModelError, NotFoundError
@@ -165,10 +165,14 @@ class Versions:
         anchors = running.base.anchors()
         held = np.array([held_out_fifth(lb) for lb in usable])
         # The guard measures a head fit without the held-out fifth; the version is fit on all.
+        kept = photos.take(np.flatnonzero(~held).tolist())
         trial, _ = fit(
-            base_head, photos.features[~held], _truths(photos, ~held), method, anchors=anchors
+            base_head, kept.features, list(kept.truths), method, anchors=anchors, views=kept.views
         )
-        head, plan = fit(base_head, photos.features, list(photos.truths), method, anchors=anchors)
+        head, plan = fit(
+            base_head, photos.features, list(photos.truths), method, anchors=anchors,
+            views=photos.views,
+        )  # fmt: skip
         live_head = running.head or base_head
         figures, refused = self._guard(
             clf, live_head, head, trial, photos.take(np.flatnonzero(held).tolist())
@@ -213,34 +217,51 @@ class Versions:
     def _label_features(
         self, clf: PhotoClassifier, labels: list[Label]
     ) -> tuple[PhotoSet, list[Label], int]:
-        """The features of each labelled photo the store hands over, cached by content (a
-        photo's bytes never change), and those labels in the same order."""
+        """The features of each labelled photo the store hands over, with its teaching views'
+        (``views_wanted``), cached by content (a photo's bytes never change, view ``j`` of
+        photo ``sha`` is ``sha/j``), and those labels in the same order."""
         cache = FeatureCache(self.cache_dir / f"labels-{_slug(clf.bundle.base.model_version)}.npz")
-        missing = [lb for lb in labels if lb.content_sha256 not in cache]
+        wanted = dict(zip(labels, views_wanted([lb.label for lb in labels]), strict=True))
+
+        def keys(lb: Label) -> list[str]:
+            sha = lb.content_sha256
+            return [sha, *(f"{sha}/{j}" for j in range(1, wanted[lb] + 1))]
+
+        missing = [lb for lb in labels if not all(k in cache for k in keys(lb))]
         unreadable = 0
-        for start in range(0, len(missing), 64):
-            chunk = missing[start : start + 64]
-            blobs, keep = [], []
-            for lb in chunk:
-                try:
-                    blobs.append(self.store.get(lb.object_key))
-                    keep.append(lb)
-                except FruitstreamError as exc:
-                    log.warning(
-                        "label %s: photo %s unreadable: %s", lb.label_id, lb.object_key, exc
-                    )
-                    unreadable += 1
-            for lb, vec in zip(keep, clf.embed(blobs), strict=True):
-                if isinstance(vec, np.ndarray):
-                    cache[lb.content_sha256] = vec
-                else:
-                    unreadable += 1
+        for views in sorted({wanted[lb] for lb in missing}):
+            group = [lb for lb in missing if wanted[lb] == views]
+            for start in range(0, len(group), 64):
+                chunk = group[start : start + 64]
+                blobs, keep = [], []
+                for lb in chunk:
+                    try:
+                        blobs.append(self.store.get(lb.object_key))
+                        keep.append(lb)
+                    except FruitstreamError as exc:
+                        log.warning(
+                            "label %s: photo %s unreadable: %s", lb.label_id, lb.object_key, exc
+                        )
+                        unreadable += 1
+                for lb, rows in zip(keep, clf.embed_views(blobs, views), strict=True):
+                    if isinstance(rows, np.ndarray):
+                        for key, vec in zip(keys(lb), rows, strict=True):
+                            cache[key] = vec
+                    else:
+                        unreadable += 1
         cache.save()
         usable = [lb for lb in labels if lb.content_sha256 in cache]
         if not usable:
             return PhotoSet(np.zeros((0, clf.embed_width), np.float32), ()), [], unreadable
         features = np.stack([cache[lb.content_sha256] for lb in usable])
-        return PhotoSet(features, tuple(lb.label for lb in usable)), usable, unreadable
+        # A photo embedded before whose views could not be made now teaches without them.
+        extra = tuple(
+            np.stack([cache[k] for k in keys(lb)[1:]])
+            if wanted[lb] and all(k in cache for k in keys(lb))
+            else np.zeros((0, clf.embed_width), np.float32)
+            for lb in usable
+        )
+        return PhotoSet(features, tuple(lb.label for lb in usable), extra), usable, unreadable
 
     def _guard(
         self, clf: PhotoClassifier, live: Head, head: Head, trial: Head, held_labels: PhotoSet
@@ -331,10 +352,6 @@ def expected(photos: PhotoSet, labels: Sequence[str]) -> PhotoSet:
         return NOT_FRUIT
 
     return PhotoSet(photos.features, tuple(answer(t) for t in photos.truths))
-
-
-def _truths(photos: PhotoSet, mask: NDArray[np.bool_]) -> list[str]:
-    return [t for t, m in zip(photos.truths, mask, strict=True) if m]
 
 
 def _slug(text: str) -> str:

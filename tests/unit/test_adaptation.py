@@ -9,7 +9,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from fruitstream.core.adaptation import PhotoSet, fit, plan, scores
+from fruitstream.core.adaptation import (
+    VIEW_TARGET,
+    PhotoSet,
+    fit,
+    plan,
+    scores,
+    views_per_photo,
+    views_wanted,
+)
+from fruitstream.core.imaging import TEACHING_VIEWS
 from fruitstream.domain import MIN_NEW_CLASS_PHOTOS, NOT_FRUIT
 from fruitstream.errors import ModelError
 from fruitstream.model.head import Head, known_mask, unit
@@ -60,6 +69,37 @@ def test_the_fit_learns_what_people_corrected_and_keeps_the_rest() -> None:
     assert scores(head, PhotoSet(fresh, ("banana",) * 20))["top1"] >= 0.9
     # Apples, which no label spoke of, are still apples: the anchors hold them.
     assert scores(head, PhotoSet(_photos(0, 20, seed=4), ("apple",) * 20))["top1"] == 1.0
+
+
+def test_a_few_labelled_photos_teach_with_their_views_and_many_need_none() -> None:
+    assert views_per_photo(3) == views_per_photo(10) == len(TEACHING_VIEWS)
+    assert views_per_photo(40) == 4 and views_per_photo(VIEW_TARGET) == 0
+    assert views_per_photo(0) == 0 and views_per_photo(5000) == 0
+    assert views_wanted(["mango"] * 10 + [NOT_FRUIT] * 95) == [18] * 10 + [1] * 95
+
+
+def test_the_refit_learns_what_a_photos_views_show() -> None:
+    # Three corrected bananas that look like apples but for a trace on dim 5; their views
+    # show the trace on dim 6 instead, as the fresh bananas do. Only a fit that reads the
+    # views tells those from apples.
+    base = _base()
+    corrected = _photos(0, 3, seed=1, other=5)
+    views = []
+    for i, photo in enumerate(corrected):
+        v = np.repeat(photo[None], 6, axis=0) + np.random.default_rng(i).normal(0, 0.1, (6, WIDTH))
+        v[:, 5] -= 1.5
+        v[:, 6] += 1.5
+        views.append(v.astype(np.float32))
+    fresh = _photos(0, 20, seed=3, other=6)
+    apples = _photos(0, 30, seed=2)
+    plain, _ = fit(base, corrected, ["banana"] * 3, anchors=apples)
+    taught, _ = fit(base, corrected, ["banana"] * 3, anchors=apples, views=views)
+    measured = PhotoSet(fresh, ("banana",) * 20)
+    without, with_views = scores(plain, measured)["top1"], scores(taught, measured)["top1"]
+    assert with_views == 1.0 and without <= 0.7
+    assert scores(taught, PhotoSet(_photos(0, 20, seed=4), ("apple",) * 20))["top1"] == 1.0
+    # The vote remembers the photos themselves, not their views.
+    assert taught.memory is not None and len(taught.memory) == 3
 
 
 def test_a_new_fruit_is_answered_and_other_unknowns_stay_rejected() -> None:

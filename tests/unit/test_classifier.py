@@ -250,3 +250,16 @@ def test_an_adapted_version_answers_known_by_its_own_rule(
         version = Classifier(classifier.bundle.with_head(head, "t1"))
         known = [o.known for o in version.classify_many(blobs) if isinstance(o, Prediction)]
         assert known == [bool(r < below) for r in reject]
+
+
+@pytest.mark.model
+def test_embed_views_gives_the_photo_then_its_views(classifier: Classifier, dataset: Path) -> None:
+    blobs = [p.read_bytes() for p in image_files(dataset / "grocery" / "val" / "kiwi")[:2]]
+    plain = classifier.embed(blobs)
+    with_views = classifier.embed_views([*blobs, b"not an image"], 4)
+    for one, rows in zip(plain, with_views, strict=False):
+        assert isinstance(one, np.ndarray) and isinstance(rows, np.ndarray)
+        assert rows.shape == (5, classifier.embed_width)
+        assert np.allclose(rows[0], one, atol=1e-5)  # the photo as classify sees it
+        assert not np.allclose(rows[1], rows[0])  # its mirror
+    assert isinstance(with_views[-1], ImageError)

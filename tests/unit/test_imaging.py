@@ -9,14 +9,22 @@ import pytest
 from PIL import Image
 
 from fruitstream.core.imaging import (
+    TEACHING_VIEWS,
     ImageLimits,
     decode_image,
     load_pixels,
+    load_views,
     normalize,
     preprocess,
     resize_crop,
+    teaching_views,
 )
-from fruitstream.errors import ConfigError, ImageTooLargeError, UnsupportedImageError
+from fruitstream.errors import (
+    ConfigError,
+    ImageError,
+    ImageTooLargeError,
+    UnsupportedImageError,
+)
 from fruitstream.model.bundle import PreprocessConfig
 from tests.conftest import bad_images, exif_rotated_jpeg, jpeg_bytes, png_bytes, png_declaring
 
@@ -165,3 +173,40 @@ def test_an_unknown_interpolation_is_a_clear_error() -> None:
     cfg = PreprocessConfig(input_size=32, interpolation="sinc")
     with pytest.raises(ConfigError, match="unknown interpolation 'sinc'"):
         preprocess(Image.new("RGB", (40, 40)), cfg)
+
+
+def _quadrants() -> Image.Image:
+    """60 x 40 px, four colours: red top-left, green top-right, blue bottom-left, white."""
+    arr = np.zeros((40, 60, 3), np.uint8)
+    arr[:20, :30] = (255, 0, 0)
+    arr[:20, 30:] = (0, 255, 0)
+    arr[20:, :30] = (0, 0, 255)
+    arr[20:, 30:] = (255, 255, 255)
+    return Image.fromarray(arr)
+
+
+def test_teaching_views_are_the_named_views_of_the_photo() -> None:
+    img = _quadrants()
+    views = dict(zip(TEACHING_VIEWS, teaching_views(img, len(TEACHING_VIEWS)), strict=True))
+    assert len(views) == 18
+    mirror = np.asarray(views["mirror"])
+    assert tuple(mirror[0, 0]) == (0, 255, 0) and tuple(mirror[0, -1]) == (255, 0, 0)
+    assert views["crop-80-0"].size == (48, 32)  # the centre, 80% of each side
+    assert tuple(np.asarray(views["crop-60-1"])[0, 0]) == (255, 0, 0)  # top-left corner
+    assert tuple(np.asarray(views["crop-60-4"])[-1, -1]) == (255, 255, 255)  # bottom-right
+    assert views["padded"].size == (60, 60)
+    assert views["turn-90"].size == (40, 60)
+    assert np.asarray(views["dim"]).max() < 255 and np.asarray(views["pale"]).shape == (40, 60, 3)
+    assert len(teaching_views(img, 3)) == 3 and teaching_views(img, 0) == []
+
+
+def test_load_views_gives_the_photo_as_load_pixels_does_then_its_views() -> None:
+    cfg = PreprocessConfig(input_size=32, crop_pct=0.9)
+    data = png_bytes(_quadrants().resize((300, 200)))
+    stacked = load_views(data, cfg, 5)
+    assert stacked.shape == (6, 32, 32, 3) and stacked.dtype == np.uint8
+    assert np.array_equal(stacked[0], load_pixels(data, cfg))
+    assert not np.array_equal(stacked[1], stacked[0])  # the mirror
+    assert load_views(data, cfg, 0).shape == (1, 32, 32, 3)
+    with pytest.raises(ImageError):
+        load_views(b"not an image", cfg, 5)

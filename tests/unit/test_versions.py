@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from fruitstream.bootstrap import Backends
+from fruitstream.core.adaptation import views_per_photo
+from fruitstream.core.imaging import TEACHING_VIEWS
 from fruitstream.domain import BASE_VERSION, Status
 from fruitstream.errors import ConfigError, NotFoundError
 from fruitstream.pipeline import Upload
@@ -64,6 +66,22 @@ def test_adapt_teaches_a_new_fruit_behind_the_guard(world: FakeWorld) -> None:
     assert world.store.get(v.head_key)  # the head is where every process can fetch it
     assert service.models() == ([v], "a1")
     assert "fake v0.1 + adapted version a1" in service.model_health().detail
+
+
+def test_a_labelled_photos_views_are_embedded_once(world: FakeWorld) -> None:
+    service = world.service
+    _teach(service, "mango", "mango", 6)
+    service.adapt()
+    wanted = views_per_photo(6)
+    assert wanted == len(TEACHING_VIEWS)
+    assert world.classifier.views_embedded == 6 * wanted
+    service.adapt()
+    assert world.classifier.views_embedded == 6 * wanted  # cached by the photos' content
+    _teach(service, "mango", "mango", 1, start=200)
+    report = service.adapt()
+    assert world.classifier.views_embedded == 7 * wanted  # only the new photo's
+    assert report.version.labels_used == 7
+    assert service.classify_one(b"fruit:mango#1").label == "mango"
 
 
 def test_the_guard_keeps_a_version_that_loses_a_held_out_set(world: FakeWorld) -> None:

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fruitstream.core.adaptation import PhotoSet, embed, fit, scores
+from fruitstream.core.adaptation import PhotoSet, embed, fit, scores, views_wanted
 from fruitstream.core.classifier import Classifier
+from fruitstream.core.imaging import TEACHING_VIEWS
 from fruitstream.dataset import image_files, labelled_images
 from fruitstream.domain import NOT_FRUIT
 from fruitstream.errors import ConfigError
@@ -47,13 +48,15 @@ def _sets(clf: Classifier, root: Path) -> dict[str, PhotoSet]:
         ]
 
     labels = clf.labels
+    # What may be taught carries every teaching view; each draw takes what ``adapt`` would.
+    views = len(TEACHING_VIEWS)
     return {
-        "wild": embed(clf, labelled_images(root / "wild" / "val", labels)),
-        "wild_other": embed(clf, negatives(root / "wild" / "val-other")),
+        "wild": embed(clf, labelled_images(root / "wild" / "val", labels), views),
+        "wild_other": embed(clf, negatives(root / "wild" / "val-other"), views),
         "grocery": embed(clf, labelled_images(root / "grocery" / "val", labels)),
         "studio": embed(clf, labelled_images(root / "studio" / "test", labels)),
         "not_fruit": embed(clf, negatives(root / "not-fruit" / "val")),
-        "papaya_train": embed(clf, new_fruit(Path("train"), True)),
+        "papaya_train": embed(clf, new_fruit(Path("train"), True), views),
         "papaya_test": embed(clf, new_fruit(Path("test"), True)),
         "other_test": embed(clf, new_fruit(Path("test"), False)),
     }
@@ -109,12 +112,9 @@ def adapt_benchmark(
                 rng = random.Random(seed * 1000 + k * 10 + d)
                 taught_w, rest_w = _draw(sets["wild"], k, rng)
                 taught_o, rest_o = _draw(sets["wild_other"], 3 * k, rng)
-                feats = np.concatenate(
-                    [sets["wild"].features[taught_w], sets["wild_other"].features[taught_o]]
-                )
-                names = [sets["wild"].truths[i] for i in taught_w] + [NOT_FRUIT] * len(taught_o)
+                taught = _joined(sets["wild"].take(taught_w), sets["wild_other"].take(taught_o))
                 clock = time.perf_counter()
-                head, _ = fit(base, feats, names, method=method, anchors=anchors)
+                head, _ = _fit(base, taught, method, anchors)
                 fit_s = time.perf_counter() - clock
                 runs.append(
                     {
@@ -131,15 +131,30 @@ def adapt_benchmark(
             rng = random.Random(seed * 1000 + 7 + d)
             idx = list(range(len(sets["papaya_train"].truths)))
             rng.shuffle(idx)
-            taught = sets["papaya_train"].take(idx[:10])
-            head, _ = fit(
-                base, taught.features, list(taught.truths), method=method, anchors=anchors
-            )
+            head, _ = _fit(base, sets["papaya_train"].take(idx[:10]), method, anchors)
             measured = _guarded(head, sets, report["base"])
             runs.append({"papaya_test": scores(head, sets["papaya_test"]), **measured})
         per_k["new_fruit"] = _medians(runs)
         report["methods"][name] = per_k
     return report
+
+
+def _joined(a: PhotoSet, b: PhotoSet) -> PhotoSet:
+    views = a.views + b.views
+    whole = len(views) == len(a.truths) + len(b.truths)
+    return PhotoSet(
+        np.concatenate([a.features, b.features]), a.truths + b.truths, views if whole else ()
+    )
+
+
+def _fit(
+    base: Head, taught: PhotoSet, method: str, anchors: NDArray[np.float32] | None
+) -> tuple[Head, Any]:
+    """``fit`` as ``adapt`` calls it: each photo with the teaching views its label's count
+    asks for (none when the set was embedded without them)."""
+    wanted = views_wanted(taught.truths)
+    views = [v[:n] for v, n in zip(taught.views, wanted, strict=True)] if taught.views else None
+    return fit(base, taught.features, list(taught.truths), method, anchors=anchors, views=views)
 
 
 def _guarded(head: Head, sets: dict[str, PhotoSet], base: Report) -> Report:

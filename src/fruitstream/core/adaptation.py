@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from fruitstream.core.imaging import TEACHING_VIEWS
 from fruitstream.domain import ADAPT_METHODS, MIN_NEW_CLASS_PHOTOS, NOT_FRUIT
 from fruitstream.errors import ModelError
 from fruitstream.model.head import Features, Head, softmax, unit
@@ -37,6 +38,10 @@ STEPS = 300
 # other) may take that fruit's name.
 NEW_FRUIT_PERCENTILE = 50
 MIX_VOTE = 2.0
+# A class's labelled photos and their teaching views (``TEACHING_VIEWS``) together: about this
+# many examples for the refit. Ten photos of a fruit get every view; a fruit with hundreds of
+# photos needs none, which keeps ``adapt`` on 1,000 labels under a minute.
+VIEW_TARGET = 190
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,19 @@ def plan(base_labels: Sequence[str], photo_labels: Sequence[str]) -> AdaptPlan:
     return AdaptPlan(labels, targets, waiting)
 
 
+def views_per_photo(photos: int) -> int:
+    """How many teaching views each of a class's ``photos`` labelled photos adds to the refit."""
+    if photos <= 0:
+        return 0
+    return min(len(TEACHING_VIEWS), max(0, -(-VIEW_TARGET // photos) - 1))
+
+
+def views_wanted(photo_labels: Sequence[str]) -> list[int]:
+    """``views_per_photo`` of each labelled photo, by how many photos share its label."""
+    counts = Counter(photo_labels)
+    return [views_per_photo(counts[name]) for name in photo_labels]
+
+
 def _grown(
     base: Head, labels: tuple[str, ...], features: Features, targets: NDArray[np.int64]
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
@@ -95,15 +113,25 @@ def fit(
     strength: float = 1.0,
     steps: int = 0,
     anchors: Features | None = None,
+    views: Sequence[Features] | None = None,
 ) -> tuple[Head, AdaptPlan]:
-    """A new head from labelled photos' pooled features; ``strength`` scales how far labels
-    may pull it from the base (the prior's weight for ``prior``, the vote for ``prototypes``)."""
+    """A new head from labelled photos' pooled features (and, per photo, its teaching views'
+    in ``views``); ``strength`` scales how far labels may pull it from the base (the prior's
+    weight for ``prior``, the vote for ``prototypes``)."""
     if method not in ADAPT_METHODS:
         raise ModelError(f"unknown method {method!r}; choose one of {ADAPT_METHODS}")
     p = plan(base.labels, photo_labels)
     used = p.targets >= 0
     x = np.asarray(features, np.float32)[used]
     y = p.targets[used]
+    # The refit also learns from each photo's teaching views; the vote, a new fruit's first
+    # row and the reject rule read the photos themselves.
+    fit_x, fit_y = x, y
+    if views is not None:
+        extra = [(v, t) for v, t, u in zip(views, p.targets, used, strict=True) if u and len(v)]
+        if extra:
+            fit_x = np.concatenate([x, *(np.asarray(v, np.float32) for v, _ in extra)])
+            fit_y = np.concatenate([y, *(np.full(len(v), t, np.int64) for v, t in extra)])
     w0, b0 = _grown(base, p.labels, x, y)
     n_classes = len(p.labels) + 1
     anchored = _anchored(base, anchors)
@@ -113,7 +141,9 @@ def fit(
     elif not len(y):
         head = replace(base, labels=p.labels, weight=w0, bias=b0, method=method)
     else:
-        w, b = _descend(base, w0, b0, x, y, n_classes, anchored, strength, steps or STEPS)
+        w, b = _descend(
+            base, w0, b0, fit_x, fit_y, n_classes, anchored, strength, steps or STEPS, x, y
+        )
         head = replace(base, labels=p.labels, weight=w.astype(np.float32),
                        bias=b.astype(np.float32), method=method)  # fmt: skip
         if method == "mix":
@@ -175,12 +205,15 @@ def _descend(
     anchored: _Anchors | None,
     strength: float,
     steps: int,
+    photos_x: Features,
+    photos_y: NDArray[np.int64],
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """Adam on: the labelled photos' cross-entropy (each class weighing the same whatever its
     number of photos) + on the anchors (photos like those the base was trained on), the base
     head's answers kept (KL, a new fruit counting as "none of these") + an L2 pull to the base
     weights. The anchors are what keeps grocery and studio photos answered as before: without
-    them grocery/val lost 4 points at k = 5 (``fruitstream bench --adapt``)."""
+    them grocery/val lost 4 points at k = 5 (``fruitstream bench --adapt``). ``x`` may hold
+    teaching views; the anchors a new fruit may take are matched to its photos, ``photos_x``."""
     counts = np.bincount(y, minlength=n_classes).astype(np.float32)
     sample_w = (1.0 / np.maximum(counts, 1))[y]
     sample_w /= sample_w.sum()
@@ -193,7 +226,7 @@ def _descend(
     if anchored is not None:
         a, kept = anchored.features, anchored.kept
         anchor_w = ANCHOR_WEIGHT / strength / len(a)
-        free = _like_new_fruit(a, x, y, n_base)
+        free = _like_new_fruit(a, photos_x, photos_y, n_base)
     lam = PRIOR_WEIGHT / strength
     w, b = w0.astype(np.float64), b0.astype(np.float64)
     m_w, v_w, m_b, v_b = (np.zeros_like(w), np.zeros_like(w), np.zeros_like(b), np.zeros_like(b))
@@ -229,36 +262,43 @@ class Embedder(Protocol):
     @property
     def embed_width(self) -> int: ...
 
-    def embed(self, images: Sequence[bytes]) -> Sequence[NDArray[np.float32] | Exception]: ...
+    def embed_views(
+        self, images: Sequence[bytes], views: int
+    ) -> Sequence[NDArray[np.float32] | Exception]: ...
 
 
 @dataclass(frozen=True)
 class PhotoSet:
-    """Embedded photos: features and, per photo, its fruit (``not-fruit`` for a negative)."""
+    """Embedded photos: features and, per photo, its fruit (``not-fruit`` for a negative) and
+    the features of its teaching views (empty when they were not asked for)."""
 
     features: NDArray[np.float32]
     truths: tuple[str, ...]
+    views: tuple[NDArray[np.float32], ...] = ()
 
     def take(self, index: Sequence[int]) -> PhotoSet:
         idx = np.asarray(index, dtype=np.int64)
-        return PhotoSet(self.features[idx], tuple(self.truths[i] for i in idx))
+        views = tuple(self.views[i] for i in idx) if self.views else ()
+        return PhotoSet(self.features[idx], tuple(self.truths[i] for i in idx), views)
 
 
-def embed(clf: Embedder, items: Sequence[tuple[Path, str]]) -> PhotoSet:
-    """Features of every readable photo (a photo that cannot be read is left out)."""
-    vectors, truths = [], []
+def embed(clf: Embedder, items: Sequence[tuple[Path, str]], views: int = 0) -> PhotoSet:
+    """Features of every readable photo (a photo that cannot be read is left out), with those
+    of its first ``views`` teaching views."""
+    vectors, truths, extra = [], [], []
     step = 64
     for start in range(0, len(items), step):
         chunk = items[start : start + step]
         for (_, truth), out in zip(
-            chunk, clf.embed([p.read_bytes() for p, _ in chunk]), strict=True
+            chunk, clf.embed_views([p.read_bytes() for p, _ in chunk], views), strict=True
         ):
             if isinstance(out, np.ndarray):
-                vectors.append(out)
+                vectors.append(out[0])
                 truths.append(truth)
+                extra.append(out[1:])
     if not vectors:
         return PhotoSet(np.zeros((0, clf.embed_width), np.float32), ())
-    return PhotoSet(np.stack(vectors), tuple(truths))
+    return PhotoSet(np.stack(vectors), tuple(truths), tuple(extra) if views else ())
 
 
 def scores(head: Head, photos: PhotoSet) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from fruitstream.core.imaging import (
     ImageLimits,
     load_pixels,
+    load_views,
     normalize,
     return_big_buffers_to_the_os,
 )
@@ -149,23 +150,34 @@ class Classifier:
 
     def embed(self, images: Sequence[bytes]) -> list[NDArray[np.float32] | ImageError]:
         """The pooled features of each image (what an adapted head reads), in the lanes."""
+        return [v[0] if isinstance(v, np.ndarray) else v for v in self.embed_views(images, 0)]
+
+    def embed_views(
+        self, images: Sequence[bytes], views: int
+    ) -> list[NDArray[np.float32] | ImageError]:
+        """Per image, the pooled features of the photo and of its first ``views`` teaching
+        views (``1 + views`` rows): what a labelled photo teaches ``adapt``."""
         if not self.gives_features:
             raise ModelError(f"{self.bundle.onnx_path} has no {FEATURES_OUTPUT!r} output")
         pool = self._lane_pool()[0]
-        chunks = [pool.submit(self._embed_one, data) for data in images]
+        chunks = [pool.submit(self._embed_views_one, data, views) for data in images]
         return [c.result() for c in chunks]
 
-    def _embed_one(self, data: bytes) -> NDArray[np.float32] | ImageError:
-        pixels = self._pixels(data, self.bundle)
+    def _embed_views_one(self, data: bytes, views: int) -> NDArray[np.float32] | ImageError:
+        pixels = self._pixels(data, self.bundle, views)
         if isinstance(pixels, ImageError):
             return pixels
-        return np.asarray(self._lane_outputs(self.model_input(pixels[None]))[1][0], np.float32)
+        return np.asarray(self._lane_outputs(self.model_input(pixels))[1], np.float32)
 
-    def _pixels(self, data: bytes, bundle: ModelBundle) -> NDArray[np.uint8] | ImageError:
-        """One photo's pixels, or why it cannot be read: never one photo's problem for the
-        others it came with."""
+    def _pixels(
+        self, data: bytes, bundle: ModelBundle, views: int | None = None
+    ) -> NDArray[np.uint8] | ImageError:
+        """One photo's pixels (with ``views``: stacked with its teaching views'), or why it
+        cannot be read: never one photo's problem for the others it came with."""
         try:
-            return load_pixels(data, bundle.preprocess, self.limits)
+            if views is None:
+                return load_pixels(data, bundle.preprocess, self.limits)
+            return load_views(data, bundle.preprocess, views, self.limits)
         except ImageError as exc:
             return exc
         except Exception as exc:
