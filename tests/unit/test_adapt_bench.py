@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from fruitstream.bench.adapt import GUARDED, _guarded, _medians
+from fruitstream.bench.adapt import GUARDED, _guarded, _joined, _medians, format_adapt_benchmark
 from fruitstream.core.adaptation import PhotoSet, scores
 from fruitstream.domain import NOT_FRUIT
 from fruitstream.model.head import Head
@@ -55,3 +55,34 @@ def test_the_guard_counts_draws_where_the_rest_are_medians() -> None:
     med = _medians(runs)
     assert med["wild"]["top1"] == 0.8
     assert med["guard"] == 2.0
+
+
+def test_taught_photos_keep_their_views_when_joined() -> None:
+    a = PhotoSet(np.ones((2, 3), np.float32), ("apple",) * 2, (np.ones((4, 3)),) * 2)
+    b = PhotoSet(np.zeros((1, 3), np.float32), (NOT_FRUIT,), (np.zeros((1, 3)),))
+    joined = _joined(a, b)
+    assert joined.truths == ("apple", "apple", NOT_FRUIT)
+    assert [len(v) for v in joined.views] == [4, 4, 1]
+    assert _joined(a, replace(b, views=())).views == ()  # views for all or for none
+
+
+def test_the_table_names_the_worst_fruit() -> None:
+    fig = {"top1": 0.9, "unknown": 0.05, "rejected": 0.97}
+    k10 = {
+        "wild": {**fig, "per_fruit": {"apple": 0.95, "mango": 0.76, "lime": 0.9}},
+        "wild_other": fig, "grocery": fig, "studio": fig, "not_fruit": fig, "other_test": fig,
+        "guard": 3.0, "fit_seconds": 4.0,
+    }  # fmt: skip
+    new_fruit = {"papaya_test": {"recall_known": 1.0}, "guard": 5.0, **{
+        n: fig for n in ("other_test", "grocery", "studio", "not_fruit")
+    }}  # fmt: skip
+    report = {
+        "model": "m", "draws": 5, "seed": 0, "embed_seconds": 1.0, "photos": {},
+        "base": {n: fig for n in ("wild", "wild_other", "grocery", "studio", "not_fruit",
+                                  "other_test")},
+        "methods": {"mix": {"10": k10, "new_fruit": new_fruit}},
+    }  # fmt: skip
+    row = next(
+        line for line in format_adapt_benchmark(report).splitlines() if line.startswith("  10")
+    )
+    assert " 76.0" in row and row.endswith("mango")

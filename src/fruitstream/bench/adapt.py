@@ -245,19 +245,21 @@ def format_adapt_benchmark(r: Report) -> str:
         lines.append(f"method {method}:")
         lines.append(
             "   k  wild top-1  worst fruit  unknown  wild-other rej  grocery  studio"
-            "  not-fruit rej  other-fruit rej  guard  fit s"
+            "  not-fruit rej  other-fruit rej  guard  fit s  worst"
         )
         for k, m in per_k.items():
             if k == "new_fruit":
                 continue
-            worst = min(m["wild"]["per_fruit"].values(), default=None)
+            per_fruit = m["wild"]["per_fruit"]
+            worst_name = min(per_fruit, key=per_fruit.get, default="-")
+            worst = per_fruit.get(worst_name)
             lines.append(
                 f"  {k:>2}     {pct(m['wild']['top1'])}       {pct(worst)}    "
                 f"{pct(m['wild']['unknown'])}          {pct(m['wild_other']['rejected'])}"
                 f"    {pct(m['grocery']['top1'])}   {pct(m['studio']['top1'])}"
                 f"          {pct(m['not_fruit']['rejected'])}            "
                 f"{pct(m['other_test']['rejected'])}    {m['guard']:.0f}/{r['draws']}"
-                f"  {m['fit_seconds']:5.2f}"
+                f"  {m['fit_seconds']:5.2f}  {worst_name}"
             )
         nf = per_k["new_fruit"]
         lines.append(
