@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fruitstream.core.adaptation import (
+    VIEW_BUDGET,
     VIEW_TARGET,
     PhotoSet,
     fit,
@@ -76,6 +77,10 @@ def test_a_few_labelled_photos_teach_with_their_views_and_many_need_none() -> No
     assert views_per_photo(40) == 4 and views_per_photo(VIEW_TARGET) == 0
     assert views_per_photo(0) == 0 and views_per_photo(5000) == 0
     assert views_wanted(["mango"] * 10 + [NOT_FRUIT] * 95) == [18] * 10 + [1] * 95
+    # Many small classes: the same share for each, never more than the budget in all.
+    many = [f"fruit-{i // 5}" for i in range(1000)]
+    wanted = views_wanted(many)
+    assert sum(wanted) <= VIEW_BUDGET and len(set(wanted)) == 1 and wanted[0] > 0
 
 
 def test_the_refit_learns_what_a_photos_views_show() -> None:
