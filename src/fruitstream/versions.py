@@ -221,47 +221,56 @@ class Versions:
         (``views_wanted``), cached by content (a photo's bytes never change, view ``j`` of
         photo ``sha`` is ``sha/j``), and those labels in the same order."""
         cache = FeatureCache(self.cache_dir / f"labels-{_slug(clf.bundle.base.model_version)}.npz")
-        wanted = dict(zip(labels, views_wanted([lb.label for lb in labels]), strict=True))
-
-        def keys(lb: Label) -> list[str]:
-            sha = lb.content_sha256
-            return [sha, *(f"{sha}/{j}" for j in range(1, wanted[lb] + 1))]
-
-        missing = [lb for lb in labels if not all(k in cache for k in keys(lb))]
+        keys = {
+            lb: [lb.content_sha256, *(f"{lb.content_sha256}/{j}" for j in range(1, n + 1))]
+            for lb, n in zip(labels, views_wanted([lb.label for lb in labels]), strict=True)
+        }
+        missing = [lb for lb in labels if not all(k in cache for k in keys[lb])]
         unreadable = 0
-        for views in sorted({wanted[lb] for lb in missing}):
-            group = [lb for lb in missing if wanted[lb] == views]
+        for views in sorted({len(keys[lb]) - 1 for lb in missing}):
+            group = [lb for lb in missing if len(keys[lb]) - 1 == views]
             for start in range(0, len(group), 64):
-                chunk = group[start : start + 64]
-                blobs, keep = [], []
-                for lb in chunk:
-                    try:
-                        blobs.append(self.store.get(lb.object_key))
-                        keep.append(lb)
-                    except FruitstreamError as exc:
-                        log.warning(
-                            "label %s: photo %s unreadable: %s", lb.label_id, lb.object_key, exc
-                        )
-                        unreadable += 1
-                for lb, rows in zip(keep, clf.embed_views(blobs, views), strict=True):
-                    if isinstance(rows, np.ndarray):
-                        for key, vec in zip(keys(lb), rows, strict=True):
-                            cache[key] = vec
-                    else:
-                        unreadable += 1
+                unreadable += self._embed_into(cache, clf, group[start : start + 64], views, keys)
         cache.save()
         usable = [lb for lb in labels if lb.content_sha256 in cache]
         if not usable:
             return PhotoSet(np.zeros((0, clf.embed_width), np.float32), ()), [], unreadable
         features = np.stack([cache[lb.content_sha256] for lb in usable])
         # A photo embedded before whose views could not be made now teaches without them.
+        no_views = np.zeros((0, clf.embed_width), np.float32)
         extra = tuple(
-            np.stack([cache[k] for k in keys(lb)[1:]])
-            if wanted[lb] and all(k in cache for k in keys(lb))
-            else np.zeros((0, clf.embed_width), np.float32)
+            np.stack([cache[k] for k in keys[lb][1:]])
+            if len(keys[lb]) > 1 and all(k in cache for k in keys[lb])
+            else no_views
             for lb in usable
         )
         return PhotoSet(features, tuple(lb.label for lb in usable), extra), usable, unreadable
+
+    def _embed_into(
+        self,
+        cache: FeatureCache,
+        clf: PhotoClassifier,
+        chunk: list[Label],
+        views: int,
+        keys: dict[Label, list[str]],
+    ) -> int:
+        """Embeds ``chunk``'s photos with ``views`` teaching views each into ``cache``; how many
+        could not be read."""
+        blobs, keep, unreadable = [], [], 0
+        for lb in chunk:
+            try:
+                blobs.append(self.store.get(lb.object_key))
+                keep.append(lb)
+            except FruitstreamError as exc:
+                log.warning("label %s: photo %s unreadable: %s", lb.label_id, lb.object_key, exc)
+                unreadable += 1
+        for lb, rows in zip(keep, clf.embed_views(blobs, views), strict=True):
+            if isinstance(rows, np.ndarray):
+                for key, vec in zip(keys[lb], rows, strict=True):
+                    cache[key] = vec
+            else:
+                unreadable += 1
+        return unreadable
 
     def _guard(
         self, clf: PhotoClassifier, live: Head, head: Head, trial: Head, held_labels: PhotoSet

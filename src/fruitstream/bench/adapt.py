@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fruitstream.core.adaptation import PhotoSet, embed, fit, scores, views_wanted
+from fruitstream.core.adaptation import PhotoSet, embed, fit, scores
 from fruitstream.core.classifier import Classifier
 from fruitstream.core.imaging import TEACHING_VIEWS
 from fruitstream.dataset import image_files, labelled_images
@@ -114,7 +114,10 @@ def adapt_benchmark(
                 taught_o, rest_o = _draw(sets["wild_other"], 3 * k, rng)
                 taught = _joined(sets["wild"].take(taught_w), sets["wild_other"].take(taught_o))
                 clock = time.perf_counter()
-                head, _ = _fit(base, taught, method, anchors)
+                head, _ = fit(
+                    base, taught.features, list(taught.truths), method, anchors=anchors,
+                    views=taught.views,
+                )  # fmt: skip
                 fit_s = time.perf_counter() - clock
                 runs.append(
                     {
@@ -131,7 +134,11 @@ def adapt_benchmark(
             rng = random.Random(seed * 1000 + 7 + d)
             idx = list(range(len(sets["papaya_train"].truths)))
             rng.shuffle(idx)
-            head, _ = _fit(base, sets["papaya_train"].take(idx[:10]), method, anchors)
+            taught = sets["papaya_train"].take(idx[:10])
+            head, _ = fit(
+                base, taught.features, list(taught.truths), method, anchors=anchors,
+                views=taught.views,
+            )  # fmt: skip
             measured = _guarded(head, sets, report["base"])
             runs.append({"papaya_test": scores(head, sets["papaya_test"]), **measured})
         per_k["new_fruit"] = _medians(runs)
@@ -145,16 +152,6 @@ def _joined(a: PhotoSet, b: PhotoSet) -> PhotoSet:
     return PhotoSet(
         np.concatenate([a.features, b.features]), a.truths + b.truths, views if whole else ()
     )
-
-
-def _fit(
-    base: Head, taught: PhotoSet, method: str, anchors: NDArray[np.float32] | None
-) -> tuple[Head, Any]:
-    """``fit`` as ``adapt`` calls it: each photo with the teaching views its label's count
-    asks for (none when the set was embedded without them)."""
-    wanted = views_wanted(taught.truths)
-    views = [v[:n] for v, n in zip(taught.views, wanted, strict=True)] if taught.views else None
-    return fit(base, taught.features, list(taught.truths), method, anchors=anchors, views=views)
 
 
 def _guarded(head: Head, sets: dict[str, PhotoSet], base: Report) -> Report:

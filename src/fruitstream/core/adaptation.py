@@ -124,8 +124,9 @@ def fit(
     views: Sequence[Features] | None = None,
 ) -> tuple[Head, AdaptPlan]:
     """A new head from labelled photos' pooled features (and, per photo, its teaching views'
-    in ``views``); ``strength`` scales how far labels may pull it from the base (the prior's
-    weight for ``prior``, the vote for ``prototypes``)."""
+    in ``views``, of which the refit takes the first ``views_wanted``); ``strength`` scales how
+    far labels may pull it from the base (the prior's weight for ``prior``, the vote for
+    ``prototypes``)."""
     if method not in ADAPT_METHODS:
         raise ModelError(f"unknown method {method!r}; choose one of {ADAPT_METHODS}")
     p = plan(base.labels, photo_labels)
@@ -135,11 +136,14 @@ def fit(
     # The refit also learns from each photo's teaching views; the vote, a new fruit's first
     # row and the reject rule read the photos themselves.
     fit_x, fit_y = x, y
-    if views is not None:
-        extra = [(v, t) for v, t, u in zip(views, p.targets, used, strict=True) if u and len(v)]
-        if extra:
-            fit_x = np.concatenate([x, *(np.asarray(v, np.float32) for v, _ in extra)])
-            fit_y = np.concatenate([y, *(np.full(len(v), t, np.int64) for v, t in extra)])
+    if views:
+        wanted = views_wanted(photo_labels)
+        extra = [
+            np.asarray(v[:n], np.float32)
+            for v, n, u in zip(views, wanted, used, strict=True) if u
+        ]  # fmt: skip
+        fit_x = np.concatenate([x, *extra])
+        fit_y = np.concatenate([y, np.repeat(y, [len(v) for v in extra])])
     w0, b0 = _grown(base, p.labels, x, y)
     n_classes = len(p.labels) + 1
     anchored = _anchored(base, anchors)
