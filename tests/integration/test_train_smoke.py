@@ -48,6 +48,15 @@ def test_tiny_training_run_writes_a_working_bundle(tmp_path: Path, dataset: Path
         training["config"]["scenes_per_class"] == 360 and training["config"]["max_per_class"] == 6
     )
     assert training["total_seconds"] > 0
+    # The fine-tuning curves: every step's loss, the held-out figures before and after epoch 1.
+    curves = training["curves"]
+    assert len(curves["step_ce"]) > 0 and all(v > 0 for v in curves["step_ce"])
+    assert len(curves["epoch_held_ce"]) == len(curves["epoch_held_top1"]) == 2
+    # Grape's field photos trained it (field/ is on by default), credited in the card.
+    assert training["config"]["field"] is True
+    # v4's rule: known when "none of these" is unlikely enough; the figures show both.
+    assert bundle.reject_below is not None and 0 < bundle.reject_below < 1
+    assert calib["known_rule"] == "not-none"
     # int8 is the default graph, the fp32 one ships beside it.
     assert bundle.precision == "int8"
     assert bundle.onnx_path.name == "model.int8.onnx"
@@ -56,6 +65,11 @@ def test_tiny_training_run_writes_a_working_bundle(tmp_path: Path, dataset: Path
     assert "Fruits-360" in card and "Grocery Store Dataset" in card
     assert "EfficientNet-Lite2" in card
     assert "wild/val" in card and "ECE" in card and "Training took" in card
+    assert "IAGI" in card and "AppleBBCH81" in card and "field/train" in card
+    assert "'none of these' probability <" in card
+    for figure in ("training_curves.png", "confusion_wild.png"):
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({figure})" in card
     for precision in ("int8", "fp32"):
         clf = Classifier(bundle.with_precision(precision))
         assert clf.takes_pixels  # the graph normalizes uint8 pixels itself
@@ -81,6 +95,7 @@ def test_tiny_training_run_writes_a_working_bundle(tmp_path: Path, dataset: Path
     assert again.version == "smoke.1" and again.precision == "int8"
     assert again.preprocess.interpolation == "bilinear"
     assert again.known_threshold == bundle.known_threshold
+    assert again.reject_below == bundle.reject_below
     meta = json.loads((out / "bundle.json").read_text())
     assert meta["training"]["trained_interpolation"] == "box-bilinear"
     assert meta["training"]["config"]["quant_calibration"] == 512

@@ -94,6 +94,9 @@ class ModelBundle:
     # (``labels`` and ``known_threshold`` are then the head's), and the version's name.
     head: Head | None = field(default=None, compare=False)
     adapted: str = ""
+    # The rule of models from v4 on: a photo is "known" when its "none of these" probability is
+    # below this value (None: the top fruit's probability against ``known_threshold``).
+    reject_below: float | None = None
     _base: ModelBundle | None = field(default=None, init=False, repr=False, compare=False)
 
     def base_head(self) -> Head:
@@ -108,7 +111,11 @@ class ModelBundle:
                 weight, bias = z["weight"], z["bias"]
         except (OSError, KeyError, ValueError) as exc:
             raise ModelError(f"model bundle {base.path} has no usable {HEAD_FILE}: {exc}") from exc
-        return Head(base.labels, weight, bias, base.known_threshold)
+        return Head(
+            base.labels, weight, bias, base.known_threshold,
+            reject_below=base.reject_below,
+            reject_rule_fruits=len(base.labels) if base.reject_below is not None else 0,
+        )  # fmt: skip
 
     def anchors(self) -> Any:
         """The anchors' features (float32, one row per photo), or None when not shipped."""
@@ -125,11 +132,16 @@ class ModelBundle:
 
     def known(self, probs: NDArray[np.float32]) -> NDArray[np.bool_]:
         """Which photos, given the probabilities this bundle gives them, are a known fruit:
-        the adapted head's rule, or the top fruit's probability against ``known_threshold``."""
+        the adapted head's rule; else the "none of these" probability against ``reject_below``
+        when the bundle has one, or the top fruit's probability against ``known_threshold``."""
         from fruitstream.model.head import known_mask
 
         if self.head is not None:
             return self.head.known(probs)
+        if self.reject_below is not None:
+            return known_mask(
+                probs, len(self.labels), self.known_threshold, self.reject_below, len(self.labels)
+            )
         return known_mask(probs, len(self.labels), self.known_threshold)
 
     @property
@@ -220,6 +232,9 @@ class ModelBundle:
                 metrics=dict(meta.get("metrics", {})),
                 precision=str(meta.get("precision", "fp32")),
                 training=dict(meta.get("training", {})),
+                reject_below=(
+                    None if meta.get("reject_below") is None else float(meta["reject_below"])
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{meta_path} is missing or has a bad field: {exc}") from exc
@@ -234,6 +249,7 @@ class ModelBundle:
             "preprocess": asdict(self.preprocess),
             "has_reject_class": self.has_reject_class,
             "known_threshold": self.known_threshold,
+            "reject_below": self.reject_below,
             "precision": self.precision,
             "metrics": self.metrics,
             "training": self.training,

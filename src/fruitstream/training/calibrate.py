@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -62,8 +64,9 @@ def calibrate(
     mask: NDArray[np.bool_],
     n_fruit: int,
     cfg: TrainConfig,
-) -> tuple[float, float, dict[str, float]]:
-    """Temperature, "known" threshold and the figures of the held-out real photos.
+) -> tuple[float, float, float, dict[str, Any]]:
+    """Temperature, "known" threshold (top fruit), ``reject_below`` ("none of these") and the
+    figures of the held-out real photos, for the rule ``cfg.known_rule`` picks.
 
     Only each photo's original view counts. The temperature minimizes the negative
     log-likelihood of the 16-way softmax on the held-out real photos; the expected calibration
@@ -86,16 +89,27 @@ def calibrate(
     threshold = choose_threshold(
         pool_top, pool_fruit, cfg.max_fruit_rejection, cfg.min_not_fruit_rejection
     )
+    # The same rule on the "none of these" side: known when 1 - p(none) reaches it.
+    pool_some = 1.0 - softmax(logits[pool] / temperature)[:, n_fruit]
+    reject_below = 1.0 - choose_threshold(
+        pool_some, pool_fruit, cfg.max_fruit_rejection, cfg.min_not_fruit_rejection
+    )
     top = after[fruit, :n_fruit].max(1)
     pred = after[fruit, :n_fruit].argmax(1)
-    top_other = after[~fruit, :n_fruit].max(1)
+    if cfg.known_rule == "not-none":
+        score, score_other = 1 - after[fruit, n_fruit], 1 - after[~fruit, n_fruit]
+        cut, pool_score = 1 - reject_below, pool_some
+    else:
+        score, score_other, cut = top, after[~fruit, :n_fruit].max(1), threshold
+        pool_score = pool_top
     correct = pred == t[fruit]
     report = {
         "real_photos": len(t),
         "temperature": float(temperature),
+        "known_rule": cfg.known_rule,
         "real_top1": float(correct.mean()) if fruit.any() else 0.0,
-        "real_fruit_rejected": float((top < threshold).mean()) if fruit.any() else 0.0,
-        "not_fruit_rejected": float((top_other < threshold).mean()) if (~fruit).any() else 0.0,
+        "real_fruit_rejected": float((score < cut).mean()) if fruit.any() else 0.0,
+        "not_fruit_rejected": float((score_other < cut).mean()) if (~fruit).any() else 0.0,
         "ece_before": expected_calibration_error(
             before[fruit, :n_fruit].max(1), before[fruit, :n_fruit].argmax(1) == t[fruit]
         ),
@@ -103,8 +117,8 @@ def calibrate(
     }
     scenes = held_kinds[pool] == SCENE
     if scenes.any():
-        scene_top, scene_fruit = pool_top[scenes], pool_fruit[scenes]
+        scene_score, scene_fruit = pool_score[scenes], pool_fruit[scenes]
         report["scenes"] = int(scenes.sum())
-        report["scene_fruit_rejected"] = float((scene_top[scene_fruit] < threshold).mean())
-        report["scene_negatives_rejected"] = float((scene_top[~scene_fruit] < threshold).mean())
-    return float(temperature), threshold, report
+        report["scene_fruit_rejected"] = float((scene_score[scene_fruit] < cut).mean())
+        report["scene_negatives_rejected"] = float((scene_score[~scene_fruit] < cut).mean())
+    return float(temperature), threshold, float(reject_below), report

@@ -129,6 +129,70 @@ INT8_FORMATS = {
 }
 
 
+FIELD_CREDITS = [
+    '- Grape field photos: "IAGI" grape dataset (Roboflow Universe, project iagi/iagi, export of'
+    " 2022-11-06), published with the LABIAGI grapes-detector project, CC BY 4.0.",
+    "- Apple field photos and boxes: AppleBBCH81 (LatHort orchard, Dobele, Latvia;"
+    " ai-agriculture circuits and systems), CC BY 4.0.",
+]
+
+
+def _figures(bundle: ModelBundle) -> list[str]:
+    """Draw the card's figures into the bundle folder; the lines that show the ones drawn."""
+    from fruitstream.training import figures
+
+    shown = []
+    curves = bundle.training.get("curves", {})
+    if figures.training_curves(curves, bundle.path / figures.CURVES_FILE):
+        shown.append(
+            f"![Fine-tuning: cross-entropy per step, held-out figures per epoch]"
+            f"({figures.CURVES_FILE})"
+        )
+    wild = bundle.metrics.get("wild_val", {})
+    if figures.confusion_matrix(wild, list(bundle.labels), bundle.path / figures.CONFUSION_FILE):
+        shown.append(f"![Confusion matrix on wild/val]({figures.CONFUSION_FILE})")
+    if (bundle.path / figures.OPEN_SET_FILE).is_file():
+        shown.append(
+            f"![Wild fruit called unknown against wild/val-other rejected, per open-set score]"
+            f"({figures.OPEN_SET_FILE})"
+        )
+    return ["## Figures", *(f"{line}\n" for line in shown)] if shown else []
+
+
+def _known_rule(bundle: ModelBundle) -> str:
+    if bundle.reject_below is not None:
+        return (
+            f"the 'none of these' probability < {bundle.reject_below:.4f} (whatever the"
+            " fruits share among themselves: a photo torn between two fruits is still a fruit)"
+        )
+    return f"the top fruit's probability >= {bundle.known_threshold:.4f}"
+
+
+def _field_recipe(cfg: dict[str, Any]) -> list[str]:
+    if not cfg.get("field"):
+        return []
+    return [
+        "   Real photos of fruit where it grows, field/train: table-grape bunches on the vine and"
+        " apple-orchard tiles, each whole and, where the photo has boxes, with"
+        f" {cfg.get('field_crops')} crop(s) around one to four neighbouring fruits at a random"
+        " scale; they count as real photos (same views and weight), and every tile, crop and"
+        " copy of one photo stays on one side of the held-out split.",
+    ]
+
+
+def _no_real_photos(cfg: dict[str, Any]) -> list[str]:
+    if cfg.get("field"):
+        return [
+            "- Cherry and strawberry have no real photos in training, and grape only field"
+            " photos of table grapes on the vine: the model knows them from studio frames and"
+            " synthetic scenes made of them.",
+        ]
+    return [
+        "- Cherry, grape and strawberry have no real photos in training: the model knows them"
+        " from studio frames and synthetic scenes made of them.",
+    ]
+
+
 def _measured_on(m: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
     """Which CPU the figures came from, and the two graphs' speed on it."""
     if "measured_on" not in m:
@@ -188,14 +252,15 @@ def write_card(bundle: ModelBundle) -> None:
         f" to {pre.resize_to} ({RESIZES.get(pre.interpolation, pre.interpolation)}), centre crop."
         " The graph normalizes first:"
         f" (x/255 - {list(pre.mean)}) / {list(pre.std)}.",
-        f"- `known` when the top fruit's probability >= {bundle.known_threshold:.4f}: on held-out"
-        f" real photos, the lower of the threshold that rejects at most"
+        f"- `known` when {_known_rule(bundle)}: on held-out real photos and synthetic"
+        f" scenes, the lower of the threshold that rejects at most"
         f" {_pct(cfg.get('max_fruit_rejection'))} of fruit photos and the one that rejects"
         f" {_pct(cfg.get('min_not_fruit_rejection'))} of not-fruit photos.",
         f"- Labels: {', '.join(bundle.labels)}.",
         "- Outputs: `probs` (the fruits, then 'none of these') and `features` (the pooled"
         " features the head reads). `head.npz` holds the head, and `anchors.npz` the features"
-        " of training photos (30 studio/train frames per fruit, grocery/train, 200"
+        " of training photos and their fruit (30 studio/train frames per fruit, grocery/train,"
+        f"{' 30 field/train photos per fruit that has them,' if cfg.get('field') else ''} 200"
         " not-fruit/train and 200 other-fruit/train frames; never wild/): what `fruitstream"
         " adapt` starts from when it fits a new last layer to people's labels (README,"
         ' "Learning from labels").',
@@ -211,6 +276,7 @@ def write_card(bundle: ModelBundle) -> None:
         " (cherry), punnets (strawberry), piles, groups and singles; mango, lime and grape"
         " recoloured into varieties the studio lacks; then light, white balance, blur, noise"
         " and JPEG quality. `fruitstream train --contact-sheet PNG` draws a sample.",
+        *_field_recipe(cfg),
         f"2. The frozen lower blocks run once over every view; blocks {cfg.get('split_block')}+,"
         f" the head convolution and a linear head are fine-tuned for"
         f" {cfg.get('finetune_epochs')} epochs (AdamW, one-cycle, lr {cfg.get('finetune_lr')},"
@@ -246,8 +312,8 @@ def write_card(bundle: ModelBundle) -> None:
         "</details>",
         "",
         "## Training data",
-        "`fruits15`: studio/train, grocery/train, not-fruit/train, other-fruit/train. Never"
-        " `wild/`: it is only measured.",
+        "`fruits15`: studio/train, grocery/train, not-fruit/train, other-fruit/train"
+        f"{', field/train' if cfg.get('field') else ''}. Never `wild/`: it is only measured.",
         "",
         "## Metrics",
         "Held-out real photos (calibration set, "
@@ -286,13 +352,13 @@ def write_card(bundle: ModelBundle) -> None:
         "",
         "## Limits",
         *_limits(m),
-        "- Cherry, grape and strawberry have no real photos in training: the model knows them"
-        " from studio frames and synthetic scenes made of them.",
+        *_no_real_photos(cfg),
         "- wild/val has only 5 cherry photos (cherries on the tree), so its cherry figure moves"
         " 20 points per photo.",
         "- A photo of several different fruits gets one label: the one the model finds most"
         " likely.",
         "",
+        *_figures(bundle),
         "## Credits",
         "- Fruits-360 (version 2019.04.22.1) by Horea Muresan and Mihai Oltean, MIT licence."
         ' H. Muresan, M. Oltean, "Fruit recognition from images using deep learning",'
@@ -301,6 +367,7 @@ def write_card(bundle: ModelBundle) -> None:
         ' "A Hierarchical Grocery Store Image Dataset with Visual and Semantic Labels", WACV 2019.',
         f"- {title} ImageNet weights: TensorFlow TPU models (Apache-2.0), PyTorch port by"
         " ML Illustrated.",
+        *(FIELD_CREDITS if cfg.get("field") else []),
         "",
     ]
     bundle.card_path.write_text("\n".join(lines), encoding="utf-8")

@@ -20,7 +20,7 @@ from fruitstream.training.train import train
 # The figures kept for the card and the bundle (the confusion matrix stays in `evaluate`).
 KEPT = (
     "n", "failed", "accuracy", "top3", "balanced_accuracy", "rejection_rate", "ece",
-    "per_class", "confusion_pairs", "mistakes", "not_fruit",
+    "per_class", "confusion_pairs", "mistakes", "not_fruit", "confusion",
 )  # fmt: skip
 
 
@@ -106,6 +106,9 @@ def run_training(args: argparse.Namespace) -> ModelBundle | None:
         real_views=args.real_views,
         scenes_per_class=args.scenes_per_class,
         negative_scenes=args.negative_scenes,
+        field=not args.no_field,
+        field_crops=args.field_crops,
+        known_rule=args.known_rule,
         head_steps=args.steps,
         finetune_epochs=args.finetune_epochs,
         split_block=args.split_block,

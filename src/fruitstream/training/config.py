@@ -43,6 +43,7 @@ BACKBONES = {
 # What a view is: a studio frame of one of the fruits, a real photo (grocery fruit or
 # not-fruit), a studio frame of another fruit (a negative), or a synthetic scene.
 STUDIO, REAL, OTHER, SCENE = 0, 1, 2, 3
+KNOWN_RULES = ("not-none", "top-fruit")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class TrainConfig:
     real_views: int = 3  # augmented views of each real photo (the first is the photo itself)
     real_weight: float = 3.0  # a real photo's view weighs this many studio frames
     scenes_per_class: int = 360  # synthetic scenes per fruit
+    field: bool = True  # real photos of fruit where it grows (field/train), as real photos
+    field_crops: int = 1  # crops around the boxed fruit of each field photo that has boxes
     # ... and per fruit whose wild photos differ most from the studio frames (the first model
     # trained with scenes: grape 0.31, mango 0.19, lime 0.58, cherry 0 of 5 on wild/val).
     extra_scenes: tuple[tuple[str, int], ...] = (
@@ -81,6 +84,10 @@ class TrainConfig:
     # toward them (toward zero for the others) with this weight, instead of weight decay.
     head_anchor: float = 1e-3
     lr: float = 0.01
+    # "not-none": a photo is known when its "none of these" probability is low enough (v4 on;
+    # it turned away fewer real fruit than the top fruit's probability on held-out photos);
+    # "top-fruit": when the top fruit's probability is high enough (models before v4).
+    known_rule: str = "not-none"
     max_fruit_rejection: float = 0.03  # at most this share of real fruit called "unknown"
     min_not_fruit_rejection: float = 0.97  # ... unless this share of not-fruit is reached lower
     quantize: bool = True  # also write the int8 graph (and make it the default)
@@ -107,6 +114,10 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown int8 weight format {self.int8_weights!r}; choose one of"
                 f" {', '.join(INT8_FORMATS)}"
+            )
+        if self.known_rule not in KNOWN_RULES:
+            raise ConfigError(
+                f"unknown known rule {self.known_rule!r}; choose one of {', '.join(KNOWN_RULES)}"
             )
         blocks = BACKBONES[self.backbone].blocks
         if not 0 < self.split < blocks:

@@ -17,7 +17,7 @@ from fruitstream.dataset import image_files, labelled_images
 from fruitstream.errors import ConfigError
 from fruitstream.model.bundle import PreprocessConfig
 from fruitstream.training import synth
-from fruitstream.training.config import OTHER, REAL, SCENE, STUDIO, TrainConfig
+from fruitstream.training.config import OTHER, REAL, SCENE, STUDIO, TrainConfig, log
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,17 @@ class Source:
     path: Path | None = None
     scene_of: str = ""  # a fruit class, or "other:<variety>" for a negative scene
     seed: int = 0
+    # Part of the photo (left, top, right, bottom, as fractions of its sides): a field crop.
+    crop: tuple[float, float, float, float] | None = None
+    # The photo it was made from, when several sources share one (tiles, crops, augmented
+    # copies): they form one group, so a held-out split never puts one photo on both sides.
+    photo: str = ""
 
     def key(self) -> tuple[Any, ...]:
-        return (self.target, self.kind, str(self.path), self.scene_of, self.seed)
+        return (self.target, self.kind, str(self.path), self.scene_of, self.seed, self.crop)
+
+    def group_key(self) -> str:
+        return self.photo or f"{self.kind}:{self.path}:{self.scene_of}:{self.seed}:{self.crop}"
 
 
 def augment(img: Image.Image, rng: random.Random) -> Image.Image:
@@ -94,6 +102,8 @@ def training_sources(cfg: TrainConfig, frames: dict[str, list[Path]]) -> list[So
             sources += [
                 Source(idx, SCENE, scene_of=cls, seed=rng.getrandbits(32)) for _ in range(n)
             ]
+    if cfg.field:
+        sources += field_sources(cfg, rng)
     not_fruit = image_files(cfg.data_dir / "not-fruit" / "train")
     sources += [Source(reject, REAL, p) for p in sample_up_to(not_fruit, cfg.max_per_class, rng)]
     # Varieties in the order their files sort (``plum-2_...`` before ``plum_...``).
@@ -110,6 +120,78 @@ def training_sources(cfg: TrainConfig, frames: dict[str, list[Path]]) -> list[So
             for _ in range(n)
         ]
     return sources
+
+
+def field_photo(path: Path) -> str:
+    """The photo a field/ file comes from: IAGI copies share the name before their last ``-``,
+    AppleBBCH81 tiles the name before their last ``_``."""
+    stem = path.stem
+    if stem.startswith("lathort-"):
+        return stem.rsplit("_", 1)[0]
+    return stem.rsplit("-", 1)[0]
+
+
+def read_boxes(path: Path) -> list[tuple[float, float, float, float]]:
+    """YOLO boxes (class cx cy w h, relative) as (left, top, right, bottom) fractions."""
+    if not path.is_file():
+        return []
+    boxes = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) != 5:
+            continue
+        cx, cy, w, h = (float(v) for v in parts[1:])
+        boxes.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+    return boxes
+
+
+def box_crops(
+    boxes: list[tuple[float, float, float, float]], n: int, rng: random.Random
+) -> list[tuple[float, float, float, float]]:
+    """``n`` square-ish crops of a tile, each around one fruit or a few neighbouring ones, at a
+    random scale: fruit the size people frame it, with the leaves and sky around it."""
+    out: list[tuple[float, float, float, float]] = []
+    for _ in range(n if boxes else 0):
+        x0, y0, x1, y1 = rng.choice(boxes)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        near = sorted(
+            boxes, key=lambda o: ((o[0] + o[2]) / 2 - cx) ** 2 + ((o[1] + o[3]) / 2 - cy) ** 2
+        )
+        group = near[: rng.randint(1, 4)]
+        gl, gt = min(o[0] for o in group), min(o[1] for o in group)
+        gr, gb = max(o[2] for o in group), max(o[3] for o in group)
+        side = min(1.0, max(0.2, max(gr - gl, gb - gt) * rng.uniform(1.4, 2.8)))
+        mx, my = (gl + gr) / 2, (gt + gb) / 2
+        left = min(max(0.0, mx - side / 2), 1.0 - side)
+        top = min(max(0.0, my - side / 2), 1.0 - side)
+        out.append((left, top, left + side, top + side))
+    return out
+
+
+def field_sources(cfg: TrainConfig, rng: random.Random) -> list[Source]:
+    """Real photos of fruit where it grows (``field/train``): each photo whole, and for photos
+    with boxes ``field_crops`` crops around its fruit; every source of one photo is one group."""
+    sources: list[Source] = []
+    root = cfg.data_dir / "field"
+    if not (root / "train").is_dir():
+        log(f"   no {root / 'train'}: training without field photos")
+        return sources
+    for cls, paths in _by_class(labelled_images(root / "train", cfg.classes)).items():
+        for path in sorted(sample_up_to(paths, cfg.max_per_class, rng)):
+            sources += _field_photo_sources(cfg, root, path, cls, rng)
+    return sources
+
+
+def _field_photo_sources(
+    cfg: TrainConfig, root: Path, path: Path, cls: str, rng: random.Random
+) -> list[Source]:
+    target = cfg.classes.index(cls)
+    photo = f"field:{cls}:{field_photo(path)}"
+    boxes = read_boxes(root / "boxes" / cls / f"{path.stem}.txt")
+    crops = box_crops(boxes, cfg.field_crops, rng)
+    return [Source(target, REAL, path, photo=photo)] + [
+        Source(target, REAL, path, crop=c, photo=photo) for c in crops
+    ]
 
 
 class SpriteBank:
@@ -142,12 +224,18 @@ def training_views(
 ) -> Iterator[tuple[NDArray[np.uint8], Source, int]]:
     """``(pixels, source, group)`` for every view of every training image."""
     rng = random.Random(cfg.seed)
-    for group, src in enumerate(sources):
+    groups: dict[str, int] = {}
+    for src in sources:
+        group = groups.setdefault(src.group_key(), len(groups))
         if src.kind == SCENE:
             yield preprocess(bank.scene(src), pre), src, group
             continue
         assert src.path is not None
         img = decode_image(src.path.read_bytes(), background=pre.background)
+        if src.crop is not None:
+            w, h = img.size
+            x0, y0, x1, y1 = src.crop
+            img = img.crop((round(x0 * w), round(y0 * h), round(x1 * w), round(y1 * h)))
         views = [img]
         if src.kind == REAL:
             views += [augment(img, rng) for _ in range(cfg.real_views - 1)]

@@ -72,7 +72,8 @@ def export_head(graph: Path, out: Path) -> None:
 
 def export_anchors(bundle_dir: Path, data_dir: Path, seed: int = 0) -> int:
     """``anchors.npz``: pooled features of training photos (30 studio frames per fruit, every
-    grocery/train photo, 200 not-fruit and 200 other-fruit frames), the base answers that
+    grocery/train photo, 30 field/train photos per fruit that has them, 200 not-fruit and 200
+    other-fruit frames) and their fruit ("" for the negatives): the base answers that
     ``adapt`` keeps. Training data only: never wild/. Returns how many photos."""
     import random
 
@@ -85,16 +86,26 @@ def export_anchors(bundle_dir: Path, data_dir: Path, seed: int = 0) -> int:
 
     clf = Classifier(ModelBundle.load(bundle_dir))
     rng = random.Random(seed)
-    paths: list[Path] = []
+    photos: list[tuple[Path, str]] = []
     for fruit in clf.labels:
         frames = image_files(data_dir / "studio" / "train" / fruit)
         rng.shuffle(frames)
-        paths += frames[:30]
-    paths += [p for p, _ in labelled_images(data_dir / "grocery" / "train", clf.labels)]
+        photos += [(p, fruit) for p in frames[:30]]
+    photos += labelled_images(data_dir / "grocery" / "train", clf.labels)
+    field = data_dir / "field" / "train"
+    for fruit in clf.labels if field.is_dir() else ():
+        frames = image_files(field / fruit) if (field / fruit).is_dir() else []
+        rng.shuffle(frames)
+        photos += [(p, fruit) for p in frames[:30]]
     for negatives in ("not-fruit", "other-fruit"):
         frames = image_files(data_dir / negatives / "train")
         rng.shuffle(frames)
-        paths += frames[:200]
-    features = embed(clf, [(p, "") for p in paths]).features
-    np.savez_compressed(bundle_dir / ANCHORS_FILE, features=features.astype(np.float16))
+        photos += [(p, "") for p in frames[:200]]
+    features = embed(clf, [(p, "") for p, _ in photos]).features
+    # labels: each row's fruit, "" for the negatives (open-set scores read the fruit rows).
+    np.savez_compressed(
+        bundle_dir / ANCHORS_FILE,
+        features=features.astype(np.float16),
+        labels=np.array([fruit for _, fruit in photos]),
+    )
     return len(features)

@@ -85,8 +85,11 @@ def finetune(
     cfg: TrainConfig,
     n_out: int,
     anchor: Any,
-) -> None:
-    """Train the top blocks, head conv and classifier on cached activations, in place.
+    held: NDArray[np.bool_] | None = None,
+) -> dict[str, list[float]]:
+    """Train the top blocks, head conv and classifier on cached activations, in place; return
+    the training curves: the cross-entropy of every step, and after each epoch the
+    cross-entropy and top-1 of the ``held`` views (the calibration photos, never trained on).
 
     Loss: class-balanced cross-entropy, plus distillation of the pretrained ImageNet logits
     (what the backbone knew about pomegranates, strawberries, Granny Smiths, ... stays), plus
@@ -121,6 +124,17 @@ def finetune(
     )
     rng = np.random.default_rng(cfg.seed)
     t = cfg.distill_temperature
+    curves: dict[str, list[float]] = {"step_ce": [], "epoch_held_ce": [], "epoch_held_top1": []}
+
+    def held_figures() -> None:
+        if held is None or not held.any():
+            return
+        z = torch.from_numpy(top_logits(backbone, head, fs, held, cfg))
+        y = torch.from_numpy(fs.targets[held])
+        curves["epoch_held_ce"].append(float(functional.cross_entropy(z, y)))
+        curves["epoch_held_top1"].append(float((z.argmax(1) == y).float().mean()))
+
+    held_figures()
     for epoch in range(cfg.finetune_epochs):
         order = rng.permutation(idx)
         totals, started = np.zeros(3), time.perf_counter()
@@ -145,13 +159,16 @@ def finetune(
             opt.step()
             sched.step()
             totals += np.array([ce.item(), distill.item(), l2sp.item()]) * len(sel)
+            curves["step_ce"].append(round(ce.item(), 5))
         ce_avg, kd_avg, sp_avg = totals / len(idx)
         log(
             f"   epoch {epoch + 1}/{cfg.finetune_epochs}: cross-entropy {ce_avg:.4f},"
             f" distillation {kd_avg:.4f}, L2-SP {sp_avg:.4f}"
             f" ({time.perf_counter() - started:.0f} s)"
         )
+        held_figures()
     head.eval()
+    return curves
 
 
 def top_logits(

@@ -26,6 +26,22 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         default=1200,
         help="synthetic scenes of other fruits, the 'none of these' class (default 1200)",
     )
+    p.add_argument(
+        "--no-field", action="store_true", help="leave out the field/train photos (as before v4)"
+    )
+    p.add_argument(
+        "--field-crops",
+        type=int,
+        default=1,
+        help="crops around the boxed fruit of each field photo with boxes (default 1)",
+    )
+    p.add_argument(
+        "--known-rule",
+        default="not-none",
+        choices=["not-none", "top-fruit"],
+        help="when a photo is one of the fruits: its 'none of these' probability is low enough"
+        " (not-none, the default from v4) or its top fruit's is high enough (top-fruit)",
+    )
     p.add_argument("--steps", type=int, default=400, help="optimizer steps of the linear head")
     p.add_argument(
         "--finetune-epochs", type=int, default=3, help="epochs of fine-tuning (0: head only)"

@@ -102,16 +102,20 @@ def train(
     log(f"3. linear head, then fine-tuning blocks {cfg.split}+ on {int((~held).sum())} views")
     anchor = head_anchor(backbone, cfg.classes, n_out)
     head = train_head(fs, ~held, cfg, n_out, anchor)
+    curves: dict[str, list[float]] = {}
     if cfg.finetune_epochs > 0:
-        finetune(backbone, head, fs, ~held, cfg, n_out, anchor)
+        curves = finetune(backbone, head, fs, ~held, cfg, n_out, anchor, held)
         logits = top_logits(backbone, head, fs, held, cfg)
     else:
         logits = head_logits(head, fs.features[held])
     lap("fine-tuning")
 
     log("4. calibrating confidence and 'known' on the held-out real photos")
-    temperature, threshold, calib = calibrate(logits, fs, held, n_fruit, cfg)
-    log(f"   temperature {temperature:.3f}, threshold {threshold:.4f}; {calib}")
+    temperature, threshold, reject_below, calib = calibrate(logits, fs, held, n_fruit, cfg)
+    log(
+        f"   temperature {temperature:.3f}, top-fruit threshold {threshold:.4f},"
+        f" none-of-these below {reject_below:.4f} ({cfg.known_rule} rule); {calib}"
+    )
     with torch.no_grad():  # softmax(logits / T) is softmax of a head scaled by 1 / T
         head.weight /= temperature
         head.bias /= temperature
@@ -141,6 +145,7 @@ def train(
         preprocess=pre,
         has_reject_class=True,
         known_threshold=threshold,
+        reject_below=reject_below if cfg.known_rule == "not-none" else None,
         path=out,
         metrics={"calibration": calib},
         precision="int8" if cfg.quantize else "fp32",
@@ -152,7 +157,7 @@ def train(
         measured = on_eval(bundle)
         lap("evaluation")
         bundle = replace(bundle, metrics={"calibration": calib, **measured})
-    bundle = replace(bundle, training=training_record(cfg, seconds, features_cached))
+    bundle = replace(bundle, training=training_record(cfg, seconds, features_cached, curves))
     bundle.save_metadata()
     write_card(bundle)
     log(f"bundle written to {out} ({seconds})")
@@ -179,6 +184,8 @@ def requantize(
     record = bundle.training.get("config", {})
     known = {f.name for f in fields(TrainConfig)}
     kw: dict[str, Any] = {k: v for k, v in record.items() if k in known}
+    kw.setdefault("field", False)  # bundles from before field/ were trained without it
+    kw.setdefault("known_rule", "top-fruit")
     kw.update(
         data_dir=data_dir,
         out_dir=path,
@@ -239,10 +246,14 @@ def requantize(
 
 
 def training_record(
-    cfg: TrainConfig, seconds: dict[str, float], features_cached: bool = False
+    cfg: TrainConfig,
+    seconds: dict[str, float],
+    features_cached: bool = False,
+    curves: dict[str, list[float]] | None = None,
 ) -> dict[str, Any]:
-    """What bundle.json keeps of the training run: its config, the time of each step, and
-    whether the features came from the cache (then their step took seconds, not minutes)."""
+    """What bundle.json keeps of the training run: its config, the time of each step, whether
+    the features came from the cache (then their step took seconds, not minutes), and the
+    fine-tuning curves (``finetune``'s) that the card draws."""
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     config["split_block"] = cfg.split
     config["input_size"] = cfg.size
@@ -251,4 +262,5 @@ def training_record(
         "seconds": seconds,
         "total_seconds": round(sum(seconds.values())),
         "features_cached": features_cached,
+        "curves": curves or {},
     }

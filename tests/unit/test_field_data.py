@@ -1,0 +1,115 @@
+"""Field photos in training: which photo a file comes from, boxes, crops, one group per photo."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fruitstream.model.bundle import PreprocessConfig
+from fruitstream.training.config import REAL, TrainConfig
+from fruitstream.training.data import (
+    box_crops,
+    field_photo,
+    field_sources,
+    read_boxes,
+    training_views,
+)
+
+
+def test_field_photo_names_the_source_photo_of_tiles_and_copies() -> None:
+    assert field_photo(Path("lathort-DSC_1042_17kv1r16k_5.jpg")) == "lathort-DSC_1042_17kv1r16k"
+    assert field_photo(Path("lathort-DSC_1042_17kv1r16k_8.jpg")) == "lathort-DSC_1042_17kv1r16k"
+    assert field_photo(Path("iagi-IMG_20210924_122302648-81782b3d.jpg")) == (
+        "iagi-IMG_20210924_122302648"
+    )
+
+
+def test_read_boxes_turns_yolo_centres_into_corners_and_skips_bad_lines(tmp_path: Path) -> None:
+    f = tmp_path / "a.txt"
+    f.write_text("0 0.5 0.5 0.2 0.4\nnot a box\n0 0.1 0.2 0.1 0.1\n")
+    boxes = read_boxes(f)
+    assert np.allclose(boxes, [(0.4, 0.3, 0.6, 0.7), (0.05, 0.15, 0.15, 0.25)])
+    assert read_boxes(tmp_path / "missing.txt") == []
+
+
+def test_box_crops_hold_a_fruit_and_stay_inside_the_photo() -> None:
+    rng = random.Random(0)
+    boxes = [(0.05, 0.05, 0.12, 0.12), (0.8, 0.8, 0.9, 0.9), (0.4, 0.45, 0.5, 0.55)]
+    crops = box_crops(boxes, 200, rng)
+    assert len(crops) == 200
+    for x0, y0, x1, y1 in crops:
+        assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+        assert abs((x1 - x0) - (y1 - y0)) < 1e-9  # square on a square tile
+        assert x1 - x0 >= 0.2 - 1e-9
+        # at least one whole fruit inside every crop
+        assert any(x0 <= a and y0 <= b and c <= x1 and d <= y1 for a, b, c, d in boxes)
+    assert box_crops([], 3, rng) == []
+
+
+def _field_dataset(root: Path) -> None:
+    for cls, names in {
+        "apple": ["lathort-P1_1.jpg", "lathort-P1_2.jpg", "lathort-P2_1.jpg"],
+        "grape": ["iagi-G1-aaaa.jpg", "iagi-G1-bbbb.jpg", "iagi-G2-cccc.jpg"],
+    }.items():
+        (root / "field/train" / cls).mkdir(parents=True)
+        (root / "field/boxes" / cls).mkdir(parents=True)
+        for i, name in enumerate(names):
+            Image.new("RGB", (64, 64), (40 * i, 120, 30)).save(root / "field/train" / cls / name)
+            if cls == "apple":
+                (root / "field/boxes" / cls / name.replace(".jpg", ".txt")).write_text(
+                    "0 0.5 0.5 0.25 0.25\n"
+                )
+
+
+def test_every_tile_crop_and_copy_of_one_photo_is_one_group(tmp_path: Path) -> None:
+    _field_dataset(tmp_path)
+    cfg = TrainConfig(data_dir=tmp_path, field_crops=2, real_views=2, cache_dir=None)
+    sources = field_sources(cfg, random.Random(0))
+    # Apple tiles: whole + 2 crops each; grape copies: whole only (no boxes).
+    assert len(sources) == 3 * 3 + 3
+    assert all(s.kind == REAL for s in sources)
+    assert sum(s.crop is not None for s in sources) == 6
+    pre = PreprocessConfig(input_size=32)
+    groups: dict[str, set[int]] = {}
+    for pixels, src, group in training_views(sources, None, cfg, pre):  # type: ignore[arg-type]
+        assert pixels.shape == (32, 32, 3)
+        groups.setdefault(src.photo, set()).add(group)
+    assert {p: len(g) for p, g in groups.items()} == {
+        "field:apple:lathort-P1": 1,
+        "field:apple:lathort-P2": 1,
+        "field:grape:iagi-G1": 1,
+        "field:grape:iagi-G2": 1,
+    }
+    assert len(set().union(*groups.values())) == 4
+
+
+def test_no_field_leaves_the_field_photos_out(tmp_path: Path) -> None:
+    _field_dataset(tmp_path)
+    cfg = TrainConfig(data_dir=tmp_path, field=False, cache_dir=None)
+    from fruitstream.training.data import training_sources
+
+    (tmp_path / "studio/train/apple").mkdir(parents=True)
+    for empty in ("grocery/train", "not-fruit/train"):
+        (tmp_path / empty).mkdir(parents=True)
+    Image.new("RGB", (20, 20)).save(tmp_path / "studio/train/apple/a_1_100.jpg")
+    kept = training_sources(cfg, {"apple": [tmp_path / "studio/train/apple/a_1_100.jpg"]})
+    assert not any(s.photo.startswith("field:") for s in kept)
+    with_field = training_sources(
+        TrainConfig(data_dir=tmp_path, cache_dir=None),
+        {"apple": [tmp_path / "studio/train/apple/a_1_100.jpg"]},
+    )
+    assert sum(s.photo.startswith("field:") for s in with_field) == 3 * 2 + 3
+    # A dataset without field/ trains as before.
+    import shutil
+
+    shutil.rmtree(tmp_path / "field")
+    assert (
+        training_sources(
+            TrainConfig(data_dir=tmp_path, cache_dir=None),
+            {"apple": [tmp_path / "studio/train/apple/a_1_100.jpg"]},
+        )
+        == kept
+    )
