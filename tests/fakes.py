@@ -361,9 +361,10 @@ class FakeClassifier:
     def embed(self, images: Sequence[bytes]) -> list[Any]:
         return [v if isinstance(v, Exception) else v[0] for v in self.embed_views(images, 0)]
 
-    def embed_views(self, images: Sequence[bytes], views: int) -> list[Any]:
+    def embed_views(self, images: Sequence[bytes], views: int | Sequence[str]) -> list[Any]:
         """The photo's features, then each view's: the same, a little fainter (a crop of a
         photo of one fruit still shows that fruit)."""
+        views = views if isinstance(views, int) else len(views)
         out: list[Any] = []
         for data in images:
             try:

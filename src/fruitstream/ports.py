@@ -69,9 +69,10 @@ class PhotoClassifier(Protocol):
         ...
 
     def embed_views(
-        self, images: Sequence[bytes], views: int
+        self, images: Sequence[bytes], views: int | Sequence[str]
     ) -> Sequence[NDArray[np.float32] | Exception]:
-        """Per photo, its pooled features and its first ``views`` teaching views' (rows)."""
+        """Per photo, its pooled features and its first ``views`` teaching views' (rows), or
+        those of the views it names."""
         ...
 
     @property

@@ -210,3 +210,18 @@ def test_load_views_gives_the_photo_as_load_pixels_does_then_its_views() -> None
     assert load_views(data, cfg, 0).shape == (1, 32, 32, 3)
     with pytest.raises(ImageError):
         load_views(b"not an image", cfg, 5)
+
+
+def test_views_can_be_asked_for_by_name() -> None:
+    img = _quadrants()
+    every = dict(zip(TEACHING_VIEWS, teaching_views(img, len(TEACHING_VIEWS)), strict=True))
+    picked = teaching_views(img, ("padded", "mirror"))
+    assert [v.tobytes() for v in picked] == [every["padded"].tobytes(), every["mirror"].tobytes()]
+    with pytest.raises(ValueError, match="unknown views"):
+        teaching_views(img, ("mirror", "upside-down"))
+    cfg = PreprocessConfig(input_size=32)
+    data = png_bytes(img.resize((300, 200)))
+    by_name = load_views(data, cfg, ("mirror",))
+    assert np.array_equal(by_name, load_views(data, cfg, 1))
+    with pytest.raises(ValueError, match="unknown views"):
+        load_views(data, cfg, ("sideways",))

@@ -48,6 +48,9 @@ class BenchRequest:
     draws: int = 5
     methods: str = "prior,prior:no-anchors,prototypes,mix"
     adapt_labels: int = 1000
+    open_set: bool = False
+    tta: bool = False
+    plot: str | None = None
     seed: int = 0
     json: bool = False
 
@@ -78,6 +81,24 @@ def run_bench(req: BenchRequest, settings: Settings) -> str:
                     bundle, settings.dataset_dir, req.adapt_labels, Path(tmp)
                 )
             text = format_adapt_benchmark(result)
+        elif req.open_set:
+            from fruitstream.bench.openset import (
+                format_open_set_benchmark,
+                open_set_benchmark,
+                plot_open_set,
+            )
+
+            bundle = load_bundle(settings, req.model, req.precision)
+            result = open_set_benchmark(bundle, settings.dataset_dir)
+            text = format_open_set_benchmark(result)
+            if req.plot:
+                text += f"\ntrade-off curves drawn to {plot_open_set(result, Path(req.plot))}"
+        elif req.tta:
+            from fruitstream.bench.openset import format_tta_benchmark, tta_benchmark
+
+            bundle = load_bundle(settings, req.model, req.precision)
+            result = tta_benchmark(bundle, settings.dataset_dir)
+            text = format_tta_benchmark(result)
         elif req.distributed:
             result = distributed_benchmark(files, req.distributed)
             text = format_distributed_benchmark(result)

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from fruitstream.core.imaging import TEACHING_VIEWS
+from fruitstream.core.imaging import TEACHING_VIEWS, Views
 from fruitstream.domain import ADAPT_METHODS, MIN_NEW_CLASS_PHOTOS, NOT_FRUIT
 from fruitstream.errors import ModelError
 from fruitstream.model.head import Features, Head, softmax, unit
@@ -275,7 +275,7 @@ class Embedder(Protocol):
     def embed_width(self) -> int: ...
 
     def embed_views(
-        self, images: Sequence[bytes], views: int
+        self, images: Sequence[bytes], views: Views
     ) -> Sequence[NDArray[np.float32] | Exception]: ...
 
 
@@ -294,9 +294,9 @@ class PhotoSet:
         return PhotoSet(self.features[idx], tuple(self.truths[i] for i in idx), views)
 
 
-def embed(clf: Embedder, items: Sequence[tuple[Path, str]], views: int = 0) -> PhotoSet:
+def embed(clf: Embedder, items: Sequence[tuple[Path, str]], views: Views = 0) -> PhotoSet:
     """Features of every readable photo (a photo that cannot be read is left out), with those
-    of its first ``views`` teaching views."""
+    of its first ``views`` teaching views (or of the views it names)."""
     vectors, truths, extra = [], [], []
     step = 64
     for start in range(0, len(items), step):

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from fruitstream.core.imaging import (
     ImageLimits,
+    Views,
     load_pixels,
     load_views,
     normalize,
@@ -153,24 +154,25 @@ class Classifier:
         return [v[0] if isinstance(v, np.ndarray) else v for v in self.embed_views(images, 0)]
 
     def embed_views(
-        self, images: Sequence[bytes], views: int
+        self, images: Sequence[bytes], views: Views
     ) -> list[NDArray[np.float32] | ImageError]:
         """Per image, the pooled features of the photo and of its first ``views`` teaching
-        views (``1 + views`` rows): what a labelled photo teaches ``adapt``."""
+        views, or of the views it names (a row each, the photo first): what a labelled photo
+        teaches ``adapt``."""
         if not self.gives_features:
             raise ModelError(f"{self.bundle.onnx_path} has no {FEATURES_OUTPUT!r} output")
         pool = self._lane_pool()[0]
         chunks = [pool.submit(self._embed_views_one, data, views) for data in images]
         return [c.result() for c in chunks]
 
-    def _embed_views_one(self, data: bytes, views: int) -> NDArray[np.float32] | ImageError:
+    def _embed_views_one(self, data: bytes, views: Views) -> NDArray[np.float32] | ImageError:
         pixels = self._pixels(data, self.bundle, views)
         if isinstance(pixels, ImageError):
             return pixels
         return np.asarray(self._lane_outputs(self.model_input(pixels))[1], np.float32)
 
     def _pixels(
-        self, data: bytes, bundle: ModelBundle, views: int | None = None
+        self, data: bytes, bundle: ModelBundle, views: Views | None = None
     ) -> NDArray[np.uint8] | ImageError:
         """One photo's pixels (with ``views``: stacked with its teaching views'), or why it
         cannot be read: never one photo's problem for the others it came with."""

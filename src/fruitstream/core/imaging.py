@@ -7,6 +7,7 @@ import io
 import re
 import threading
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -309,13 +310,26 @@ TEACHING_VIEWS: tuple[str, ...] = (
 _SMALLEST_CROP = 0.6  # of each side: the views' photo is decoded that much finer
 
 
-def teaching_views(img: Image.Image, n: int) -> list[Image.Image]:
-    """The first ``n`` of ``TEACHING_VIEWS`` of an RGB image."""
+Views = int | Sequence[str]  # the first n of TEACHING_VIEWS, or some of them by name
+
+
+def view_names(views: Views) -> tuple[str, ...]:
+    """The names ``views`` stands for; an unknown name is a ValueError."""
+    if isinstance(views, int):
+        return TEACHING_VIEWS[:views]
+    unknown = [v for v in views if v not in TEACHING_VIEWS]
+    if unknown:
+        raise ValueError(f"unknown views {unknown}; choose among {', '.join(TEACHING_VIEWS)}")
+    return tuple(views)
+
+
+def teaching_views(img: Image.Image, views: Views) -> list[Image.Image]:
+    """The first ``views`` of ``TEACHING_VIEWS`` of an RGB image, or the ones it names."""
     from PIL import ImageEnhance, ImageOps
 
     w, h = img.size
     out: list[Image.Image] = []
-    for name in TEACHING_VIEWS[:n]:
+    for name in view_names(views):
         if name == "mirror":
             out.append(ImageOps.mirror(img))
         elif name.startswith("crop-"):
@@ -340,18 +354,19 @@ def teaching_views(img: Image.Image, n: int) -> list[Image.Image]:
 
 
 def load_views(
-    data: bytes, cfg: PreprocessConfig, n: int, limits: ImageLimits = ImageLimits()
+    data: bytes, cfg: PreprocessConfig, n: Views, limits: ImageLimits = ImageLimits()
 ) -> NDArray[np.uint8]:
     """A photo's model input pixels (exactly as ``load_pixels`` gives them) and those of its
-    first ``n`` teaching views, stacked."""
+    first ``n`` teaching views (or the views ``n`` names), stacked."""
+    names = view_names(n)  # a wrong name is the caller's error, not the photo's
     photo = load_pixels(data, cfg, limits)
-    if not n:
+    if not names:
         return photo[None]
     # Decoded again, finer, so that the smallest crop keeps the detail of a whole photo.
     draft = round(cfg.resize_to / _SMALLEST_CROP)
     img = to_rgb(decode_image(data, limits, draft_size=draft, background=cfg.background))
     try:
-        return np.stack([photo, *(preprocess(v, cfg) for v in teaching_views(img, n))])
+        return np.stack([photo, *(preprocess(v, cfg) for v in teaching_views(img, names))])
     except Exception as exc:  # an odd mode or size that decoded but will not convert
         raise UnsupportedImageError(
             f"cannot prepare the image ({type(exc).__name__}: {exc})"

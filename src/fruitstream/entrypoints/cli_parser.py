@@ -110,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--adapt-labels", type=int, default=1000, help="labels for --adapt's speed run (0: none)"
     )
+    p.add_argument(
+        "--open-set",
+        action="store_true",
+        help="the unknown answer: five open-set scores on the held-out sets, each at its"
+        " operating point (FRUITSTREAM_DATASET_DIR: the fruits15 folder)",
+    )
+    p.add_argument("--plot", metavar="PNG", help="with --open-set: draw the trade-off curves")
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time views (mirror, centre crop, padded) against the photo alone",
+    )
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser(

@@ -8,6 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fruitstream.core.calibration import expected_calibration_error, fit_temperature
+from fruitstream.core.openset import operating_point
 from fruitstream.training.config import REAL, SCENE, TrainConfig
 from fruitstream.training.features import FeatureSet
 
@@ -17,32 +18,6 @@ def softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
     e = np.exp(z)
     probs: NDArray[np.float32] = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
     return probs
-
-
-def choose_threshold(
-    top_fruit: NDArray[np.float32],
-    is_fruit: NDArray[np.bool_],
-    max_fruit_rejection: float,
-    min_not_fruit_rejection: float,
-) -> float:
-    """The "known" threshold: the lower of two candidates, so that fruit is rarely rejected.
-
-    One candidate rejects at most ``max_fruit_rejection`` of the fruit photos, the other just
-    reaches ``min_not_fruit_rejection`` of the not-fruit photos. A fine-tuned model is more
-    confident on photos like its training photos than on new ones, so the fruit quantile
-    alone sits too high for new photos; the not-fruit side caps it where rejection is already
-    good enough.
-    """
-    fruit_scores = np.sort(top_fruit[is_fruit])
-    other_scores = np.sort(top_fruit[~is_fruit])
-    candidates = []
-    if len(fruit_scores):
-        allowed = int(np.floor(max_fruit_rejection * len(fruit_scores)))
-        candidates.append(float(fruit_scores[min(allowed, len(fruit_scores) - 1)]))
-    if len(other_scores):
-        rank = int(np.ceil(min_not_fruit_rejection * len(other_scores))) - 1
-        candidates.append(float(other_scores[max(0, min(rank, len(other_scores) - 1))]) + 1e-6)
-    return min(candidates) if candidates else 0.5
 
 
 def calibration_split(fs: FeatureSet, cfg: TrainConfig) -> NDArray[np.bool_]:
@@ -86,12 +61,12 @@ def calibrate(
     pool = first_view[mask] & ((held_kinds == REAL) | (held_kinds == SCENE))
     pool_top = softmax(logits[pool] / temperature)[:, :n_fruit].max(1)
     pool_fruit = fs.targets[mask][pool] < n_fruit
-    threshold = choose_threshold(
+    threshold = operating_point(
         pool_top, pool_fruit, cfg.max_fruit_rejection, cfg.min_not_fruit_rejection
     )
     # The same rule on the "none of these" side: known when 1 - p(none) reaches it.
     pool_some = 1.0 - softmax(logits[pool] / temperature)[:, n_fruit]
-    reject_below = 1.0 - choose_threshold(
+    reject_below = 1.0 - operating_point(
         pool_some, pool_fruit, cfg.max_fruit_rejection, cfg.min_not_fruit_rejection
     )
     top = after[fruit, :n_fruit].max(1)

@@ -14,7 +14,7 @@ CONFUSION_FILE = "confusion_wild.png"
 OPEN_SET_FILE = "open_set.png"
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     try:
         import matplotlib
 
@@ -40,7 +40,7 @@ def training_curves(curves: dict[str, list[float]], path: Path) -> Path | None:
     steps = curves.get("step_ce", [])
     if not steps:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     x, y = smooth(steps, 25)
     ax1.plot(np.arange(len(steps)), steps, color="#c8d7e8", linewidth=0.6, label="each step")
@@ -68,7 +68,7 @@ def confusion_matrix(report: dict[str, Any], labels: list[str], path: Path) -> P
     matrix = report.get("confusion")
     if not matrix:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     counts = np.asarray(matrix, dtype=np.int64)
     rows = [i for i in range(len(labels)) if counts[i].sum()]
     shares = counts[rows] / counts[rows].sum(axis=1, keepdims=True)
