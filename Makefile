@@ -111,9 +111,8 @@ stack-down:  ## stop the local stack
 distributed:  ## distributed integration tests (needs `make stack-up`)
 	$(BIN)/pytest -m distributed
 
-train:  ## train the shipped model from scratch (extra 'train'; about 34 min on 2 CPU cores)
-	$(BIN)/fruitstream train --data $(DATA) --out $(MODEL_DIR) --interpolation bilinear --version 3.2
-	$(BIN)/fruitstream train --data $(DATA) --requantize $(MODEL_DIR)
+train:  ## train the shipped model from scratch (extra 'train'; about 40 min on 2 CPU cores)
+	$(BIN)/fruitstream train --data $(DATA) --out $(MODEL_DIR) --version 4
 
 bench:  ## benchmark the shipped model (raw throughput, load time, end-to-end latency)
 	$(BIN)/fruitstream bench $(DATA)/grocery/val

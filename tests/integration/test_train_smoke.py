@@ -67,7 +67,11 @@ def test_tiny_training_run_writes_a_working_bundle(tmp_path: Path, dataset: Path
     assert "wild/val" in card and "ECE" in card and "Training took" in card
     assert "IAGI" in card and "AppleBBCH81" in card and "field/train" in card
     assert "'none of these' probability <" in card
-    for figure in ("training_curves.png", "confusion_wild.png"):
+    assert "## The unknown answer" in card and "| not-none (shipped) |" in card
+    assert set(metrics["open_set"]["scores"]) == {
+        "top-fruit", "not-none", "energy", "mahalanobis", "knn"
+    }  # fmt: skip
+    for figure in ("training_curves.png", "confusion_wild.png", "open_set.png"):
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({figure})" in card
     for precision in ("int8", "fp32"):
@@ -104,6 +108,14 @@ def test_tiny_training_run_writes_a_working_bundle(tmp_path: Path, dataset: Path
     assert "--requantize" in again.card_path.read_text()
     photo = image_files(dataset / "grocery" / "val" / "banana")[0]
     assert Classifier(again).classify(photo.read_bytes()).label in again.labels
+
+    # --plot measures the open-set scores again and draws the card's figures again.
+    for figure in ("training_curves.png", "confusion_wild.png", "open_set.png"):
+        (out / figure).unlink()
+    result = run_cli("train", "--data", str(dataset), "--plot", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert all((out / f).is_file() for f in ("training_curves.png", "open_set.png"))
+    assert "## The unknown answer" in again.card_path.read_text()
 
 
 def test_contact_sheet_of_generated_scenes(tmp_path: Path, dataset: Path) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from fruitstream.core.imaging import BOX_BILINEAR
+from fruitstream.errors import ModelError
 from fruitstream.model.bundle import ModelBundle
 
 # Held-out sets, never trained on: name in the metrics, folder, its negatives folder (or
@@ -45,14 +47,71 @@ def _row(title: str, r: dict[str, Any]) -> str:
     )
 
 
-def _per_class(r: dict[str, Any]) -> list[str]:
-    lines = ["| fruit | photos | recall | precision |", "|---|---|---|---|"]
+def previous_figures(path: Path) -> dict[str, Any] | None:
+    """What the model at ``path`` measured (top-1, rejections, recall per fruit), kept in the
+    next model's bundle so that its card says per fruit what the new recipe changed."""
+    try:
+        old = ModelBundle.load(path)
+    except ModelError:
+        return None
+    sets: dict[str, Any] = {}
+    for name, _ in SETS:
+        r = old.metrics.get(name)
+        if not r:
+            continue
+        sets[name] = {
+            "accuracy": r.get("accuracy"),
+            "rejection_rate": r.get("rejection_rate"),
+            "negatives_rejected": r.get("not_fruit", {}).get("rejection_rate"),
+            "recall": {k: v.get("recall") for k, v in r.get("per_class", {}).items() if v.get("n")},
+        }
+    return {"version": old.version, "sets": sets} if sets else None
+
+
+def _per_class(r: dict[str, Any], before: dict[str, Any] | None = None) -> list[str]:
+    if before is None:
+        lines = ["| fruit | photos | recall | precision |", "|---|---|---|---|"]
+    else:
+        lines = [
+            f"| fruit | photos | recall | precision | recall in v{before['version']} | change |",
+            "|---|---|---|---|---|---|",
+        ]
+    old = (before or {}).get("recall", {})
     for label, pc in r.get("per_class", {}).items():
         if pc.get("n"):
-            lines.append(
-                f"| {label} | {pc['n']} | {_pct(pc['recall'])} | {_pct(pc['precision'])} |"
-            )
+            row = f"| {label} | {pc['n']} | {_pct(pc['recall'])} | {_pct(pc['precision'])} |"
+            if before is not None:
+                was = old.get(label)
+                change = "" if was is None else f"{100 * (pc['recall'] - was):+.1f}"
+                row += f" {_pct(was)} | {change} |"
+            lines.append(row)
     return lines
+
+
+def _against_previous(m: dict[str, Any]) -> list[str]:
+    """Top-1 and rejections per held-out set, this model against the one it replaces."""
+    prev = m.get("previous")
+    if not prev:
+        return []
+    v = prev["version"]
+    lines = [
+        f"Against v{v}, the model this one replaces (same sets, same graph choice):",
+        "",
+        f"| held-out set | top-1 | in v{v} | fruit rejected | in v{v} | negatives rejected"
+        f" | in v{v} |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, title in SETS:
+        now, was = m.get(name), prev["sets"].get(name)
+        if not now or not was:
+            continue
+        lines.append(
+            f"| {title} | {_pct(now.get('accuracy'))} | {_pct(was.get('accuracy'))}"
+            f" | {_pct(now.get('rejection_rate'))} | {_pct(was.get('rejection_rate'))}"
+            f" | {_pct(now.get('not_fruit', {}).get('rejection_rate'))}"
+            f" | {_pct(was.get('negatives_rejected'))} |"
+        )
+    return ["", *lines]
 
 
 def _pairs(r: dict[str, Any], limit: int = 8) -> str:
@@ -135,6 +194,34 @@ FIELD_CREDITS = [
     "- Apple field photos and boxes: AppleBBCH81 (LatHort orchard, Dobele, Latvia;"
     " ai-agriculture circuits and systems), CC BY 4.0.",
 ]
+
+
+def _open_set(m: dict[str, Any]) -> list[str]:
+    """The unknown answer: every open-set score at its operating point (bench --open-set)."""
+    study = m.get("open_set")
+    if not study:
+        return []
+    lines = [
+        "## The unknown answer",
+        "Five scores of how much a photo looks like one of the fruits, each with its threshold"
+        " chosen the way training chooses the shipped one but on grocery/val fruit and"
+        " not-fruit/val (at most 3% of fruit rejected, or 97% of not-fruit), then measured"
+        " (`fruitstream bench --open-set --plot PNG`); the last column is one point of each"
+        " whole trade-off curve (figure below): wild fruit called unknown where 70% of"
+        " wild/val-other is rejected.",
+        "",
+        "| score | wild fruit called unknown | wild/val-other rejected | not-fruit/val rejected"
+        " | other-fruit/test rejected | grocery/val fruit unknown | unknown at 70% wild-other |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in study["scores"].items():
+        shipped = " (shipped)" if name == study.get("shipped_score") else ""
+        lines.append(
+            f"| {name}{shipped} | {_pct(row['wild_unknown'])} | {_pct(row['wild_other_rejected'])}"
+            f" | {_pct(row['not_fruit_rejected'])} | {_pct(row['other_fruit_rejected'])}"
+            f" | {_pct(row['grocery_unknown'])} | {_pct(row['wild_unknown_at_70'])} |"
+        )
+    return [*lines, ""]
 
 
 def _figures(bundle: ModelBundle) -> list[str]:
@@ -327,6 +414,7 @@ def write_card(bundle: ModelBundle) -> None:
         *TABLE_HEAD,
     ]
     lines += [_row(title_, m[name]) for name, title_ in SETS if name in m]
+    lines += _against_previous(m)
     other = {k: v for k, v in m.items() if k in ("fp32", "int8") and isinstance(v, dict)}
     for precision, sets in other.items():
         lines += ["", f"The {precision} graph on the same sets:", ""]
@@ -336,7 +424,10 @@ def write_card(bundle: ModelBundle) -> None:
     for name, title_ in SETS:
         r = m.get(name, {})
         if r.get("per_class") and name in ("wild_val", "grocery_val"):
-            lines += ["", f"### Per fruit: {title_}", "", *_per_class(r)]
+            before = (m.get("previous") or {}).get("sets", {}).get(name)
+            if before is not None:
+                before = {**before, "version": m["previous"]["version"]}
+            lines += ["", f"### Per fruit: {title_}", "", *_per_class(r, before)]
             lines += ["", f"Most frequent confusions: {_pairs(r)}."]
             called = r.get("not_fruit", {}).get("called", {})
             if called:
@@ -350,6 +441,7 @@ def write_card(bundle: ModelBundle) -> None:
         "Reproduce with `fruitstream evaluate ../shared/datasets/fruits15/<set> --json`"
         " (`--precision fp32` for the fp32 graph).",
         "",
+        *_open_set(m),
         "## Limits",
         *_limits(m),
         *_no_real_photos(cfg),

@@ -12,6 +12,7 @@ from fruitstream.core.classifier import Classifier
 from fruitstream.core.evaluation import evaluate
 from fruitstream.core.precision import cpu_features
 from fruitstream.domain import FRUITS15
+from fruitstream.errors import ConfigError
 from fruitstream.model.bundle import ModelBundle
 from fruitstream.training.card import HELD_OUT
 from fruitstream.training.config import TrainConfig, log
@@ -45,6 +46,7 @@ def evaluate_held_out(bundle: ModelBundle, data_dir: Path) -> dict[str, Any]:
             metrics.update(out)
         else:
             metrics[precision] = out
+    metrics["open_set"] = open_set_study(bundle, data_dir)
     metrics["measured_on"] = cpu_features().describe()
     if bundle.has_precision("int8"):
         speed = precision_comparison(bundle, rounds=3)
@@ -53,6 +55,41 @@ def evaluate_held_out(bundle: ModelBundle, data_dir: Path) -> dict[str, Any]:
             for p in ("int8", "fp32")
         }
     return metrics
+
+
+def open_set_study(bundle: ModelBundle, data_dir: Path) -> dict[str, Any]:
+    """``bench --open-set`` on the bundle: its table for the card (curves left out of
+    bundle.json) and its trade-off figure beside the graphs."""
+    from fruitstream.bench.openset import open_set_benchmark, plot_open_set
+    from fruitstream.training.figures import OPEN_SET_FILE
+
+    study = open_set_benchmark(bundle, data_dir)
+    plot_open_set(study, bundle.path / OPEN_SET_FILE)
+    for row in study["scores"].values():
+        row.pop("curve")
+    log(f"   open-set scores measured; figure {bundle.path / OPEN_SET_FILE}")
+    return study
+
+
+def redraw(path: Path, data_dir: Path, previous: Path | None = None) -> ModelBundle:
+    """``train --plot``: a trained bundle's open-set study measured again and its card and
+    figures (training curves, wild/val confusion matrix, open-set trade-off) drawn again; with
+    ``previous``, the card compares it with that bundle's figures."""
+    from dataclasses import replace
+
+    from fruitstream.training.card import previous_figures, write_card
+
+    bundle = ModelBundle.load(path)
+    metrics = {**bundle.metrics, "open_set": open_set_study(bundle, data_dir)}
+    if previous is not None:
+        before = previous_figures(previous)
+        if before is None:
+            raise ConfigError(f"no model bundle with figures at {previous}")
+        metrics["previous"] = before
+    bundle = replace(bundle, metrics=metrics)
+    bundle.save_metadata()
+    write_card(bundle)
+    return bundle
 
 
 def _summary(r: dict[str, Any]) -> str:
@@ -83,6 +120,8 @@ def run_training(args: argparse.Namespace) -> ModelBundle | None:
     """Train and evaluate a bundle; with ``--contact-sheet``, only draw generated scenes."""
     classes = tuple(c.strip() for c in args.classes.split(",")) if args.classes else FRUITS15
     data = Path(args.data)
+    if args.plot:
+        return redraw(Path(args.plot), data, Path(args.previous) if args.previous else None)
     if args.requantize:
         from fruitstream.training.train import requantize
 

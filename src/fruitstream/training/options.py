@@ -78,6 +78,17 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         " --interpolation, calibrated on its training views, then re-evaluate it; the fp32"
         " weights stay as trained",
     )
+    p.add_argument(
+        "--plot",
+        metavar="BUNDLE",
+        help="only draw BUNDLE's card figures again (training curves, wild/val confusion"
+        " matrix, open-set trade-off, measured again) and rewrite its card",
+    )
+    p.add_argument(
+        "--previous",
+        metavar="BUNDLE",
+        help="with --plot: compare the card's figures with this earlier bundle's, per fruit",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--version", help="model version written in the bundle (default 3; --requantize: kept)"

@@ -46,7 +46,7 @@ from fruitstream.model.bundle import (
     PreprocessConfig,
 )
 from fruitstream.training.calibrate import calibrate, calibration_split
-from fruitstream.training.card import write_card
+from fruitstream.training.card import previous_figures, write_card
 from fruitstream.training.config import TrainConfig, log, require_torch
 from fruitstream.training.data import SpriteBank, studio_frames, training_sources
 from fruitstream.training.export import (
@@ -84,6 +84,7 @@ def train(
         seconds[name] = round(now - clock, 1)
         clock = now
 
+    previous = previous_figures(cfg.out_dir)  # the model this run replaces, if any
     log(f"1. loading the pretrained {cfg.backbone} backbone at {cfg.size} px")
     backbone = load_backbone(cfg)
     frames = studio_frames(cfg)
@@ -157,6 +158,8 @@ def train(
         measured = on_eval(bundle)
         lap("evaluation")
         bundle = replace(bundle, metrics={"calibration": calib, **measured})
+    if previous is not None:
+        bundle = replace(bundle, metrics={**bundle.metrics, "previous": previous})
     bundle = replace(bundle, training=training_record(cfg, seconds, features_cached, curves))
     bundle.save_metadata()
     write_card(bundle)
