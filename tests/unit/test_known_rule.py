@@ -1,0 +1,53 @@
+"""The bundle's "known" rule: from v4, "none of these" below ``reject_below``; before, the top
+fruit against ``known_threshold``; kept through bundle.json and handed to adapted versions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from fruitstream.model.bundle import ModelBundle
+from tests.fakes import fake_bundle
+
+# apple / banana / cherry / none: a close call, a sure fruit, a photo of none of them
+PROBS = np.array(
+    [[0.45, 0.45, 0.0, 0.10], [0.90, 0.05, 0.0, 0.05], [0.20, 0.10, 0.0, 0.70]], np.float32
+)
+
+
+def _bundle(tmp_path: Path) -> ModelBundle:
+    bundle = fake_bundle(tmp_path)
+    assert len(bundle.labels) == 3
+    return bundle
+
+
+def test_top_fruit_rule_calls_a_close_call_unknown(tmp_path: Path) -> None:
+    bundle = replace(_bundle(tmp_path), known_threshold=0.5)
+    assert bundle.known(PROBS).tolist() == [False, True, False]
+
+
+def test_not_none_rule_calls_a_close_call_known(tmp_path: Path) -> None:
+    bundle = replace(_bundle(tmp_path), known_threshold=0.5, reject_below=0.3)
+    assert bundle.known(PROBS).tolist() == [True, True, False]
+
+
+def test_the_rule_survives_bundle_json_and_reaches_the_base_head(tmp_path: Path) -> None:
+    bundle = replace(_bundle(tmp_path), reject_below=0.3)
+    bundle.save_metadata()
+    again = ModelBundle.load(tmp_path)
+    assert again.reject_below == 0.3
+    head = again.base_head()
+    assert head.reject_below == 0.3 and head.reject_rule_fruits == 3
+    assert head.known(PROBS).tolist() == [True, True, False]
+    # A bundle written before v4 has no reject_below and keeps its top-fruit rule.
+    (tmp_path / "old").mkdir()
+    meta_path = _bundle(tmp_path / "old").path / "bundle.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["reject_below"]
+    meta_path.write_text(json.dumps(meta))
+    old = ModelBundle.load(meta_path.parent)
+    assert old.reject_below is None and old.base_head().reject_below is None
+    assert old.known(PROBS).tolist() == [False, True, False]
