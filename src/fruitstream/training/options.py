@@ -81,8 +81,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--plot",
         metavar="BUNDLE",
-        help="only draw BUNDLE's card figures again (training curves, wild/val confusion"
-        " matrix, open-set trade-off, measured again) and rewrite its card",
+        help="only measure BUNDLE on the held-out sets again, open-set scores included, and"
+        " rewrite its card and figures (training curves, wild/val confusion matrix, open-set"
+        " trade-off)",
     )
     p.add_argument(
         "--previous",
