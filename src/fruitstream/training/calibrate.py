@@ -62,13 +62,15 @@ def calibrate(
     pool_top = softmax(logits[pool] / temperature)[:, :n_fruit].max(1)
     pool_fruit = fs.targets[mask][pool] < n_fruit
     threshold = operating_point(
-        pool_top, pool_fruit, cfg.max_fruit_rejection, cfg.min_not_fruit_rejection
-    )
+        pool_top[pool_fruit], pool_top[~pool_fruit],
+        cfg.max_fruit_rejection, cfg.min_not_fruit_rejection,
+    )  # fmt: skip
     # The same rule on the "none of these" side: known when 1 - p(none) reaches it.
     pool_some = 1.0 - softmax(logits[pool] / temperature)[:, n_fruit]
     reject_below = 1.0 - operating_point(
-        pool_some, pool_fruit, cfg.max_fruit_rejection, cfg.min_not_fruit_rejection
-    )
+        pool_some[pool_fruit], pool_some[~pool_fruit],
+        cfg.max_fruit_rejection, cfg.min_not_fruit_rejection,
+    )  # fmt: skip
     top = after[fruit, :n_fruit].max(1)
     pred = after[fruit, :n_fruit].argmax(1)
     if cfg.known_rule == "not-none":
