@@ -32,7 +32,7 @@ from fruitstream.core.openset import (
 from fruitstream.dataset import image_files, labelled_images
 from fruitstream.domain import NOT_FRUIT
 from fruitstream.errors import ConfigError
-from fruitstream.model.bundle import ANCHORS_FILE, ModelBundle
+from fruitstream.model.bundle import ModelBundle
 from fruitstream.model.head import Head, softmax
 
 Report = dict[str, Any]
@@ -45,6 +45,15 @@ SETS = (
     ("not_fruit", "not-fruit/val", False),
     ("other_fruit", "other-fruit/test", False),
 )
+# Each figure of a score's row: the share of a set under its threshold.
+UNDER_THRESHOLD = {
+    "wild_unknown": "wild",
+    "wild_other_rejected": "wild_other",
+    "not_fruit_rejected": "not_fruit",
+    "other_fruit_rejected": "other_fruit",
+    "grocery_unknown": "grocery",
+    "studio_unknown": "studio",
+}
 MAX_FRUIT_REJECTION = 0.03
 MIN_NEGATIVE_REJECTION = 0.97
 CURVE_AT = 0.70  # wild/val-other rejected: the floor
@@ -66,13 +75,10 @@ def _items(root: Path, folder: str, fruit: bool, labels: tuple[str, ...]) -> lis
 
 
 def _reference(bundle: ModelBundle) -> Reference | None:
-    path = bundle.base.path / ANCHORS_FILE
-    if not path.is_file():
+    features, fruits = bundle.anchors_with_fruits()
+    if fruits is None:  # no anchors, or anchors written before they carried fruit names
         return None
-    with np.load(path, allow_pickle=False) as z:
-        if "labels" not in z.files:  # anchors of models before v4 carry no fruit names
-            return None
-        return Reference.fit(z["features"].astype(np.float32), list(z["labels"]), bundle.labels)
+    return Reference.fit(features, fruits, bundle.labels)
 
 
 def open_set_benchmark(bundle: ModelBundle, root: Path) -> Report:
@@ -96,12 +102,10 @@ def open_set_benchmark(bundle: ModelBundle, root: Path) -> Report:
         )  # fmt: skip
         rows[name] = {
             "threshold": threshold,
-            "wild_unknown": float((scores["wild"][name] < threshold).mean()),
-            "wild_other_rejected": float((scores["wild_other"][name] < threshold).mean()),
-            "not_fruit_rejected": float((scores["not_fruit"][name] < threshold).mean()),
-            "other_fruit_rejected": float((scores["other_fruit"][name] < threshold).mean()),
-            "grocery_unknown": float((scores["grocery"][name] < threshold).mean()),
-            "studio_unknown": float((scores["studio"][name] < threshold).mean()),
+            **{
+                figure: float((scores[key][name] < threshold).mean())
+                for figure, key in UNDER_THRESHOLD.items()
+            },
             f"wild_unknown_at_{round(CURVE_AT * 100)}": fruit_rejected_at(
                 scores["wild"][name], scores["wild_other"][name], CURVE_AT
             ),

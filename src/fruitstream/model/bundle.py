@@ -119,14 +119,20 @@ class ModelBundle:
 
     def anchors(self) -> Any:
         """The anchors' features (float32, one row per photo), or None when not shipped."""
+        return self.anchors_with_fruits()[0]
+
+    def anchors_with_fruits(self) -> tuple[Any, list[str] | None]:
+        """The anchors' features and each row's fruit ("" for a negative); (None, None) when
+        not shipped, and no fruits for anchors written before v4."""
         path = self.base.path / ANCHORS_FILE
         if not path.is_file():
-            return None
+            return None, None
         import numpy as np
 
         try:
             with np.load(path, allow_pickle=False) as z:
-                return z["features"].astype(np.float32)
+                fruits = [str(f) for f in z["labels"]] if "labels" in z.files else None
+                return z["features"].astype(np.float32), fruits
         except (OSError, KeyError, ValueError) as exc:
             raise ModelError(f"{path} is not usable: {exc}") from exc
 
@@ -138,11 +144,8 @@ class ModelBundle:
 
         if self.head is not None:
             return self.head.known(probs)
-        if self.reject_below is not None:
-            return known_mask(
-                probs, len(self.labels), self.known_threshold, self.reject_below, len(self.labels)
-            )
-        return known_mask(probs, len(self.labels), self.known_threshold)
+        n = len(self.labels)  # the reject rule, when set, covers every fruit of the bundle
+        return known_mask(probs, n, self.known_threshold, self.reject_below, n)
 
     @property
     def base(self) -> ModelBundle:

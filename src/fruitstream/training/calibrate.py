@@ -20,6 +20,14 @@ def softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
     return probs
 
 
+def known_score(probs: NDArray[np.float32], n_fruit: int, rule: str) -> NDArray[np.float32]:
+    """What a "known" rule compares with its threshold: 1 - p(none of these) (``not-none``)
+    or the top fruit's probability (``top-fruit``)."""
+    if rule == "not-none":
+        return 1.0 - probs[:, n_fruit]
+    return probs[:, :n_fruit].max(axis=1)  # type: ignore[no-any-return]
+
+
 def calibration_split(fs: FeatureSet, cfg: TrainConfig) -> NDArray[np.bool_]:
     """Views of a seeded share of the real photos and of the synthetic scenes, kept out of
     training to calibrate on."""
@@ -59,26 +67,24 @@ def calibrate(
     fruit = t < n_fruit
     before, after = softmax(z), softmax(z / temperature)
     pool = first_view[mask] & ((held_kinds == REAL) | (held_kinds == SCENE))
-    pool_top = softmax(logits[pool] / temperature)[:, :n_fruit].max(1)
+    pool_probs = softmax(logits[pool] / temperature)
     pool_fruit = fs.targets[mask][pool] < n_fruit
-    threshold = operating_point(
-        pool_top[pool_fruit], pool_top[~pool_fruit],
-        cfg.max_fruit_rejection, cfg.min_not_fruit_rejection,
-    )  # fmt: skip
-    # The same rule on the "none of these" side: known when 1 - p(none) reaches it.
-    pool_some = 1.0 - softmax(logits[pool] / temperature)[:, n_fruit]
-    reject_below = 1.0 - operating_point(
-        pool_some[pool_fruit], pool_some[~pool_fruit],
-        cfg.max_fruit_rejection, cfg.min_not_fruit_rejection,
-    )  # fmt: skip
+
+    def cut_for(rule: str) -> float:
+        """The rule's threshold on its score (known when the score reaches it)."""
+        s = known_score(pool_probs, n_fruit, rule)
+        return operating_point(
+            s[pool_fruit], s[~pool_fruit], cfg.max_fruit_rejection, cfg.min_not_fruit_rejection
+        )
+
+    threshold = cut_for("top-fruit")
+    reject_below = 1.0 - cut_for("not-none")  # known when p(none) < 1 - the score's cut
+    cut = threshold if cfg.known_rule == "top-fruit" else 1.0 - reject_below
+    score_all = known_score(after, n_fruit, cfg.known_rule)
+    score, score_other = score_all[fruit], score_all[~fruit]
+    pool_score = known_score(pool_probs, n_fruit, cfg.known_rule)
     top = after[fruit, :n_fruit].max(1)
     pred = after[fruit, :n_fruit].argmax(1)
-    if cfg.known_rule == "not-none":
-        score, score_other = 1 - after[fruit, n_fruit], 1 - after[~fruit, n_fruit]
-        cut, pool_score = 1 - reject_below, pool_some
-    else:
-        score, score_other, cut = top, after[~fruit, :n_fruit].max(1), threshold
-        pool_score = pool_top
     correct = pred == t[fruit]
     report = {
         "real_photos": len(t),

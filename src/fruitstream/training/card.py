@@ -68,20 +68,22 @@ def previous_figures(path: Path) -> dict[str, Any] | None:
     return {"version": old.version, "sets": sets} if sets else None
 
 
-def _per_class(r: dict[str, Any], before: dict[str, Any] | None = None) -> list[str]:
-    if before is None:
+def _per_class(r: dict[str, Any], previous: dict[str, Any] | None, name: str) -> list[str]:
+    """Recall and precision per fruit of set ``name``; with the previous model's figures of
+    that set, its recall beside and the change."""
+    before = previous["sets"].get(name) if previous else None
+    if previous is None or before is None:
         lines = ["| fruit | photos | recall | precision |", "|---|---|---|---|"]
     else:
         lines = [
-            f"| fruit | photos | recall | precision | recall in v{before['version']} | change |",
+            f"| fruit | photos | recall | precision | recall in v{previous['version']} | change |",
             "|---|---|---|---|---|---|",
         ]
-    old = (before or {}).get("recall", {})
     for label, pc in r.get("per_class", {}).items():
         if pc.get("n"):
             row = f"| {label} | {pc['n']} | {_pct(pc['recall'])} | {_pct(pc['precision'])} |"
             if before is not None:
-                was = old.get(label)
+                was = before["recall"].get(label)
                 change = "" if was is None else f"{100 * (pc['recall'] - was):+.1f}"
                 row += f" {_pct(was)} | {change} |"
             lines.append(row)
@@ -424,10 +426,7 @@ def write_card(bundle: ModelBundle) -> None:
     for name, title_ in SETS:
         r = m.get(name, {})
         if r.get("per_class") and name in ("wild_val", "grocery_val"):
-            before = (m.get("previous") or {}).get("sets", {}).get(name)
-            if before is not None:
-                before = {**before, "version": m["previous"]["version"]}
-            lines += ["", f"### Per fruit: {title_}", "", *_per_class(r, before)]
+            lines += ["", f"### Per fruit: {title_}", "", *_per_class(r, m.get("previous"), name)]
             lines += ["", f"Most frequent confusions: {_pairs(r)}."]
             called = r.get("not_fruit", {}).get("called", {})
             if called:

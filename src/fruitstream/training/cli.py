@@ -18,7 +18,7 @@ from fruitstream.training.card import HELD_OUT
 from fruitstream.training.config import TrainConfig, log
 from fruitstream.training.train import train
 
-# The figures kept for the card and the bundle (the confusion matrix stays in `evaluate`).
+# The figures kept for the card and the bundle (`confusion` draws the card's wild/val matrix).
 KEPT = (
     "n", "failed", "accuracy", "top3", "balanced_accuracy", "rejection_rate", "ece",
     "per_class", "confusion_pairs", "mistakes", "not_fruit", "confusion",
