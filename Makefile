@@ -20,6 +20,8 @@ DATA ?= ../shared/datasets/fruits15
 # 0.8907, wild 0.6334. fp32: studio 0.9915; grocery 0.9211 (balanced 0.9035), fruit rejected
 # 0.0395; wild 0.7914 (balanced 0.6363); other-fruit 0.9746.
 MODEL_DIR := src/fruitstream/models/fruits15
+AXE_VERSION := 4.14.1
+AXE := .cache/axe/node_modules/axe-core/axe.min.js
 GATE_STUDIO ?= 0.99
 GATE_GROCERY ?= 0.92
 # 0.89: v3.2's int8 graph measures 0.8907 (fp32 0.9035): one pear photo of five, a close call
@@ -50,10 +52,16 @@ install: venv  ## install fruitstream with the UI and the HTTP API (inference on
 	$(INSTALL) -e '.[ui,api]'
 	@$(BIN)/python -m compileall -q src >/dev/null
 
-install-dev: venv  ## install everything the tests need (every extra)
+install-dev: venv $(AXE)  ## install everything the tests need (every extra, axe-core)
 	$(INSTALL) -e '.[dev,train,ui,api,client,distributed,spark]'
 	@$(PRUNE)
 	@$(BIN)/python -m compileall -q src >/dev/null
+
+# axe-core, the accessibility checker the browser tests run in the page (npm's package).
+$(AXE):
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq npm >/dev/null; }
+	npm install --silent --no-audit --no-fund --save-exact --prefix .cache/axe axe-core@$(AXE_VERSION)
 
 run: install  ## set up and start the app on the embedded default (http://127.0.0.1:8501)
 	$(BIN)/fruitstream ui

@@ -13,6 +13,7 @@ from fruitstream.dataset import CONTENT_TYPES
 from fruitstream.domain import (
     ImageLimits,
     ImageMessage,
+    Prediction,
     Progress,
     ResultRow,
     SessionRecord,
@@ -230,6 +231,28 @@ class Pipeline:
         if report.not_sent:
             log.warning("%d of %d photos could not be queued", len(report.not_sent), len(uploads))
         return report
+
+    def keep(
+        self, filename: str, data: bytes, prediction: Prediction, name: str = "", owner: str = ""
+    ) -> str:
+        """A photo classified in process, kept as a finished one-photo session (the app's
+        history of single photos): the photo stored, its session recorded, its row written.
+        Returns the session id; a backend that fails is its ``BackendError``."""
+        now = utcnow()
+        session_id, image_id = new_id(), new_id()
+        msg = ImageMessage(
+            image_id=image_id,
+            session_id=session_id,
+            object_key=object_key(session_id, image_id, filename, now),
+            filename=filename,
+            content_sha256=hashlib.sha256(data).hexdigest(),
+            submitted_at=now,
+        )
+        self.store.put(msg.object_key, data, content_type(filename))
+        self.sessions.add_session(SessionRecord(session_id, now, 1, name[:200], owner), [msg])
+        self.results.upsert([ResultRow.from_outcome(msg, prediction, self.model_version)])
+        self.sessions.mark_queued(session_id, [image_id], finished=True)
+        return session_id
 
     def _store_chunk(
         self, chunk: Sequence[tuple[Upload, ImageMessage]], receipts: dict[str, Receipt]

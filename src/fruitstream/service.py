@@ -226,12 +226,23 @@ class FruitService:
             report.classified_here = self.ensure_worker()
         return report
 
+    def keep(self, filename: str, data: bytes, prediction: Prediction, owner: str = "") -> str:
+        """A photo classified by ``classify_one``, kept in the owner's history as a finished
+        one-photo session named after the file; returns its session id."""
+        return self.pipeline().keep(filename, data, prediction, name=filename, owner=owner)
+
     # ``owner``, where a method takes it: only that owner's sessions exist for the caller (an
     # API token sees the batches it submitted); None: every session.
 
     def _visible(self, session_id: str, owner: str | None) -> None:
-        if owner is not None and self.backends.db.get_session(session_id).owner != owner:
+        self.session(session_id, owner)
+
+    def session(self, session_id: str, owner: str | None = None) -> SessionRecord:
+        """``NotFoundError`` for an unknown session, or one of another owner."""
+        found = self.backends.db.get_session(session_id)
+        if owner is not None and found.owner != owner:
             raise NotFoundError(f"no session {session_id!r}")  # as if it did not exist
+        return found
 
     def once(self, key: str, work: Callable[[], str]) -> tuple[str, bool]:
         """Carry ``work`` out once per ``key`` (an idempotency key, hashed with whoever sent

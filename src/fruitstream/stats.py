@@ -25,13 +25,15 @@ class SessionStats:
     mean_confidence: float | None
     images_per_second: float | None
     per_label: dict[str, int] = field(default_factory=dict)
+    # From the submit to the last answer: the wait a person had, queue and workers included.
+    seconds: float | None = None
 
 
 def session_stats(rows: Sequence[ResultRow]) -> SessionStats:
     good = [r for r in rows if r.status != Status.ERROR]
     known = [r for r in good if r.known]
     confidences = [r.confidence for r in good if r.confidence is not None]
-    rate = None
+    rate = span = None
     if rows:
         start = min(r.submitted_at for r in rows)
         end = max(r.processed_at for r in rows)
@@ -46,6 +48,7 @@ def session_stats(rows: Sequence[ResultRow]) -> SessionStats:
         mean_confidence=sum(confidences) / len(confidences) if confidences else None,
         images_per_second=rate,
         per_label=dict(per_label.most_common()),
+        seconds=span,
     )
 
 

@@ -5,121 +5,16 @@ Screenshots of each tab and the measured timings land in ``test-artifacts/`` (gi
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from fruitstream.dataset import image_files
-
-CHROMIUM = os.environ.get("FRUITSTREAM_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-]  # fmt: skip
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="needs the 'dev' extra (playwright)")
-
-
-def _record(name: str, value: float) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / "timings.json"
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data.setdefault(name, []).append(round(value, 1))
-    path.write_text(json.dumps(data, indent=2))
-    print(f"{name}: {value:.0f} ms")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not Path(CHROMIUM).exists():
-        message = f"needs Chromium at {CHROMIUM} (apt-get install chromium chromium-driver)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    port = _free_port()
-    env = {**os.environ, "FRUITSTREAM_DATA_DIR": str(tmp_path_factory.mktemp("uidata"))}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fruitstream", "ui", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise AssertionError(f"the app did not start: {proc.communicate()[0][-2000:]}")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_api.sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=FLAGS,
-            viewport={"width": 1400, "height": 1000},
-        )
-        context.grant_permissions(["camera"])
-        yield context
-        context.close()
-
-
-@pytest.fixture
-def page(browser_context: Any, app_url: str) -> Iterator[Any]:
-    page = browser_context.new_page()
-    _open(page, app_url)
-    page.get_by_text("results database").first.wait_for(timeout=60_000)
-    yield page
-    page.close()
-
-
-def _open(page: Any, app_url: str) -> None:
-    """Open the app and wait until its first run has finished.
-
-    A file picked while the page is still settling is uploaded, but the browser then at times
-    never asks the app to rerun with it (seen with a warm browser cache, the page up in under
-    a second): a test picks a file only once the run is over, as Streamlit's own tests wait,
-    and the page has fetched what the run drew.
-    """
-    page.goto(app_url)
-    page.get_by_text("fruitstream: which fruit is it?").wait_for(timeout=60_000)
-    page.locator(".st-key-preload").wait_for(state="attached", timeout=60_000)
-    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(
-        state="attached", timeout=60_000
-    )
-    page.wait_for_load_state("networkidle", timeout=60_000)
+from fruitstream.entrypoints.ui.views import prediction_view
+from fruitstream.i18n import translator
+from tests.e2e.conftest import ANSWER, ARTIFACTS, UPLOAD_END, _open, _record, sync_api
 
 
 def _open_tab(page: Any, name: str) -> None:
@@ -143,11 +38,6 @@ _WATCH_TEXT = """(text) => {
     observer.observe(document.body, {childList: true, subtree: true, characterData: true});
 }"""
 
-# When the upload request of the photo finished (its response fully received).
-_UPLOAD_END = """() => performance.getEntriesByType('resource')
-    .filter(e => e.name.includes('/_stcore/upload_file'))
-    .map(e => e.responseEnd).pop()"""
-
 
 def test_preloaded_elements_stay_out_of_sight(page: Any) -> None:
     preload = page.locator(".st-key-preload")
@@ -165,13 +55,13 @@ def test_upload_shows_the_fruit(page: Any, dataset: Path, classifier: Any) -> No
         photo = image_files(dataset / "grocery" / "val" / fruit)[1]
         # The app must say what the model says in process about the same bytes.
         pred = classifier.classify(photo.read_bytes())
-        expected = f"It is: {pred.label}" if pred.known else "Not one of the 15 fruits I know"
+        expected = prediction_view(pred, translator("en"), "en").headline
         page.evaluate("() => performance.clearResourceTimings()")
         page.evaluate(_WATCH_TEXT, expected)
         _uploader(page, 0).set_input_files(str(photo))
         page.get_by_text(expected).wait_for(timeout=30_000)
         page.wait_for_function("() => window.__shownAt !== null")
-        upload_end = page.evaluate(_UPLOAD_END)
+        upload_end = page.evaluate(UPLOAD_END)
         assert upload_end is not None, "the browser recorded no upload request"
         if n:  # the first photo after the page opened is reported apart, as the cold case
             to_label = page.evaluate("() => window.__shownAt") - upload_end
@@ -206,7 +96,7 @@ def test_camera_tab_with_the_fake_camera(page: Any) -> None:
     )
     button.click()
     # The fake camera films a test pattern, not a fruit: either answer is a real answer.
-    page.locator("text=/^(It is: |Not one of the 15 fruits I know)/").first.wait_for(timeout=30_000)
+    page.locator(ANSWER.format(key="camera")).first.wait_for(timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "tab-camera.png"), full_page=True)
 
 
@@ -282,7 +172,7 @@ def test_on_a_phone_the_answer_and_its_fruits_come_first(
         _open(page, app_url)
         photo = image_files(dataset / "grocery" / "val" / "banana")[0]
         _uploader(page, 0).set_input_files(str(photo))
-        answer = page.locator("text=/^(It is: |Not one of the 15 fruits I know)/").first
+        answer = page.locator(ANSWER.format(key="upload")).first
         try:
             answer.wait_for(timeout=30_000)
         except sync_api.TimeoutError as exc:  # say what the page showed instead

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,10 +61,23 @@ def test_upload_tab_shows_the_fruit_and_top_three(app: AppTest, dataset: Path) -
     app.file_uploader(key="upload").set_value(("b.jpg", _photo(dataset, "banana"), "image/jpeg"))
     app.run()
     assert not app.exception
-    assert [s.value for s in app.success] == ["It is: banana"]
-    bars = [p for p in app.get("progress")]
-    assert len(bars) == 3
-    assert "banana" in bars[0].proto.text
+    assert [s.value for s in app.main.success] == ["It is: banana"]
+    [guesses] = [b for b in _html(app) if 'class="fs-guesses"' in b]
+    # Read as text ("banana: 99.9%"), the bars for the eye only.
+    texts = re.findall(r'<span class="fs-guess">([^<]*)</span>', guesses)
+    assert len(texts) == 3 and texts[0].startswith("banana: ") and texts[0].endswith("%")
+    assert guesses.count('aria-hidden="true"') == 3
+    # Kept in this browser's history, named after the file.
+    assert app.selectbox(key="history").value is not None
+    assert (
+        app.selectbox(key="history")
+        .format_func(app.selectbox(key="history").value)
+        .startswith("b.jpg · ")
+    )
+
+
+def _html(app: AppTest) -> list[str]:
+    return [e.proto.body for e in app.get("html")]
 
 
 def test_unknown_photo_says_so_with_the_closest_guess(app: AppTest, dataset: Path) -> None:
@@ -75,6 +89,8 @@ def test_unknown_photo_says_so_with_the_closest_guess(app: AppTest, dataset: Pat
             break
     assert app.warning, "none of five not-fruit photos was called unknown"
     assert app.warning[0].value.startswith("Not one of the 15 fruits I know (closest guess: ")
+    # Its small figures are explained above them.
+    assert any("none of them fits" in b for b in _html(app))
 
 
 def test_camera_tab_classifies_the_shot(app: AppTest, dataset: Path) -> None:
@@ -82,7 +98,10 @@ def test_camera_tab_classifies_the_shot(app: AppTest, dataset: Path) -> None:
         ("shot.jpg", _photo(dataset, "pineapple"), "image/jpeg")
     )
     app.run()
-    assert [s.value for s in app.success] == ["It is: pineapple"]
+    assert [s.value for s in app.main.success] == ["It is: pineapple"]
+    # The camera's box shows the shot: not shown twice (the history's grid has it, once).
+    alts = [img.proto.imgs[0].alt for img in _shown(app, "image")]
+    assert not any(a.startswith("The photo: ") for a in alts), alts
 
 
 @pytest.mark.model
@@ -96,17 +115,23 @@ def test_bad_upload_gets_a_message_not_a_traceback(app: AppTest) -> None:
 
 
 def test_spanish_translates_texts_and_fruit_names(app: AppTest, dataset: Path) -> None:
-    app.selectbox(key="lang").set_value("es")
+    app.session_state["lang"] = "es"  # what a tap on "Español" sets
     app.run()
     app.file_uploader(key="upload").set_value(("p.jpg", _photo(dataset, "pineapple"), "image/jpeg"))
     app.run()
-    assert [s.value for s in app.success] == ["Es: piña"]
+    assert [s.value for s in app.main.success] == ["Es: piña"]
     assert app.title[0].value == "fruitstream: ¿qué fruta es?"
+    assert app.query_params["lang"] in ("es", ["es"])  # a reload keeps it
+    assert any('"lang": "es"' in b for b in _html(app))  # the page's script sets lang="es"
 
 
 @pytest.mark.model
 def test_sidebar_shows_backends_and_model(app: AppTest) -> None:
-    text = " ".join(m.value for m in app.sidebar.markdown)
+    # One line for the people; the details for operators, behind an expander.
+    assert [s.value for s in app.sidebar.success] == ["Everything is working"]
+    [details] = app.sidebar.expander
+    assert details.label == "Details for operators (in English)"
+    text = " ".join(m.value for m in details.markdown)
     ok = ":green[:material/check_circle:]"
     assert f"{ok} **storage**" in text and f"{ok} **queue**" in text
     assert f"{ok} **results database**" in text
@@ -133,8 +158,14 @@ def test_batch_tab_runs_a_batch_to_completion(app: AppTest, dataset: Path) -> No
     errors = [e.value for e in app.error]
     assert any(e.startswith("empty.jpg: empty file") for e in errors)
     assert any(e.startswith("noise.jpg: ") for e in errors)
+    assert set(table.columns) == {"file", "fruit", "confidence", "error"}
     metrics = {m.label: m.value for m in _shown(app, "metric")}
     assert metrics["Photos"] == "5" and metrics["Errors"] == "2"
+    assert metrics["Time to answer"].endswith(" s")
+    # Named after its files, and chosen in the history list.
+    assert app.subheader[0].value == "Batch: banana.jpg and 4 more"
+    history = app.selectbox(key="history")
+    assert history.format_func(history.value).startswith("banana.jpg and 4 more · ")
     assert len(_shown(app, "download_button")) == 1
     captions = [c for img in _shown(app, "image") for c in img.captions]  # type: ignore[attr-defined]
     assert len(captions) == 3  # one picture per classified photo
@@ -267,7 +298,7 @@ def test_any_photo_of_a_batch_can_be_corrected(app: AppTest, dataset: Path, tmp_
 def test_each_grid_tile_picks_its_photo_for_correction(app: AppTest, dataset: Path) -> None:
     _batch_done(app, dataset, ("banana", "kiwi", "lime"))
     tiles = [b for b in app.button if b.key and b.key.startswith("tile-")]
-    assert len(tiles) == 3 and {b.label for b in tiles} == {"Correct this one"}
+    assert len(tiles) == 3 and {b.label for b in tiles} == {"Correct"}
     photo = app.selectbox(key="correct-photo")
     for key in reversed([str(b.key) for b in tiles]):
         app.button(key=key).click()

@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
+from datetime import tzinfo
 from typing import Any
 
 import streamlit as st
 
 from fruitstream.domain import ResultRow, Status
+from fruitstream.entrypoints.ui.page import BROWSER_COOKIE, LANG_COOKIE, STYLE, page_script
 from fruitstream.entrypoints.ui.views import (
+    SHOWN_SIDE,
     AppServices,
     ErrorView,
     PredictionView,
     T,
+    batch_name,
     caption,
     error_line,
     escape_markdown,
+    guesses_html,
     health_figures,
     health_line,
+    health_summary,
     label_choices,
     label_name,
+    share_card,
+    share_json,
     stats,
     table_rows,
+    thumbnail,
 )
 from fruitstream.errors import FruitstreamError
 from fruitstream.i18n import LANGUAGES, fruit_name, translator
@@ -39,6 +50,7 @@ TAP_TARGETS = (
     "<style>[class*='st-key-upload-pick-'] button, [class*='st-key-camera-pick-'] button"
     " {min-height: 44px; width: 100%}</style>"
 )
+log = logging.getLogger("fruitstream.ui")
 
 
 @st.cache_resource(show_spinner=False)
@@ -50,17 +62,17 @@ def services() -> AppServices:
     return svc
 
 
-def prediction_ui(view: PredictionView | ErrorView, t: T) -> PredictionView | ErrorView:
-    if isinstance(view, ErrorView):
-        st.error(view.message)
-        return view
-    if view.known:
-        st.success(view.headline)
-    else:
-        st.warning(view.headline)
-    st.caption(t("result.top"))
-    for name, confidence in view.bars:
-        st.progress(min(1.0, max(0.0, confidence)), text=f"{name}: {confidence:.1%}")
+def prediction_ui(view: PredictionView | ErrorView, t: T, key: str) -> PredictionView | ErrorView:
+    # A keyed container: the page's script moves focus to a new answer inside it.
+    with st.container(key=f"{key}-answer"):
+        if isinstance(view, ErrorView):
+            st.error(view.message)
+            return view
+        if view.known:
+            st.success(view.headline)
+        else:
+            st.warning(view.headline)
+    st.html(guesses_html(view, t))
     st.caption(t("result.time", ms=view.elapsed_ms))
     return view
 
@@ -97,23 +109,60 @@ def correction_ui(
     return picked
 
 
-def photo_ui(name: str, data: bytes, svc: AppServices, t: T, lang: str, key: str) -> Any:
+def photo_ui(
+    name: str, data: bytes, svc: AppServices, t: T, lang: str, key: str, show: bool = True
+) -> Any:
+    """The answer, the fruits to tap, then the photo (``show``: the camera shows its own)."""
     # The answer's column comes first: on a phone the columns stack, and the answer (with the
     # fruits to tap) is then above the photo, in sight without scrolling.
     answer, picture = st.columns([1, 1])
     view = svc.classify_photo(name, data, t, lang)
     # The answer goes out first; the photo's own processing and download come after it.
     with answer:
-        prediction_ui(view, t)
+        prediction_ui(view, t, key)
         if isinstance(view, PredictionView):
             correction_ui(name, data, view, svc, t, lang, key)
-    with picture:
-        if isinstance(view, PredictionView):
-            st.image(data, width="stretch")
+            share_ui(name, data, view, svc, t, key)
+    if isinstance(view, PredictionView):
+        if show:
+            with picture:
+                st.image(thumbnail(data, SHOWN_SIDE) or data, width="stretch",
+                         alt=t("result.alt", name=name))  # fmt: skip
+        remember_photo(name, data, view, svc, key)
     return view
 
 
-# A fragment: a new photo reruns only this tab, not the sidebar's checks or the batch tab.
+def share_ui(
+    name: str, data: bytes, view: PredictionView, svc: AppServices, t: T, key: str
+) -> None:
+    """The answer to keep or send on: a small card image, or the figures as JSON."""
+    stem = name.rsplit(".", 1)[0] or "photo"
+    card, record = st.columns(2)
+    card.download_button(
+        t("share.card"), lambda: share_card(data, view, t), file_name=f"{stem}-fruitstream.png",
+        mime="image/png", key=f"{key}-share-card", on_click="ignore", icon=":material/image:",
+    )  # fmt: skip
+    record.download_button(
+        t("share.json"), share_json(name, view, svc.classifier.bundle.model_version),
+        file_name=f"{stem}-fruitstream.json", mime="application/json", key=f"{key}-share-json",
+        on_click="ignore", icon=":material/data_object:",
+    )  # fmt: skip
+
+
+def remember_photo(
+    name: str, data: bytes, view: PredictionView, svc: AppServices, key: str
+) -> None:
+    """A single photo joins this browser's history once (reruns of the tab keep it once); the
+    batch tab's list, outside this tab's fragment, is then drawn again to show it."""
+    seen = st.session_state.setdefault("kept-photos", set())
+    mark = (key, name, len(data), hash(data))
+    if mark in seen:
+        return
+    seen.add(mark)
+    if svc.keep_photo(name, data, view, browser_id()) is not None:
+        st.rerun(scope="app")
+
+
 @st.fragment
 def upload_ui(svc: AppServices, t: T, lang: str) -> Any:
     file = st.file_uploader(t("upload.label"), key="upload", type=None)
@@ -124,51 +173,53 @@ def upload_ui(svc: AppServices, t: T, lang: str) -> Any:
 
 @st.fragment
 def camera_ui(svc: AppServices, t: T, lang: str) -> Any:
-    shot = st.camera_input(t("camera.label"), key="camera")
+    # Beside the answer on a wide screen (so that its button is in sight), above it on a phone.
+    lens, answer = st.columns([1, 1])
+    with lens:
+        shot = st.camera_input(t("camera.label"), key="camera")
     if shot is None:
         return None
-    return photo_ui(shot.name, shot.getvalue(), svc, t, lang, "camera")
+    with answer:  # the frame is already in sight in the camera's own box: not shown again
+        return photo_ui(shot.name, shot.getvalue(), svc, t, lang, "camera", show=False)
 
 
 def batch_ui(svc: AppServices, t: T, lang: str) -> str | None:
+    owner = browser_id()
     with st.form("batch", clear_on_submit=True):
         files = st.file_uploader(t("batch.label"), accept_multiple_files=True, key="batch_files")
+        typed = st.text_input(t("batch.name"), key="batch_name", max_chars=200)
         pressed = st.form_submit_button(t("batch.submit"))
     if pressed:
         if not files:
             st.warning(t("batch.none"))
         else:
-            report = svc.submit(files)
+            report = svc.submit(files, name=batch_name(typed, files, t), owner=owner)
             # A small batch is done within moments: show it in this run, no polling round trip.
             svc.wait(report.session_id, SHORT_WAIT_SECONDS)
-            st.session_state["session_id"] = report.session_id
+            # The history list below follows: it opens on the batch just sent.
+            st.session_state["history"] = report.session_id
             st.session_state["rejected"] = {**report.rejected, **report.not_sent}
-    history = svc.sessions()
-    if history:
-        labels = dict(history)
-        current = st.session_state.get("session_id")
-        options = [sid for sid, _ in history]
-        chosen = st.selectbox(
-            t("batch.history"),
-            options,
-            index=options.index(current) if current in options else 0,
-            format_func=lambda sid: labels[sid],
-            key="history",
-        )
-        if chosen != current and st.button(t("batch.open")):
-            st.session_state["session_id"] = chosen
-            st.session_state["rejected"] = {}
-            st.rerun()
-    session_id: str | None = st.session_state.get("session_id")
-    if session_id:
-        st.subheader(t("batch.session", sid=session_id))
-        for name, reason in st.session_state.get("rejected", {}).items():
-            st.error(error_line(name, reason, t))
-        done, total = svc.progress(session_id)
-        if done < total:
-            progress_ui(session_id, svc, t)
-        else:
-            results_ui(session_id, svc, t, lang)
+    history = svc.sessions(owner, t, browser_tz())
+    if not history:
+        return None
+    labels = dict(history)
+    if st.session_state.get("history") not in labels:
+        st.session_state["history"] = history[0][0]
+    session_id: str = st.selectbox(
+        t("batch.history"),
+        list(labels),
+        format_func=labels.__getitem__,
+        key="history",
+        on_change=lambda: st.session_state.update(rejected={}),
+    )
+    st.subheader(t("batch.session", sid=svc.session_name(session_id, owner, t)), anchor=False)
+    for name, reason in st.session_state.get("rejected", {}).items():
+        st.error(error_line(name, reason, t))
+    done, total = svc.progress(session_id)
+    if done < total:
+        progress_ui(session_id, svc, t)
+    else:
+        results_ui(session_id, svc, t, lang)
     return session_id
 
 
@@ -181,53 +232,62 @@ def progress_ui(session_id: str, svc: AppServices, t: T) -> None:
         st.error(t("error.backend", reason=escape_markdown(str(exc))))
         return
     st.progress(done / total if total else 1.0, text=t("batch.progress", done=done, total=total))
+    if done == 0:
+        st.caption(t("batch.waiting", total=total))
     if done >= total:
         st.rerun(scope="app")
 
 
 def results_ui(session_id: str, svc: AppServices, t: T, lang: str) -> None:
     rows = svc.results(session_id)
-    summary, per_fruit = stats(rows, lang)
-    st.markdown(f"#### {t('batch.stats')}")
-    cols = st.columns(5)
-    cols[0].metric(t("stats.count"), summary.total)
-    cols[1].metric(
-        t("stats.mean"),
-        "-" if summary.mean_confidence is None else f"{summary.mean_confidence:.1%}",
-    )
-    cols[2].metric(t("stats.unknown"), summary.unknown)
-    cols[3].metric(t("stats.errors"), summary.errors)
-    rate = summary.images_per_second
-    cols[4].metric(t("stats.rate"), "-" if rate is None else f"{rate:.1f}")
-    if per_fruit:
+    summary, per_answer = stats(rows, t, lang)
+    st.subheader(t("batch.stats"), anchor=False)
+    with st.container(key="stats"):  # on a phone: three to a row, not five stacked
+        cols = st.columns(5)
+        cols[0].metric(t("stats.count"), summary.total)
+        mean = summary.mean_confidence
+        cols[1].metric(t("stats.mean"), "-" if mean is None else f"{mean:.1%}")
+        cols[2].metric(t("stats.unknown"), summary.unknown)
+        cols[3].metric(t("stats.errors"), summary.errors)
+        seconds = summary.seconds
+        cols[4].metric(t("stats.time"), "-" if seconds is None else f"{seconds:.1f} s")
+    if per_answer:
         st.caption(t("stats.per_fruit"))
-        st.bar_chart(per_fruit, horizontal=True)
+        st.bar_chart(per_answer, horizontal=True)
     for row in rows:
         if row.status == Status.ERROR:
             st.error(error_line(row.filename, row.error or "", t))
-    st.markdown(f"#### {t('batch.table')}")
-    st.dataframe(table_rows(rows, t, lang), width="stretch", hide_index=True)
+    st.subheader(t("batch.table"), anchor=False)
+    st.dataframe(
+        table_rows(rows, t, lang),
+        width="stretch",
+        hide_index=True,
+        column_config={t("col.confidence"): st.column_config.NumberColumn(format="percent")},
+    )
     st.download_button(
         t("batch.download"), csv_bytes(rows), file_name=f"fruitstream-{session_id}.csv",
         mime="text/csv",
     )  # fmt: skip
-    st.markdown(f"#### {t('batch.grid')}")
+    st.subheader(t("batch.grid"), anchor=False)
     grid = [r for r in rows if r.status == Status.OK]
     pages = max(1, -(-len(grid) // GRID_PAGE))
     page = 1
     if pages > 1:  # a page of pictures at a time: memory and requests stay bounded
         page = int(st.number_input(t("batch.page", pages=pages), 1, pages, 1, key="grid_page"))
     shown = grid[(page - 1) * GRID_PAGE : page * GRID_PAGE]
-    for start in range(0, len(shown), GRID_COLUMNS):
-        for col, row in zip(
-            st.columns(GRID_COLUMNS), shown[start : start + GRID_COLUMNS], strict=False
-        ):
-            image = svc.image(row)
-            if image is not None:
-                col.image(image, caption=caption(row, t, lang), width="stretch")
-            # Each tile's own control: it picks this photo in the correction form below.
-            if col.button(t("label.tile"), key=f"tile-{row.image_id}"):
-                st.session_state["correct-photo"] = row.image_id
+    # A keyed block: on a phone its columns wrap three to a row instead of stacking.
+    with st.container(key="grid"):
+        for start in range(0, len(shown), GRID_COLUMNS):
+            for col, row in zip(
+                st.columns(GRID_COLUMNS), shown[start : start + GRID_COLUMNS], strict=False
+            ):
+                image = svc.image(row)
+                text = caption(row, t, lang)
+                if image is not None:
+                    col.image(image, caption=text, width="stretch", alt=f"{row.filename}: {text}")
+                # Each tile's own control: it picks this photo in the correction form below.
+                if col.button(t("label.tile"), key=f"tile-{row.image_id}"):
+                    st.session_state["correct-photo"] = row.image_id
     batch_correction_ui(grid, svc, t, lang)
 
 
@@ -237,7 +297,7 @@ def batch_correction_ui(rows: list[ResultRow], svc: AppServices, t: T, lang: str
         return None
     by_id = {r.image_id: r for r in rows}
     with st.form("correct", clear_on_submit=True):
-        st.markdown(f"#### {t('label.correct')}")
+        st.subheader(t("label.correct"), anchor=False)
         chosen = st.selectbox(
             t("label.photo"),
             list(by_id),
@@ -266,34 +326,75 @@ def batch_correction_ui(rows: list[ResultRow], svc: AppServices, t: T, lang: str
 
 @st.fragment(run_every=HEALTH_SECONDS)
 def health_ui(svc: AppServices, t: T) -> list[Health]:
-    """Live backend states, refreshed on their own so that they never hold up a photo."""
-    st.markdown(f"### {t('sidebar.health')}")
+    """One line for the people using the app, the details for operators behind an expander;
+    refreshed on their own so that they never hold up a photo."""
+    st.header(t("sidebar.health"), anchor=False)
     try:
         checks = svc.health()
     except FruitstreamError as exc:
         st.error(str(exc))
         return []
-    for h in checks:
-        st.markdown(health_line(h))
-        for line in health_figures(h):
-            st.caption(line)
+    ok, line = health_summary(checks, t)
+    if ok:
+        st.success(line, icon=":material/check_circle:")
+    else:
+        st.error(line, icon=":material/error:")
+    with st.expander(t("health.details")):
+        for h in checks:
+            st.markdown(health_line(h))
+            for figure in health_figures(h):
+                st.caption(figure)
     return checks
 
 
-def sidebar_ui(svc: AppServices) -> str:
+def sidebar_ui(svc: AppServices, t: T, lang: str) -> None:
     with st.sidebar:
-        lang = st.selectbox(
-            "Language / Idioma", list(LANGUAGES), format_func=LANGUAGES.__getitem__, key="lang"
-        )
-        t = translator(lang)
         health_ui(svc, t)
         bundle = svc.classifier.bundle
-        st.markdown(f"### {t('sidebar.model')}")
+        st.header(t("sidebar.model"), anchor=False)
         adapted = f" + {bundle.adapted}" if bundle.adapted else ""
         st.markdown(f"`{bundle.name}` v{bundle.version}{adapted}")
         st.caption(t("sidebar.classes", n=len(bundle.labels)))
         st.caption(", ".join(fruit_name(label, lang) for label in bundle.labels))
+
+
+def language_ui() -> str:
+    """The language switch, in the header bar: as the address asks (``?lang=es``), else as
+    this browser last chose (its cookie), else the browser's own language. Its label, read by
+    screen readers only, is in both: it is how one finds the other."""
+    if st.session_state.get("lang") not in LANGUAGES:
+        asked = st.query_params.get("lang")
+        remembered = st.context.cookies.get(LANG_COOKIE)
+        locale = (st.context.locale or "").split("-")[0]
+        st.session_state["lang"] = next(
+            (x for x in (asked, remembered, locale) if x in LANGUAGES), "en"
+        )
+    with st.container(key="language"):
+        lang = st.segmented_control(
+            "Language / Idioma", list(LANGUAGES), required=True, key="lang",
+            format_func=LANGUAGES.__getitem__, label_visibility="collapsed",
+        )  # fmt: skip
+    lang = lang if lang in LANGUAGES else "en"
+    st.query_params["lang"] = lang  # a reload, or the address shared, keeps the language
     return lang
+
+
+def browser_id() -> str:
+    """This browser's id (its cookie; a new one on a first visit): whose history is whose."""
+    if "browser" not in st.session_state:
+        known = st.context.cookies.get(BROWSER_COOKIE, "")
+        fresh = len(known) == 32 and all(c in "0123456789abcdef" for c in known)
+        st.session_state["browser"] = known if fresh else uuid.uuid4().hex
+    return f"browser:{st.session_state['browser']}"
+
+
+def browser_tz() -> tzinfo | None:
+    from zoneinfo import ZoneInfo
+
+    try:
+        return ZoneInfo(st.context.timezone) if st.context.timezone else None
+    except (ValueError, KeyError):
+        return None
 
 
 @st.cache_data(show_spinner=False)
@@ -325,11 +426,31 @@ def preload_ui() -> None:
 
 def main() -> None:
     st.set_page_config(page_title="fruitstream", page_icon="🍎", layout="wide")
-    svc = services()
-    lang = sidebar_ui(svc)
+    lang = language_ui()
     t = translator(lang)
-    st.title(t("title"))
-    st.html(TAP_TARGETS)
+    st.html(STYLE + TAP_TARGETS)
+    browser = browser_id().removeprefix("browser:")
+    st.html(page_script(lang, browser), unsafe_allow_javascript=True)
+    # Whatever goes wrong: one sentence on the page, the traceback in the server's log only.
+    try:
+        svc = services()
+    except FruitstreamError as exc:
+        log.exception("the app cannot start")
+        st.error(t("error.start", reason=escape_markdown(str(exc))))
+        return
+    try:
+        tabs_ui(svc, t, lang)
+    except FruitstreamError as exc:  # the model cannot be loaded, a setting is wrong...
+        log.exception("the app cannot start")
+        st.error(t("error.start", reason=escape_markdown(str(exc))))
+    except Exception:
+        log.exception("the page failed")
+        st.error(t("error.unexpected"))
+
+
+def tabs_ui(svc: AppServices, t: T, lang: str) -> None:
+    sidebar_ui(svc, t, lang)
+    st.title(t("title"), anchor=False)
     upload_tab, camera_tab, batch_tab = st.tabs([t("tab.upload"), t("tab.camera"), t("tab.batch")])
     with upload_tab:
         upload_ui(svc, t, lang)
