@@ -31,6 +31,7 @@ TEXTS: dict[str, dict[str, str]] = {
     "tab.camera": {"en": "Camera", "es": "Cámara"},
     "tab.batch": {"en": "Batch", "es": "Lote"},
     "upload.label": {"en": "Choose a photo", "es": "Elige una foto"},
+    "upload.another": {"en": "Choose another photo", "es": "Elegir otra foto"},
     "camera.label": {"en": "Take a photo", "es": "Haz una foto"},
     "result.is": {"en": "It is: {fruit}", "es": "Es: {fruit}"},
     "result.unknown": {
@@ -176,7 +177,7 @@ WIDGET_TEXTS: dict[str, dict[str, str]] = {
         "Expand sidebar": "Abrir panel lateral",
         "Collapse sidebar": "Cerrar panel lateral",
         "Main menu": "Menú principal",
-        "Add files": "Elegir otra foto",
+        "Add files": "Añadir fotos",
         "Upload files": "Subir fotos",
         "file upload": "subir archivo",
         "Sidebar": "Panel lateral",

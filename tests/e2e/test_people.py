@@ -120,13 +120,18 @@ def _camera_ready(page: Any) -> None:
     page.wait_for_timeout(300)
 
 
-def _shoot(page: Any) -> None:
-    """The camera tab's shot, with Chromium's fake camera."""
+def _shoot(page: Any) -> float:
+    """The camera tab's shot, with Chromium's fake camera; ms from the click to the answer."""
     _tab(page, 1)
     _camera_ready(page)
+    page.evaluate(WATCH_ANSWER, "camera")
+    clicked = page.evaluate("() => performance.now()")
     page.locator('[data-testid="stCameraInputButton"]').click()
     page.locator(ANSWER.format(key="camera")).first.wait_for(timeout=30_000)
+    page.wait_for_function("() => window.__shownAt !== null")
+    shown = float(page.evaluate("() => window.__shownAt"))
     _settle(page)
+    return shown - clicked
 
 
 def _batch(page: Any, paths: list[Path], name: str = "") -> None:
@@ -194,6 +199,9 @@ def test_on_a_phone_the_answer_is_in_the_first_half_and_the_top_three_in_sight(
         bottom = guesses["y"] + guesses["height"]
         assert bottom <= PHONE["height"], f"the top-3 end at y = {bottom:.0f}"
         assert page.locator(".fs-guesses li").count() == 3
+        # The single-photo uploader offers another photo, not "Add files".
+        assert page.get_by_role("button", name="Choose another photo").count() == 1
+        assert page.get_by_role("button", name="Add files").count() == 0
         # Focus is taken to the answer (keyboard and screen reader), not left on the page.
         focused = "document.activeElement.closest('[class*=\"st-key-upload-answer\"]')"
         assert page.evaluate(f"() => {focused} !== null")
@@ -218,7 +226,7 @@ def test_the_camera_shows_its_frame_once_and_its_button_in_sight(
             assert box is not None
             if viewport is DESKTOP:
                 assert box["y"] + box["height"] <= DESKTOP["height"], f"Take Photo at {box}"
-            _shoot(page)
+            _record("camera_click_to_answer_ms", _shoot(page))
             panel = page.locator('[role="tabpanel"]:visible')
             # The camera's box shows the shot; the answer beside it does not repeat it.
             assert panel.locator('[data-testid="stImage"]').count() == 0

@@ -18,10 +18,13 @@
   fs.cfg = cfg;
   if (fs.observer) { fs.apply(doc.body); return; }
   const original = new WeakMap();
-  const translate = (text) => {
+  // ``element``: where the text is; the single-photo uploaders have texts of their own.
+  const translate = (text, element) => {
     const c = fs.cfg;
     const trimmed = text.trim();
     if (!trimmed) return null;
+    const single = element && element.closest(c.single_scope) ? c.single[trimmed] : undefined;
+    if (single) return text.replace(trimmed, single);
     if (c.texts[trimmed]) return text.replace(trimmed, c.texts[trimmed]);
     for (const [pattern, into] of c.patterns) {
       const re = new RegExp(pattern);
@@ -38,11 +41,11 @@
       if (skip(node)) continue;
       if (original.has(node) && node.data === original.get(node).shown) {
         const o = original.get(node);
-        const want = translate(o.text) ?? o.text;
+        const want = translate(o.text, node.parentElement) ?? o.text;
         if (want !== node.data) { o.shown = want; node.data = want; }
         continue;
       }
-      const done = translate(node.data);
+      const done = translate(node.data, node.parentElement);
       if (done !== null && done !== node.data) {
         original.set(node, {text: node.data, shown: done});
         node.data = done;
@@ -55,7 +58,7 @@
         const key = "fs" + a.replace(/-./g, m => m[1].toUpperCase());
         const base = element.dataset[key] !== undefined && element.dataset[key + "Shown"] === value
             ? element.dataset[key] : value;
-        const want = translate(base) ?? base;
+        const want = translate(base, element) ?? base;
         element.dataset[key] = base;
         element.dataset[key + "Shown"] = want;
         if (want !== value) element.setAttribute(a, want);

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fruitstream.i18n import WIDGET_PATTERNS, WIDGET_TEXTS
+from fruitstream.i18n import WIDGET_PATTERNS, WIDGET_TEXTS, translator
 
 BROWSER_COOKIE = "fruitstream_browser"
 LANG_COOKIE = "fruitstream_lang"
 THEME_COLOUR = "#2e7d32"
 # Where Streamlit serves the files of static/ beside app.py (server.enableStaticServing).
 STATIC = "app/static"
+# The uploaders that take one photo (by their widget keys).
+SINGLE_UPLOADERS = ".st-key-upload"
 
 # Phones (narrow screens): a one-line title and a short top, so that an answer is in sight
 # without scrolling; every control at least 44 x 44 px (WCAG 2.5.5). All screens: text that
@@ -78,6 +80,9 @@ def page_script(lang: str, browser_id: str) -> str:
         "theme": THEME_COLOUR,
         "texts": WIDGET_TEXTS.get(lang, {}),
         "patterns": WIDGET_PATTERNS.get(lang, []),
+        # Streamlit's uploader offers "Add files" even when it takes one photo.
+        "single": {"Add files": translator(lang)("upload.another")},
+        "single_scope": SINGLE_UPLOADERS,
     }
     # "</" cannot end the script early from inside a JSON string.
     settings = json.dumps(config).replace("</", "<\\/")
