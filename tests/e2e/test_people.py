@@ -64,11 +64,16 @@ def chromium() -> Iterator[Any]:
         browser.close()
 
 
-def _browser(chromium: Any, viewport: dict[str, int]) -> Any:
-    """A new browser of its own (its own cookies): a phone (touch) or a desktop."""
+def _browser(chromium: Any, viewport: dict[str, int], scheme: str = "light") -> Any:
+    """A new browser of its own (its own cookies): a phone (touch) or a desktop, in the light
+    or dark colour scheme (which Streamlit follows)."""
     phone = viewport["width"] < 640
     context = chromium.new_context(
-        viewport=viewport, has_touch=phone, is_mobile=phone, accept_downloads=True
+        viewport=viewport,
+        has_touch=phone,
+        is_mobile=phone,
+        accept_downloads=True,
+        color_scheme=scheme,
     )
     context.grant_permissions(["camera"])
     return context
@@ -261,14 +266,14 @@ def test_every_control_on_a_phone_is_at_least_44_px(
         context.close()
 
 
-@pytest.mark.parametrize("lang", ["en", "es"])
+@pytest.mark.parametrize(("lang", "scheme"), [("en", "light"), ("es", "light"), ("es", "dark")])
 def test_no_critical_or_serious_accessibility_violation(
-    chromium: Any, app_url: str, dataset: Path, tmp_path: Path, lang: str
+    chromium: Any, app_url: str, dataset: Path, tmp_path: Path, lang: str, scheme: str
 ) -> None:
     """axe-core on each tab, before and after a result, on a desktop and a phone."""
     found: dict[str, list[str]] = {}
     for viewport in (DESKTOP, PHONE):
-        context = _browser(chromium, viewport)
+        context = _browser(chromium, viewport, scheme)
         page = context.new_page()
         where = f"{viewport['width']}px"
         try:
