@@ -17,8 +17,9 @@ SINGLE_UPLOADERS = ".st-key-upload"
 
 # Phones (narrow screens): a one-line title and a short top, so that an answer is in sight
 # without scrolling; every control at least 44 x 44 px (WCAG 2.5.5). All screens: text that
-# Streamlit fades (captions, the uploader's limits) at full contrast (WCAG 1.4.3, both themes,
-# as it inherits the theme's text colour); the guesses' bars; the language switch in the
+# Streamlit fades (captions, the uploader's limits) or draws in its red (the camera's "Clear
+# photo": 3.65:1 in the dark theme) at full contrast (WCAG 1.4.3, both themes, as it inherits
+# the theme's text colour); the guesses' bars; the language switch in the
 # header bar, where it takes no room from the answer; the camera's frame at most half a screen
 # high, so that its button is in sight whatever the camera's shape.
 STYLE = """<style>
@@ -27,7 +28,8 @@ h1 {font-size: 2rem !important; padding-top: 0.5rem !important}
 [data-testid="stCaptionContainer"], [data-testid="stFileUploaderDropzoneInstructions"] span,
 [data-testid="stFileUploaderFileData"] small, [data-testid="stWidgetLabel"] p,
 [data-testid="stMetricLabel"], [data-testid="stExpander"] summary,
-[data-testid="stTooltipHoverTarget"] {color: inherit !important; opacity: 1 !important}
+[data-testid="stTooltipHoverTarget"], [data-testid="stCameraInputButton"],
+[data-testid="stCameraInputButton"] span {color: inherit !important; opacity: 1 !important}
 .fs-guesses p {margin: 0 0 0.25rem 0; font-size: 0.875rem}
 .fs-guesses ul {list-style: none; margin: 0; padding: 0}
 .fs-guesses li {margin: 0 0 0.5rem 0}
