@@ -113,3 +113,15 @@ def test_no_field_leaves_the_field_photos_out(tmp_path: Path) -> None:
         )
         == kept
     )
+
+
+def test_field_photos_can_be_capped_per_fruit(tmp_path: Path) -> None:
+    _field_dataset(tmp_path)
+    every = field_sources(TrainConfig(data_dir=tmp_path, cache_dir=None), random.Random(0))
+    capped = field_sources(
+        TrainConfig(data_dir=tmp_path, field_per_fruit=1, cache_dir=None), random.Random(0)
+    )
+    photos = {s.photo for s in capped}
+    assert len({s.photo for s in every}) == 4 and len(photos) == 2  # one photo of each fruit
+    assert {p.split(":")[1] for p in photos} == {"apple", "grape"}
+    assert all(s.photo in photos for s in capped)  # a photo kept keeps its crops

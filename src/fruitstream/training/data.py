@@ -169,15 +169,17 @@ def box_crops(
 
 
 def field_sources(cfg: TrainConfig, rng: random.Random) -> list[Source]:
-    """Real photos of fruit where it grows (``field/train``): each photo whole, and for photos
-    with boxes ``field_crops`` crops around its fruit; every source of one photo is one group."""
+    """Real photos of fruit where it grows (``field/train``; at most ``field_per_fruit`` of a
+    fruit): each photo whole, and for photos with boxes ``field_crops`` crops around its fruit;
+    every source of one photo is one group."""
     sources: list[Source] = []
     root = cfg.data_dir / "field"
     if not (root / "train").is_dir():
         log(f"   no {root / 'train'}: training without field photos")
         return sources
+    caps = [c for c in (cfg.max_per_class, cfg.field_per_fruit) if c is not None]
     for cls, paths in _by_class(labelled_images(root / "train", cfg.classes)).items():
-        for path in sorted(sample_up_to(paths, cfg.max_per_class, rng)):
+        for path in sorted(sample_up_to(paths, min(caps, default=None), rng)):
             sources += _field_photo_sources(cfg, root, path, cls, rng)
     return sources
 

@@ -36,6 +36,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="crops around the boxed fruit of each field photo with boxes (default 1)",
     )
     p.add_argument(
+        "--field-per-fruit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at most N field photos of a fruit, sampled (default: all)",
+    )
+    p.add_argument(
         "--known-rule",
         default="not-none",
         choices=["not-none", "top-fruit"],
