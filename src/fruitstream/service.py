@@ -234,9 +234,6 @@ class FruitService:
     # ``owner``, where a method takes it: only that owner's sessions exist for the caller (an
     # API token sees the batches it submitted); None: every session.
 
-    def _visible(self, session_id: str, owner: str | None) -> None:
-        self.session(session_id, owner)
-
     def session(self, session_id: str, owner: str | None = None) -> SessionRecord:
         """``NotFoundError`` for an unknown session, or one of another owner."""
         found = self.backends.db.get_session(session_id)
@@ -265,7 +262,7 @@ class FruitService:
 
     def progress(self, session_id: str, owner: str | None = None) -> Progress:
         """``NotFoundError`` for an unknown session."""
-        self._visible(session_id, owner)
+        self.session(session_id, owner)
         return self.backends.db.progress(session_id)
 
     def results(
@@ -277,7 +274,7 @@ class FruitService:
     ) -> list[ResultRow]:
         """The session's rows in file name order; a page of ``limit`` after the row whose
         image id is ``after``."""
-        self._visible(session_id, owner)
+        self.session(session_id, owner)
         return self.pipeline().results_of(session_id, limit, after)
 
     def results_page(
@@ -289,7 +286,7 @@ class FruitService:
     ) -> tuple[list[ResultRow], Progress]:
         """A page of the session's rows and how far the session is, the session looked up
         once (``NotFoundError`` for an unknown or another owner's session)."""
-        self._visible(session_id, owner)
+        self.session(session_id, owner)
         progress = self.backends.db.progress(session_id)
         return self.backends.db.results(session_id, limit, after), progress
 
@@ -299,7 +296,7 @@ class FruitService:
         """Newest first; a page of ``limit`` after the session ``before``."""
         db = self.backends.db
         if before is not None:
-            self._visible(before, owner)
+            self.session(before, owner)
         found = db.sessions(limit=limit, before=before, owner=owner)
         return [SessionSummary(s, db.progress(s.session_id)) for s in found]
 

@@ -7,13 +7,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from fruitstream.entrypoints.ui.launch import is_up
 
 CHROMIUM = os.environ.get("FRUITSTREAM_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -76,7 +76,6 @@ class AppServer:
     def __init__(self, env: dict[str, str], wait: float = 90.0) -> None:
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fruitstream", "ui", "--port", str(port)],
             env={**os.environ, **env},
@@ -84,14 +83,8 @@ class AppServer:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
+        if is_up(self.url, wait, poll=0.1):
+            return
         self.proc.kill()
         raise AssertionError(f"the app did not start: {self.proc.communicate()[0][-2000:]}")
 

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,10 @@ def chromium() -> Iterator[Any]:
         browser.close()
 
 
-def _browser(chromium: Any, viewport: dict[str, int], scheme: str = "light") -> Any:
-    """A new browser of its own (its own cookies): a phone (touch) or a desktop, in the light
-    or dark colour scheme (which Streamlit follows)."""
+@contextmanager
+def _page(chromium: Any, viewport: dict[str, int], scheme: str = "light") -> Iterator[Any]:
+    """A page in a new browser of its own (its own cookies), closed after: a phone (touch) or
+    a desktop, in the light or dark colour scheme (which Streamlit follows)."""
     phone = viewport["width"] < 640
     context = chromium.new_context(
         viewport=viewport,
@@ -76,7 +78,10 @@ def _browser(chromium: Any, viewport: dict[str, int], scheme: str = "light") -> 
         color_scheme=scheme,
     )
     context.grant_permissions(["camera"])
-    return context
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 def _photo(dataset: Path, fruit: str, n: int = 0) -> Path:
@@ -189,9 +194,7 @@ def _too_small(page: Any) -> list[dict[str, Any]]:
 def test_on_a_phone_the_answer_is_in_the_first_half_and_the_top_three_in_sight(
     chromium: Any, app_url: str, dataset: Path, tmp_path: Path, shape: str
 ) -> None:
-    context = _browser(chromium, PHONE)
-    page = context.new_page()
-    try:
+    with _page(chromium, PHONE) as page:
         _open(page, app_url)
         answer = _upload(page, _shaped(dataset, tmp_path, shape))
         _settle(page)
@@ -210,24 +213,19 @@ def test_on_a_phone_the_answer_is_in_the_first_half_and_the_top_three_in_sight(
         # Focus is taken to the answer (keyboard and screen reader), not left on the page.
         focused = "document.activeElement.closest('[class*=\"st-key-upload-answer\"]')"
         assert page.evaluate(f"() => {focused} !== null")
-    finally:
-        context.close()
 
 
 def test_the_camera_shows_its_frame_once_and_its_button_in_sight(
     chromium: Any, app_url: str
 ) -> None:
     for viewport in (DESKTOP, PHONE):
-        context = _browser(chromium, viewport)
-        page = context.new_page()
-        try:
+        with _page(chromium, viewport) as page:
             _open(page, app_url)
             _tab(page, 1)
             button = page.locator('[data-testid="stCameraInputButton"]')
             button.wait_for(timeout=30_000)
             _camera_ready(page)
             box = button.bounding_box()
-            page.screenshot(path=str(ARTIFACTS / f"camera-{viewport['width']}-before.png"))
             assert box is not None
             if viewport is DESKTOP:
                 assert box["y"] + box["height"] <= DESKTOP["height"], f"Take Photo at {box}"
@@ -237,16 +235,12 @@ def test_the_camera_shows_its_frame_once_and_its_button_in_sight(
             assert panel.locator('[data-testid="stImage"]').count() == 0
             assert panel.locator('[data-testid="stCameraInput"] img').count() == 1
             page.screenshot(path=str(ARTIFACTS / f"camera-{viewport['width']}.png"))
-        finally:
-            context.close()
 
 
 def test_every_control_on_a_phone_is_at_least_44_px(
     chromium: Any, app_url: str, dataset: Path, tmp_path: Path
 ) -> None:
-    context = _browser(chromium, PHONE)
-    page = context.new_page()
-    try:
+    with _page(chromium, PHONE) as page:
         _open(page, app_url)
         problems = {"upload, before": _too_small(page)}
         _upload(page, _photo(dataset, "kiwi"))
@@ -262,8 +256,6 @@ def test_every_control_on_a_phone_is_at_least_44_px(
         problems["batch, after"] = _too_small(page)
         page.screenshot(path=str(ARTIFACTS / "phone-batch.png"), full_page=True)
         assert {k: v for k, v in problems.items() if v} == {}
-    finally:
-        context.close()
 
 
 @pytest.mark.parametrize(("lang", "scheme"), [("en", "light"), ("es", "light"), ("es", "dark")])
@@ -273,10 +265,8 @@ def test_no_critical_or_serious_accessibility_violation(
     """axe-core on each tab, before and after a result, on a desktop and a phone."""
     found: dict[str, list[str]] = {}
     for viewport in (DESKTOP, PHONE):
-        context = _browser(chromium, viewport, scheme)
-        page = context.new_page()
         where = f"{viewport['width']}px"
-        try:
+        with _page(chromium, viewport, scheme) as page:
             _open(page, f"{app_url}/?lang={lang}")
             found[f"{where} upload, before"] = _axe(page)
             _upload(page, _photo(dataset, "orange"))
@@ -290,8 +280,6 @@ def test_no_critical_or_serious_accessibility_violation(
             found[f"{where} batch, before"] = _axe(page)
             _batch(page, _batch_files(dataset, tmp_path, ("apple", "lime", "mango")))
             found[f"{where} batch, after"] = _axe(page)
-        finally:
-            context.close()
     assert {k: v for k, v in found.items() if v} == {}
 
 
@@ -334,9 +322,7 @@ def _english_on_page(page: Any) -> list[str]:
 def test_spanish_everywhere_remembered_and_the_page_says_es(
     chromium: Any, app_url: str, dataset: Path, tmp_path: Path
 ) -> None:
-    context = _browser(chromium, PHONE)
-    page = context.new_page()
-    try:
+    with _page(chromium, PHONE) as page:
         _open(page, app_url)
         assert page.evaluate("document.documentElement.lang") == "en"
         page.get_by_role("radio", name="Español").or_(
@@ -360,8 +346,6 @@ def test_spanish_everywhere_remembered_and_the_page_says_es(
         page.get_by_text("fruitstream: ¿qué fruta es?").wait_for(timeout=30_000)
         assert page.evaluate("document.documentElement.lang") == "es"
         assert page.get_by_text("Subir foto").first.is_visible()
-    finally:
-        context.close()
 
 
 def _history(page: Any) -> tuple[str, list[str]]:
@@ -378,11 +362,9 @@ def _history(page: Any) -> tuple[str, list[str]]:
 def test_history_follows_the_batch_is_per_browser_names_batches_and_lists_photos(
     chromium: Any, app_url: str, dataset: Path, tmp_path: Path
 ) -> None:
-    mine = _browser(chromium, DESKTOP)
-    page = mine.new_page()
     solo = tmp_path / "solo-banana.jpg"
     shutil.copy(_photo(dataset, "banana", 2), solo)
-    try:
+    with _page(chromium, DESKTOP) as page:
         _open(page, app_url)
         _upload(page, solo)
         _settle(page)
@@ -398,26 +380,18 @@ def test_history_follows_the_batch_is_per_browser_names_batches_and_lists_photos
         assert page.get_by_role("heading", name="Batch: pear.jpg").is_visible()
         assert len([o for o in options if o.startswith(("market", "pear.jpg", "solo"))]) == 3
         page.screenshot(path=str(ARTIFACTS / "history.png"), full_page=True)
-    finally:
-        mine.close()
-    other = _browser(chromium, DESKTOP)
-    page = other.new_page()
-    try:  # another browser sees none of it
+    with _page(chromium, DESKTOP) as page:  # another browser sees none of it
         _open(page, app_url)
         _tab(page, 2)
         assert page.locator(".st-key-history").count() == 0
         assert page.get_by_text("market").count() == 0
-    finally:
-        other.close()
 
 
 def test_an_answer_can_be_saved_as_an_image_or_json(
     chromium: Any, app_url: str, dataset: Path, classifier: Any
 ) -> None:
-    context = _browser(chromium, DESKTOP)
-    page = context.new_page()
     photo = _photo(dataset, "pomegranate")
-    try:
+    with _page(chromium, DESKTOP) as page:
         _open(page, app_url)
         _upload(page, photo)
         _settle(page)
@@ -431,15 +405,11 @@ def test_an_answer_can_be_saved_as_an_image_or_json(
         pred = classifier.classify(photo.read_bytes())
         assert saved["label"] == pred.label and saved["file"] == photo.name
         assert [k["label"] for k in saved["top_k"]] == [k.label for k in pred.top_k]
-    finally:
-        context.close()
 
 
 def test_it_can_be_added_to_a_home_screen(chromium: Any, app_url: str) -> None:
     """A web manifest with its icons and a theme colour, linked from the page's head."""
-    context = _browser(chromium, PHONE)
-    page = context.new_page()
-    try:
+    with _page(chromium, PHONE) as page:
         _open(page, app_url)
         page.locator('head link[rel="manifest"]').wait_for(state="attached", timeout=30_000)
         href = page.evaluate("document.querySelector('link[rel=manifest]').href")
@@ -455,27 +425,24 @@ def test_it_can_be_added_to_a_home_screen(chromium: Any, app_url: str) -> None:
         assert {(192, 192), (512, 512)} <= sizes
         theme = page.evaluate("document.querySelector('meta[name=theme-color]').content")
         assert theme == data["theme_color"]
-    finally:
-        context.close()
 
 
 def test_first_answer_after_start(chromium: Any, dataset: Path, tmp_path: Path) -> None:
     """A server just started, a person at once: the model was warmed at start, not on their
     photo. The time from the upload to the answer is recorded (target: <= 400 ms)."""
     server = AppServer({"FRUITSTREAM_DATA_DIR": str(tmp_path / "data")})
-    context = _browser(chromium, DESKTOP)
-    page = context.new_page()
     try:
-        _open(page, server.url)
-        page.evaluate(WATCH_ANSWER, "upload")
-        page.evaluate("() => performance.clearResourceTimings()")
-        _upload(page, _photo(dataset, "lemon"))
-        page.wait_for_function("() => window.__shownAt !== null")
-        upload_end = page.evaluate(UPLOAD_END)
-        assert upload_end is not None, "the browser recorded no upload request"
-        _record("first_answer_after_start_ms", page.evaluate("() => window.__shownAt") - upload_end)
+        with _page(chromium, DESKTOP) as page:
+            _open(page, server.url)
+            page.evaluate(WATCH_ANSWER, "upload")
+            page.evaluate("() => performance.clearResourceTimings()")
+            _upload(page, _photo(dataset, "lemon"))
+            page.wait_for_function("() => window.__shownAt !== null")
+            upload_end = page.evaluate(UPLOAD_END)
+            assert upload_end is not None, "the browser recorded no upload request"
+            shown_at = page.evaluate("() => window.__shownAt")
+            _record("first_answer_after_start_ms", shown_at - upload_end)
     finally:
-        context.close()
         log = server.stop()
     assert "Traceback" not in log, log[-3000:]
 
@@ -487,19 +454,17 @@ def test_an_error_is_one_sentence_on_the_page_and_the_traceback_in_the_log(
     server = AppServer(
         {"FRUITSTREAM_DATA_DIR": str(tmp_path / "data"), "FRUITSTREAM_MODEL_DIR": str(missing)}
     )
-    context = _browser(chromium, DESKTOP)
-    page = context.new_page()
     try:
-        page.goto(server.url)
-        alert = page.locator('[data-testid="stAlert"]').filter(has_text="cannot start")
-        alert.wait_for(timeout=60_000)
-        assert alert.inner_text().startswith("The app cannot start: ")
-        assert "no-model-here" in alert.inner_text()  # it says which setting is wrong
-        assert page.locator('[data-testid="stException"]').count() == 0
-        body = page.inner_text("body")
-        assert "Traceback" not in body and "/site-packages/" not in body
-        assert str(REPO) not in body
+        with _page(chromium, DESKTOP) as page:
+            page.goto(server.url)
+            alert = page.locator('[data-testid="stAlert"]').filter(has_text="cannot start")
+            alert.wait_for(timeout=60_000)
+            assert alert.inner_text().startswith("The app cannot start: ")
+            assert "no-model-here" in alert.inner_text()  # it says which setting is wrong
+            assert page.locator('[data-testid="stException"]').count() == 0
+            body = page.inner_text("body")
+            assert "Traceback" not in body and "/site-packages/" not in body
+            assert str(REPO) not in body
     finally:
-        context.close()
         log = server.stop()
     assert "Traceback" in log and "the app cannot start" in log

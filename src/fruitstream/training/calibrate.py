@@ -9,7 +9,7 @@ from numpy.typing import NDArray
 
 from fruitstream.core.calibration import expected_calibration_error, fit_temperature
 from fruitstream.core.openset import operating_point
-from fruitstream.training.config import REAL, SCENE, TrainConfig
+from fruitstream.training.config import KNOWN_RULES, REAL, SCENE, TrainConfig
 from fruitstream.training.features import FeatureSet
 
 
@@ -70,19 +70,19 @@ def calibrate(
     pool_probs = softmax(logits[pool] / temperature)
     pool_fruit = fs.targets[mask][pool] < n_fruit
 
-    def cut_for(rule: str) -> float:
-        """The rule's threshold on its score (known when the score reaches it)."""
-        s = known_score(pool_probs, n_fruit, rule)
-        return operating_point(
+    # Each rule's score on the pool and its threshold (known when the score reaches it).
+    pool_scores = {rule: known_score(pool_probs, n_fruit, rule) for rule in KNOWN_RULES}
+    cuts = {
+        rule: operating_point(
             s[pool_fruit], s[~pool_fruit], cfg.max_fruit_rejection, cfg.min_not_fruit_rejection
         )
-
-    threshold = cut_for("top-fruit")
-    reject_below = 1.0 - cut_for("not-none")  # known when p(none) < 1 - the score's cut
-    cut = threshold if cfg.known_rule == "top-fruit" else 1.0 - reject_below
+        for rule, s in pool_scores.items()
+    }
+    threshold = cuts["top-fruit"]
+    reject_below = 1.0 - cuts["not-none"]  # known when p(none) < 1 - the score's cut
+    cut, pool_score = cuts[cfg.known_rule], pool_scores[cfg.known_rule]
     score_all = known_score(after, n_fruit, cfg.known_rule)
     score, score_other = score_all[fruit], score_all[~fruit]
-    pool_score = known_score(pool_probs, n_fruit, cfg.known_rule)
     top = after[fruit, :n_fruit].max(1)
     pred = after[fruit, :n_fruit].argmax(1)
     correct = pred == t[fruit]

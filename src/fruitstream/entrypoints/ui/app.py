@@ -44,12 +44,6 @@ SHORT_WAIT_SECONDS = 1.5
 GRID_COLUMNS = 5
 GRID_PAGE = 20
 PRELOAD_KEY = "preload"
-# The fruits to tap under an answer: at least 44 px high and as wide as their column (a
-# finger's size, WCAG 2.5.5).
-TAP_TARGETS = (
-    "<style>[class*='st-key-upload-pick-'] button, [class*='st-key-camera-pick-'] button"
-    " {min-height: 44px; width: 100%}</style>"
-)
 log = logging.getLogger("fruitstream.ui")
 
 
@@ -159,7 +153,7 @@ def remember_photo(
     if mark in seen:
         return
     seen.add(mark)
-    if svc.keep_photo(name, data, view, browser_id()) is not None:
+    if svc.keep_photo(name, data, view, owner()) is not None:
         st.rerun(scope="app")
 
 
@@ -184,7 +178,7 @@ def camera_ui(svc: AppServices, t: T, lang: str) -> Any:
 
 
 def batch_ui(svc: AppServices, t: T, lang: str) -> str | None:
-    owner = browser_id()
+    mine = owner()
     with st.form("batch", clear_on_submit=True):
         files = st.file_uploader(t("batch.label"), accept_multiple_files=True, key="batch_files")
         typed = st.text_input(t("batch.name"), key="batch_name", max_chars=200)
@@ -193,13 +187,13 @@ def batch_ui(svc: AppServices, t: T, lang: str) -> str | None:
         if not files:
             st.warning(t("batch.none"))
         else:
-            report = svc.submit(files, name=batch_name(typed, files, t), owner=owner)
+            report = svc.submit(files, name=batch_name(typed, files, t), owner=mine)
             # A small batch is done within moments: show it in this run, no polling round trip.
             svc.wait(report.session_id, SHORT_WAIT_SECONDS)
             # The history list below follows: it opens on the batch just sent.
             st.session_state["history"] = report.session_id
             st.session_state["rejected"] = {**report.rejected, **report.not_sent}
-    history = svc.sessions(owner, t, browser_tz())
+    history = svc.sessions(mine, t, browser_tz())
     if not history:
         return None
     labels = dict(history)
@@ -212,7 +206,7 @@ def batch_ui(svc: AppServices, t: T, lang: str) -> str | None:
         key="history",
         on_change=lambda: st.session_state.update(rejected={}),
     )
-    st.subheader(t("batch.session", sid=svc.session_name(session_id, owner, t)), anchor=False)
+    st.subheader(t("batch.session", sid=svc.session_name(session_id, mine, t)), anchor=False)
     for name, reason in st.session_state.get("rejected", {}).items():
         st.error(error_line(name, reason, t))
     done, total = svc.progress(session_id)
@@ -380,12 +374,17 @@ def language_ui() -> str:
 
 
 def browser_id() -> str:
-    """This browser's id (its cookie; a new one on a first visit): whose history is whose."""
+    """This browser's id (its cookie; a new one on a first visit)."""
     if "browser" not in st.session_state:
         known = st.context.cookies.get(BROWSER_COOKIE, "")
         fresh = len(known) == 32 and all(c in "0123456789abcdef" for c in known)
         st.session_state["browser"] = known if fresh else uuid.uuid4().hex
-    return f"browser:{st.session_state['browser']}"
+    return str(st.session_state["browser"])
+
+
+def owner() -> str:
+    """Whose the sessions this browser submits are: its history is its own."""
+    return f"browser:{browser_id()}"
 
 
 def browser_tz() -> tzinfo | None:
@@ -428,18 +427,11 @@ def main() -> None:
     st.set_page_config(page_title="fruitstream", page_icon="🍎", layout="wide")
     lang = language_ui()
     t = translator(lang)
-    st.html(STYLE + TAP_TARGETS)
-    browser = browser_id().removeprefix("browser:")
-    st.html(page_script(lang, browser), unsafe_allow_javascript=True)
+    st.html(STYLE)
+    st.html(page_script(lang, browser_id()), unsafe_allow_javascript=True)
     # Whatever goes wrong: one sentence on the page, the traceback in the server's log only.
     try:
-        svc = services()
-    except FruitstreamError as exc:
-        log.exception("the app cannot start")
-        st.error(t("error.start", reason=escape_markdown(str(exc))))
-        return
-    try:
-        tabs_ui(svc, t, lang)
+        tabs_ui(services(), t, lang)
     except FruitstreamError as exc:  # the model cannot be loaded, a setting is wrong...
         log.exception("the app cannot start")
         st.error(t("error.start", reason=escape_markdown(str(exc))))

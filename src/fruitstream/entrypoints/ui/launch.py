@@ -38,18 +38,24 @@ def streamlit_command(settings: Settings, host: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def warm(base_url: str, wait: float = WARM_WAIT_SECONDS) -> bool:
-    """Run the app once as soon as the server answers, so that the model, the worker and the
-    decoders are loaded before the first person comes (not on their first photo)."""
+def is_up(base_url: str, wait: float, poll: float = 0.2) -> bool:
+    """Whether the Streamlit server at ``base_url`` answers its health check within ``wait``
+    seconds."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{base_url}/_stcore/health", timeout=2) as answer:
                 if answer.status == 200:
-                    break
+                    return True
         except OSError:
-            time.sleep(0.2)
-    else:
+            time.sleep(poll)
+    return False
+
+
+def warm(base_url: str, wait: float = WARM_WAIT_SECONDS) -> bool:
+    """Run the app once as soon as the server answers, so that the model, the worker and the
+    decoders are loaded before the first person comes (not on their first photo)."""
+    if not is_up(base_url, wait):
         return False
     try:
         check = f"{base_url}/_stcore/script-health-check"

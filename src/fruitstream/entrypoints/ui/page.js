@@ -16,6 +16,7 @@
   ensure('link[rel="apple-touch-icon"]', () => el("link", {rel: "apple-touch-icon", href: cfg.static + "/icon-192.png"}));
   const fs = window.__fruitstream = window.__fruitstream || {};
   fs.cfg = cfg;
+  fs.patterns = cfg.patterns.map(([pattern, into]) => [new RegExp(pattern), into]);
   if (fs.observer) { fs.apply(doc.body); return; }
   const original = new WeakMap();
   // ``element``: where the text is; the single-photo uploaders have texts of their own.
@@ -26,8 +27,7 @@
     const single = element && element.closest(c.single_scope) ? c.single[trimmed] : undefined;
     if (single) return text.replace(trimmed, single);
     if (c.texts[trimmed]) return text.replace(trimmed, c.texts[trimmed]);
-    for (const [pattern, into] of c.patterns) {
-      const re = new RegExp(pattern);
+    for (const [re, into] of fs.patterns) {
       if (re.test(trimmed)) return text.replace(trimmed, trimmed.replace(re, into));
     }
     return null;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -16,12 +17,13 @@ STATIC = "app/static"
 SINGLE_UPLOADERS = ".st-key-upload"
 
 # Phones (narrow screens): a one-line title and a short top, so that an answer is in sight
-# without scrolling; every control at least 44 x 44 px (WCAG 2.5.5). All screens: text that
-# Streamlit fades (captions, the uploader's limits) or draws in its red (the camera's "Clear
-# photo": 3.65:1 in the dark theme) at full contrast (WCAG 1.4.3, both themes, as it inherits
-# the theme's text colour); the guesses' bars; the language switch in the
-# header bar, where it takes no room from the answer; the camera's frame at most half a screen
-# high, so that its button is in sight whatever the camera's shape.
+# without scrolling; every control at least 44 x 44 px (WCAG 2.5.5). All screens: the fruits
+# to tap under an answer a finger's size and as wide as their column; text that Streamlit fades
+# (captions, the uploader's limits) or draws in its red (the camera's "Clear photo": 3.65:1 in
+# the dark theme) at full contrast (WCAG 1.4.3, both themes, as it inherits the theme's text
+# colour); the guesses' bars; the language switch in the header bar, where it takes no room
+# from the answer; the camera's frame at most half a screen high, so that its button is in
+# sight whatever the camera's shape.
 STYLE = """<style>
 [data-testid="stMainBlockContainer"] {padding-top: 3.5rem}
 h1 {font-size: 2rem !important; padding-top: 0.5rem !important}
@@ -30,6 +32,8 @@ h1 {font-size: 2rem !important; padding-top: 0.5rem !important}
 [data-testid="stMetricLabel"], [data-testid="stExpander"] summary,
 [data-testid="stTooltipHoverTarget"], [data-testid="stCameraInputButton"],
 [data-testid="stCameraInputButton"] span {color: inherit !important; opacity: 1 !important}
+[class*='st-key-upload-pick-'] button, [class*='st-key-camera-pick-'] button {
+    min-height: 44px; width: 100%}
 .fs-guesses p {margin: 0 0 0.25rem 0; font-size: 0.875rem}
 .fs-guesses ul {list-style: none; margin: 0; padding: 0}
 .fs-guesses li {margin: 0 0 0.5rem 0}
@@ -88,5 +92,10 @@ def page_script(lang: str, browser_id: str) -> str:
     }
     # "</" cannot end the script early from inside a JSON string.
     settings = json.dumps(config).replace("</", "<\\/")
-    script = _SCRIPT.read_text(encoding="utf-8").replace("__CONFIG__", settings)
-    return f"<script>{script}</script>"
+    return f"<script>{_script().replace('__CONFIG__', settings)}</script>"
+
+
+@functools.cache
+def _script() -> str:
+    """page.js, read once per process (the page's script goes out at every rerun)."""
+    return _SCRIPT.read_text(encoding="utf-8")

@@ -248,7 +248,7 @@ def guesses_html(view: PredictionView, t: T) -> str:
     items = "".join(
         f'<li><span class="fs-guess">{html.escape(name)}: {confidence:.1%}</span>'
         f'<span class="fs-bar" aria-hidden="true">'
-        f'<span style="width: {max(0.0, min(1.0, confidence)) * 100:.1f}%"></span></span></li>'
+        f'<span style="width: {_unit(confidence) * 100:.1f}%"></span></span></li>'
         for name, confidence in view.bars
     )
     return f'<div class="fs-guesses"><p>{html.escape(title)}</p><ul>{items}</ul></div>'
@@ -290,13 +290,18 @@ def share_card(data: bytes, view: PredictionView, t: T) -> bytes:
     y += 30
     for name, confidence in view.bars:
         draw.text((370, y), f"{name}: {confidence:.1%}", fill=(30, 30, 30), font=small)
-        draw.rectangle((370, y + 26, 370 + int(320 * max(0.0, min(1.0, confidence))), y + 30),
+        draw.rectangle((370, y + 26, 370 + int(320 * _unit(confidence)), y + 30),
                        fill=(46, 125, 50))  # fmt: skip
         y += 40
     draw.text((370, 325), "fruitstream", fill=(90, 90, 90), font=small)
     out = io.BytesIO()
     card.save(out, format="PNG")
     return out.getvalue()
+
+
+def _unit(x: float) -> float:
+    """``x`` within [0, 1]: a bar's length."""
+    return max(0.0, min(1.0, x))
 
 
 def _wrap(text: str, width: int) -> list[str]:
