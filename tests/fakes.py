@@ -341,6 +341,7 @@ class FakeClassifier:
         self.limits = ImageLimits()
         self.calls = 0
         self.views_embedded = 0  # teaching views made, over all calls
+        self.warm_gate: threading.Event | None = None
 
     # The fake's "pooled features": one dimension per name it can tell apart.
     FEATURES = ("apple", "banana", "orange", "mango", "papaya", "?")
@@ -409,7 +410,8 @@ class FakeClassifier:
         return outcomes
 
     def warm_up_lanes(self) -> None:
-        pass
+        if self.warm_gate is not None:  # a slow warm-up, held until the test lets it go
+            self.warm_gate.wait(10)
 
 
 def fake_bundle(folder: Path) -> ModelBundle:

@@ -461,6 +461,7 @@ class FruitService:
             if self.worker_alive():
                 return False
             worker = self.worker()
+            worker.announce()  # before the thread: its warm-up can outlast the first page
             self._worker = threading.Thread(
                 target=worker.run, args=(self._stop,), name="fruitstream-worker", daemon=True
             )

@@ -300,6 +300,11 @@ class Worker:
             "rate": self.stats.processed / elapsed,
         }
 
+    def announce(self) -> None:
+        """The first heartbeat, before the warm-up: from the moment it exists the worker is
+        alive, so a health check right after it is started does not report no worker."""
+        self.housekeeping.beat(self.info(), force=True)
+
     def run(self, stop: threading.Event, until: Callable[[], bool] | None = None) -> WorkerStats:
         """Loop until ``stop`` is set (or ``until()`` is true); failures are retried.
 
@@ -308,6 +313,7 @@ class Worker:
         ends as an error row). On the way out the heartbeat says "stopped".
         """
         backoff = self.poll_seconds
+        self.announce()
         self.classifier.warm_up_lanes()
         try:
             while not stop.is_set():

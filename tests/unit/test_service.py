@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,6 +125,16 @@ def test_the_workers_chores_repair_stalled_submits(world: World) -> None:
     world.service.ensure_worker()
     assert world.service.wait(sid, timeout=10, poll=0.05).complete
     assert world.service.results(sid)[0].label == "apple"
+
+
+def test_a_started_worker_is_alive_before_its_warm_up_ends(world: World) -> None:
+    # The app checks health right after starting its worker; a slow warm-up (a busy machine)
+    # once left the sidebar saying no worker was running.
+    world.classifier.warm_gate = threading.Event()
+    assert world.service.ensure_worker()
+    workers = next(h for h in world.service.health() if h.name == "workers")
+    world.classifier.warm_gate.set()
+    assert workers.ok, workers.detail
 
 
 def test_health_lists_every_backend_then_the_model(world: World) -> None:
