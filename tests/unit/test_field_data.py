@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from fruitstream.model.bundle import PreprocessConfig
-from fruitstream.training.config import REAL, TrainConfig
+from fruitstream.training.config import REAL, STUDIO, TrainConfig
 from fruitstream.training.data import (
+    Source,
     box_crops,
     field_photo,
     field_sources,
     read_boxes,
     training_views,
 )
+from fruitstream.training.features import extract_features, features_key, view_weights
 
 
 def test_field_photo_names_the_source_photo_of_tiles_and_copies() -> None:
@@ -125,3 +128,53 @@ def test_field_photos_can_be_capped_per_fruit(tmp_path: Path) -> None:
     assert len({s.photo for s in every}) == 4 and len(photos) == 2  # one photo of each fruit
     assert {p.split(":")[1] for p in photos} == {"apple", "grape"}
     assert all(s.photo in photos for s in capped)  # a photo kept keeps its crops
+
+
+def test_field_views_weigh_field_weight_and_other_real_views_real_weight(tmp_path: Path) -> None:
+    _field_dataset(tmp_path)
+    cfg = TrainConfig(
+        data_dir=tmp_path, real_views=2, real_weight=3.0, field_weight=0.5, cache_dir=None
+    )
+    grocery = tmp_path / "grocery/train/apple/g.jpg"
+    grocery.parent.mkdir(parents=True)
+    Image.new("RGB", (64, 64), (200, 20, 20)).save(grocery)
+    sources = [Source(0, REAL, grocery), *field_sources(cfg, random.Random(0))]
+    sources.append(Source(1, STUDIO, grocery))
+    pre = PreprocessConfig(input_size=32)
+    views = [(src, group) for _, src, group in training_views(sources, None, cfg, pre)]  # type: ignore[arg-type]
+    kinds = np.asarray([s.kind for s, _ in views])
+    groups = np.asarray([g for _, g in views])
+    weights = view_weights(cfg, sources, kinds, groups)
+    expected = [
+        0.5 if s.photo.startswith("field:") else 3.0 if s.kind == REAL else 1.0 for s, _ in views
+    ]
+    assert weights.tolist() == expected
+    assert weights[:2].tolist() == [3.0, 3.0] and weights[-1] == 1.0  # grocery's views; studio
+    # Without a field weight, a field photo weighs as any real photo.
+    same = view_weights(replace(cfg, field_weight=None), sources, kinds, groups)
+    assert same.tolist() == [3.0 if s.kind == REAL else 1.0 for s, _ in views]
+
+
+def test_cached_features_get_this_runs_weights(tmp_path: Path) -> None:
+    # The cache keeps what the frozen blocks made of the views; a run that changes only a
+    # weight reuses it, and must not train with the weights of the run that wrote it.
+    _field_dataset(tmp_path)
+    cfg = TrainConfig(data_dir=tmp_path, field_weight=0.5, cache_dir=tmp_path / "cache")
+    sources = field_sources(cfg, random.Random(0))
+    n = len(sources)
+    stale = {
+        "features": np.zeros((n, 4), np.float32),
+        "targets": np.zeros(n, np.int64),
+        "weights": np.full(n, 9.0, np.float32),
+        "kinds": np.full(n, REAL, np.int64),
+        "maps": np.zeros((n, 1), np.float16),
+        "teacher": np.zeros((n, 1), np.float16),
+    }
+    stale["groups"] = np.asarray(
+        [list(dict.fromkeys(s.group_key() for s in sources)).index(s.group_key()) for s in sources]
+    )
+    (tmp_path / "cache").mkdir()
+    np.savez(tmp_path / "cache" / f"features-{features_key(cfg, sources)}.npz", **stale)
+    fs, cached = extract_features(cfg, sources, None, tmp_path / "none.onnx", PreprocessConfig())  # type: ignore[arg-type]
+    assert cached
+    assert fs.weights.tolist() == [0.5] * n

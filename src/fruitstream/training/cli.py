@@ -158,6 +158,7 @@ def run_training(args: argparse.Namespace) -> ModelBundle | None:
         field=not args.no_field,
         field_crops=args.field_crops,
         field_per_fruit=args.field_per_fruit,
+        field_weight=args.field_weight,
         known_rule=args.known_rule,
         head_steps=args.steps,
         finetune_epochs=args.finetune_epochs,

@@ -64,6 +64,9 @@ class TrainConfig:
     # At most this many field photos per fruit (None: all): 450 orchard tiles with their crops
     # quadrupled the real apple photos (278 -> 1,178) and studio's red apples drifted away.
     field_per_fruit: int | None = None
+    # A field photo's view weighs this many studio frames (None: as much as any real photo).
+    # Classes are balanced, so this is the share of a fruit's weight its field photos take.
+    field_weight: float | None = None
     # ... and per fruit whose wild photos differ most from the studio frames (the first model
     # trained with scenes: grape 0.31, mango 0.19, lime 0.58, cherry 0 of 5 on wild/val).
     extra_scenes: tuple[tuple[str, int], ...] = (

@@ -19,6 +19,8 @@ from fruitstream.model.bundle import PreprocessConfig
 from fruitstream.training import synth
 from fruitstream.training.config import OTHER, REAL, SCENE, STUDIO, TrainConfig, log
 
+FIELD_PREFIX = "field:"  # how a field photo's group starts: "field:<fruit>:<photo>"
+
 
 @dataclass(frozen=True)
 class Source:
@@ -188,7 +190,7 @@ def _field_photo_sources(
     cfg: TrainConfig, root: Path, path: Path, cls: str, rng: random.Random
 ) -> list[Source]:
     target = cfg.classes.index(cls)
-    photo = f"field:{cls}:{field_photo(path)}"
+    photo = f"{FIELD_PREFIX}{cls}:{field_photo(path)}"
     boxes = read_boxes(root / "boxes" / cls / f"{path.stem}.txt")
     crops = box_crops(boxes, cfg.field_crops, rng)
     return [Source(target, REAL, path, photo=photo)] + [

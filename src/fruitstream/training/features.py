@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from fruitstream.model.bundle import PreprocessConfig
 from fruitstream.training import synth
 from fruitstream.training.config import REAL, TrainConfig, log
-from fruitstream.training.data import Source, SpriteBank, training_views
+from fruitstream.training.data import FIELD_PREFIX, Source, SpriteBank, training_views
 
 
 @dataclass
@@ -43,6 +43,24 @@ def features_key(cfg: TrainConfig, sources: list[Source]) -> str:
     ).hexdigest()[:16]
 
 
+def view_weights(
+    cfg: TrainConfig, sources: list[Source], kinds: NDArray[np.int64], groups: NDArray[np.int64]
+) -> NDArray[np.float32]:
+    """What each view weighs: a studio frame or scene 1, a real photo ``real_weight``, a field
+    photo ``field_weight``. Worked out at every run, never read from the cache, so that a run
+    that only changes a weight reuses the features."""
+    ids: dict[str, int] = {}
+    field_groups = set()
+    for src in sources:  # the group ids ``training_views`` gives, in the same order
+        group = ids.setdefault(src.group_key(), len(ids))
+        if src.photo.startswith(FIELD_PREFIX):
+            field_groups.add(group)
+    weights = np.where(kinds == REAL, cfg.real_weight, 1.0)
+    if cfg.field_weight is not None and field_groups:
+        weights = np.where(np.isin(groups, list(field_groups)), cfg.field_weight, weights)
+    return weights.astype(np.float32)
+
+
 def extract_features(
     cfg: TrainConfig,
     sources: list[Source],
@@ -58,7 +76,9 @@ def extract_features(
     if cache is not None and cache.exists():
         log(f"   features from cache {cache}")
         data = np.load(cache)
-        return FeatureSet(**{k: data[k] for k in data.files}), True
+        fs = FeatureSet(**{k: data[k] for k in data.files})
+        fs.weights = view_weights(cfg, sources, fs.kinds, fs.groups)
+        return fs, True
 
     options = ort.SessionOptions()
     if cfg.threads:
@@ -89,11 +109,12 @@ def extract_features(
         flush()
     log(f"   {len(meta)} views of {len(sources)} images in {time.perf_counter() - started:.0f} s")
     kinds = np.asarray([k for _, k, _ in meta], dtype=np.int64)
+    groups = np.asarray([g for _, _, g in meta], dtype=np.int64)
     fs = FeatureSet(
         features=np.concatenate(feats),
         targets=np.asarray([t for t, _, _ in meta], dtype=np.int64),
-        weights=np.where(kinds == REAL, cfg.real_weight, 1.0).astype(np.float32),
-        groups=np.asarray([g for _, _, g in meta], dtype=np.int64),
+        weights=view_weights(cfg, sources, kinds, groups),
+        groups=groups,
         kinds=kinds,
         maps=np.concatenate(maps),
         teacher=np.concatenate(teacher),

@@ -43,6 +43,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="at most N field photos of a fruit, sampled (default: all)",
     )
     p.add_argument(
+        "--field-weight",
+        type=float,
+        default=None,
+        metavar="W",
+        help="a field photo's view weighs W studio frames (default: as any real photo)",
+    )
+    p.add_argument(
         "--known-rule",
         default="not-none",
         choices=["not-none", "top-fruit"],
