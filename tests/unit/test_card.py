@@ -50,3 +50,18 @@ def test_the_card_compares_every_fruit_with_the_previous_model(tmp_path: Path) -
     assert "| mango | 48 | 50.0% |" in card
     assert f"{100 * (0.5 - was):+.1f} |" in card
     assert f"Against v{shipped.version}, the model this one replaces" in card
+
+
+def test_the_card_says_how_field_photos_were_used() -> None:
+    from fruitstream.training.card import _field_recipe
+
+    assert _field_recipe({"field": False}) == []
+    [default] = _field_recipe({"field": True, "field_crops": 1})
+    assert "each whole and, where the photo has boxes, with 1 crop(s)" in default
+    assert "same weight" in default and "at most" not in default
+    [tuned] = _field_recipe(
+        {"field": True, "field_crops": 2, "field_whole": False, "field_per_fruit": 150,
+         "field_weight": 1.0}
+    )  # fmt: skip
+    assert "else only 2 crop(s)" in tuned and "(no whole tile)" in tuned
+    assert "at most 150 photos a fruit" in tuned and "each weighing 1.0x" in tuned

@@ -178,3 +178,13 @@ def test_cached_features_get_this_runs_weights(tmp_path: Path) -> None:
     fs, cached = extract_features(cfg, sources, None, tmp_path / "none.onnx", PreprocessConfig())  # type: ignore[arg-type]
     assert cached
     assert fs.weights.tolist() == [0.5] * n
+
+
+def test_crops_only_leaves_out_the_whole_photos_that_have_boxes(tmp_path: Path) -> None:
+    _field_dataset(tmp_path)
+    cfg = TrainConfig(data_dir=tmp_path, field_crops=2, field_whole=False, cache_dir=None)
+    sources = field_sources(cfg, random.Random(0))
+    apples = [s for s in sources if s.photo.startswith("field:apple:")]
+    grapes = [s for s in sources if s.photo.startswith("field:grape:")]
+    assert len(apples) == 3 * 2 and all(s.crop is not None for s in apples)
+    assert len(grapes) == 3 and all(s.crop is None for s in grapes)  # no boxes: kept whole

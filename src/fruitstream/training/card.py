@@ -262,10 +262,15 @@ def _field_recipe(cfg: dict[str, Any]) -> list[str]:
         return []
     cap = cfg.get("field_per_fruit")
     weight = cfg.get("field_weight")
+    crops = f"{cfg.get('field_crops')} crop(s) around one to four neighbouring fruits"
+    which = (
+        f"each whole and, where the photo has boxes, with {crops}"
+        if cfg.get("field_whole", True)
+        else f"whole where the photo has no boxes, else only {crops} (no whole tile)"
+    )
     return [
         "   Real photos of fruit where it grows, field/train: table-grape bunches on the vine and"
-        " apple-orchard tiles, each whole and, where the photo has boxes, with"
-        f" {cfg.get('field_crops')} crop(s) around one to four neighbouring fruits at a random"
+        f" apple-orchard tiles, {which} at a random"
         f" scale{f', at most {cap} photos a fruit' if cap else ''}; they count as real photos"
         f" (same views, {f'each weighing {weight}x' if weight is not None else 'same weight'}),"
         " and every tile, crop and copy of one photo stays on one side of the held-out split.",

@@ -157,6 +157,7 @@ def run_training(args: argparse.Namespace) -> ModelBundle | None:
         negative_scenes=args.negative_scenes,
         field=not args.no_field,
         field_crops=args.field_crops,
+        field_whole=not args.field_crops_only,
         field_per_fruit=args.field_per_fruit,
         field_weight=args.field_weight,
         known_rule=args.known_rule,

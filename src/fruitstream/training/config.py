@@ -61,6 +61,9 @@ class TrainConfig:
     scenes_per_class: int = 360  # synthetic scenes per fruit
     field: bool = True  # real photos of fruit where it grows (field/train), as real photos
     field_crops: int = 1  # crops around the boxed fruit of each field photo that has boxes
+    # A field photo with boxes also whole (without: its crops only). A whole orchard tile is
+    # foliage dotted with small red fruit, much like a pomegranate or cherry tree.
+    field_whole: bool = True
     # At most this many field photos per fruit (None: all): 450 orchard tiles with their crops
     # quadrupled the real apple photos (278 -> 1,178) and studio's red apples drifted away.
     field_per_fruit: int | None = None

@@ -172,8 +172,8 @@ def box_crops(
 
 def field_sources(cfg: TrainConfig, rng: random.Random) -> list[Source]:
     """Real photos of fruit where it grows (``field/train``; at most ``field_per_fruit`` of a
-    fruit): each photo whole, and for photos with boxes ``field_crops`` crops around its fruit;
-    every source of one photo is one group."""
+    fruit): each photo whole (unless ``field_whole`` is off and it has crops), and for photos
+    with boxes ``field_crops`` crops around its fruit; every source of one photo is one group."""
     sources: list[Source] = []
     root = cfg.data_dir / "field"
     if not (root / "train").is_dir():
@@ -193,9 +193,8 @@ def _field_photo_sources(
     photo = f"{FIELD_PREFIX}{cls}:{field_photo(path)}"
     boxes = read_boxes(root / "boxes" / cls / f"{path.stem}.txt")
     crops = box_crops(boxes, cfg.field_crops, rng)
-    return [Source(target, REAL, path, photo=photo)] + [
-        Source(target, REAL, path, crop=c, photo=photo) for c in crops
-    ]
+    whole = [Source(target, REAL, path, photo=photo)] if cfg.field_whole or not crops else []
+    return whole + [Source(target, REAL, path, crop=c, photo=photo) for c in crops]
 
 
 class SpriteBank:

@@ -36,6 +36,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="crops around the boxed fruit of each field photo with boxes (default 1)",
     )
     p.add_argument(
+        "--field-crops-only",
+        action="store_true",
+        help="of a field photo with boxes, train on its crops only, not the whole photo",
+    )
+    p.add_argument(
         "--field-per-fruit",
         type=int,
         default=None,
