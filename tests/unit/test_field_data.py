@@ -16,6 +16,7 @@ from fruitstream.training.data import (
     box_crops,
     field_photo,
     field_sources,
+    group_ids,
     read_boxes,
     training_views,
 )
@@ -170,9 +171,7 @@ def test_cached_features_get_this_runs_weights(tmp_path: Path) -> None:
         "maps": np.zeros((n, 1), np.float16),
         "teacher": np.zeros((n, 1), np.float16),
     }
-    stale["groups"] = np.asarray(
-        [list(dict.fromkeys(s.group_key() for s in sources)).index(s.group_key()) for s in sources]
-    )
+    stale["groups"] = np.asarray(group_ids(sources))
     (tmp_path / "cache").mkdir()
     np.savez(tmp_path / "cache" / f"features-{features_key(cfg, sources)}.npz", **stale)
     fs, cached = extract_features(cfg, sources, None, tmp_path / "none.onnx", PreprocessConfig())  # type: ignore[arg-type]

@@ -222,14 +222,19 @@ class SpriteBank:
         return synth.scene(self.sprites(source.scene_of), source.scene_of, rng, self.backgrounds)
 
 
+def group_ids(sources: list[Source]) -> list[int]:
+    """A group id per source, numbered in order of first appearance: the sources of one photo
+    (tiles, crops, copies) share theirs."""
+    ids: dict[str, int] = {}
+    return [ids.setdefault(src.group_key(), len(ids)) for src in sources]
+
+
 def training_views(
     sources: list[Source], bank: SpriteBank, cfg: TrainConfig, pre: PreprocessConfig
 ) -> Iterator[tuple[NDArray[np.uint8], Source, int]]:
     """``(pixels, source, group)`` for every view of every training image."""
     rng = random.Random(cfg.seed)
-    groups: dict[str, int] = {}
-    for src in sources:
-        group = groups.setdefault(src.group_key(), len(groups))
+    for src, group in zip(sources, group_ids(sources), strict=True):
         if src.kind == SCENE:
             yield preprocess(bank.scene(src), pre), src, group
             continue

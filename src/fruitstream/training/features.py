@@ -14,7 +14,13 @@ from numpy.typing import NDArray
 from fruitstream.model.bundle import PreprocessConfig
 from fruitstream.training import synth
 from fruitstream.training.config import REAL, TrainConfig, log
-from fruitstream.training.data import FIELD_PREFIX, Source, SpriteBank, training_views
+from fruitstream.training.data import (
+    FIELD_PREFIX,
+    Source,
+    SpriteBank,
+    group_ids,
+    training_views,
+)
 
 
 @dataclass
@@ -49,15 +55,14 @@ def view_weights(
     """What each view weighs: a studio frame or scene 1, a real photo ``real_weight``, a field
     photo ``field_weight``. Worked out at every run, never read from the cache, so that a run
     that only changes a weight reuses the features."""
-    ids: dict[str, int] = {}
-    field_groups = set()
-    for src in sources:  # the group ids ``training_views`` gives, in the same order
-        group = ids.setdefault(src.group_key(), len(ids))
-        if src.photo.startswith(FIELD_PREFIX):
-            field_groups.add(group)
+    field_groups = [
+        g
+        for src, g in zip(sources, group_ids(sources), strict=True)
+        if src.photo.startswith(FIELD_PREFIX)
+    ]
     weights = np.where(kinds == REAL, cfg.real_weight, 1.0)
     if cfg.field_weight is not None and field_groups:
-        weights = np.where(np.isin(groups, list(field_groups)), cfg.field_weight, weights)
+        weights = np.where(np.isin(groups, field_groups), cfg.field_weight, weights)
     return weights.astype(np.float32)
 
 
