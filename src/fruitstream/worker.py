@@ -302,8 +302,10 @@ class Worker:
 
     def announce(self) -> None:
         """The first heartbeat, before the warm-up: from the moment it exists the worker is
-        alive, so a health check right after it is started does not report no worker."""
-        self.housekeeping.beat(self.info(), force=True)
+        alive, so a health check right after it is started does not report no worker. Not
+        forced: the service announces before starting the thread and ``run`` again, and the
+        second, within a beat period, writes nothing."""
+        self.housekeeping.beat(self.info())
 
     def run(self, stop: threading.Event, until: Callable[[], bool] | None = None) -> WorkerStats:
         """Loop until ``stop`` is set (or ``until()`` is true); failures are retried.
