@@ -175,7 +175,7 @@ def test_batch_tab_runs_a_batch_to_completion(app: AppTest, dataset: Path) -> No
 
 def test_distributed_figures_in_the_sidebar() -> None:
     from fruitstream.entrypoints.ui.views import health_figures, health_line
-    from fruitstream.health import figures
+    from fruitstream.service.health import figures
     from fruitstream.ports import Health
 
     extra: dict[str, object] = {"lag": 12, "input_rate": 3.0, "processed_rate": 4.5}

@@ -23,8 +23,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("classifier core", ("core",)),
     ("adapters", ("adapters",)),
     ("use cases", ("pipeline", "worker", "housekeeping")),
+    ("service", ("service",)),
     ("wiring", ("bootstrap",)),
-    ("service", ("service", "health", "callbacks", "labels", "versions")),
     ("tools", ("bench", "training", "client")),
     ("entrypoints", ("entrypoints", "__main__")),
 )

@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fruitstream.adapters.webhook import post_json
-from fruitstream.callbacks import MAX_ATTEMPTS, CallbackSender, check_callback, signature
+from fruitstream.service.callbacks import MAX_ATTEMPTS, CallbackSender, check_callback, signature
 from fruitstream.entrypoints.api import create_app
 from fruitstream.errors import CallbackError
 from tests.fakes import FakeWorld, fake_world

@@ -14,7 +14,7 @@ from fruitstream.domain import BASE_VERSION, Status
 from fruitstream.errors import ConfigError, NotFoundError
 from fruitstream.pipeline import Upload
 from fruitstream.service import FruitService
-from fruitstream.versions import FOLLOW_SECONDS
+from fruitstream.service.versions import FOLLOW_SECONDS
 from tests.fakes import FakeClassifier, FakeWorld, fake_world
 
 

@@ -26,7 +26,7 @@ from fruitstream.domain import NOT_FRUIT
 from fruitstream.errors import ConfigError
 from fruitstream.model.bundle import ModelBundle
 from fruitstream.model.head import Head
-from fruitstream.versions import refusal
+from fruitstream.service.versions import refusal
 
 Report = dict[str, Any]
 NEW_FRUIT = "papaya"

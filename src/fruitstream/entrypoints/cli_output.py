@@ -22,7 +22,7 @@ from fruitstream.ports import Health
 
 if TYPE_CHECKING:  # the service (and its backends) load only when a command needs them
     from fruitstream.service import FileResult
-    from fruitstream.versions import AdaptReport
+    from fruitstream.service.versions import AdaptReport
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 

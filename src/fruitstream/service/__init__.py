@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from fruitstream import __version__
 from fruitstream.bootstrap import Backends, build_backends, build_classifier
-from fruitstream.callbacks import CallbackSender, check_callback
+from fruitstream.service.callbacks import CallbackSender, check_callback
 from fruitstream.config import Settings, load_settings
 from fruitstream.dataset import expand_paths
 from fruitstream.domain import (
@@ -40,13 +40,13 @@ from fruitstream.errors import (
     NotFoundError,
     ResultStoreError,
 )
-from fruitstream.health import backends_health, is_ready, live_workers, model_health, owner_is_dead
-from fruitstream.health import queue_lag as lag_of
+from fruitstream.service.health import backends_health, is_ready, live_workers, model_health, owner_is_dead
+from fruitstream.service.health import queue_lag as lag_of
 from fruitstream.housekeeping import HOUSEKEEPING_SECONDS, Housekeeping, worker_id
-from fruitstream.labels import TeachReport, label_of_photo, label_of_row, teach
+from fruitstream.service.labels import TeachReport, label_of_photo, label_of_row, teach
 from fruitstream.pipeline import Pipeline, SubmitReport, Upload
 from fruitstream.ports import Delivery, Health, PhotoClassifier
-from fruitstream.versions import AdaptReport, Versions
+from fruitstream.service.versions import AdaptReport, Versions
 from fruitstream.worker import BatchOutcome, Worker, WorkerStats, process_batch
 
 log = logging.getLogger(__name__)
