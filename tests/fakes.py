@@ -449,13 +449,16 @@ class FakeWorld:
     classifier: FakeClassifier
 
 
-def fake_world(tmp_path: Path, consumes_here: bool = True, **settings: Any) -> FakeWorld:
+def fake_world(
+    tmp_path: Path, consumes_here: bool = True, start_workers: bool = True, **settings: Any
+) -> FakeWorld:
     """The service as every entrypoint gets it, with fakes behind every port. With
     ``consumes_here`` a worker thread of the process can take the queue (the embedded
-    default); without, it has its own runner (Kafka and the Spark job)."""
-    from fruitstream.bootstrap import Backends
+    default); without, it has its own runner (Kafka and the Spark job). ``start_workers``
+    is the service's worker policy (off: a server whose batches wait for a worker
+    started elsewhere)."""
     from fruitstream.config import Settings
-    from fruitstream.service import FruitService
+    from fruitstream.service import Backends, FruitService
 
     bundle = fake_bundle(tmp_path / "model")
     config = Settings(
@@ -471,5 +474,5 @@ def fake_world(tmp_path: Path, consumes_here: bool = True, **settings: Any) -> F
     classifier = FakeClassifier(bundle)
     consumers = (lambda _owner: queue) if consumes_here else None
     backends = Backends(config, store, queue, db, consumers)
-    service = FruitService(config, backends, classifier=lambda: classifier)
+    service = FruitService(config, backends, lambda: classifier, start_workers)
     return FakeWorld(service, store, queue, db, classifier)

@@ -1,15 +1,14 @@
-"""Wires the classifier and the adapters from settings; one classifier per process.
+"""The composition root: builds the service from settings (the adapters each setting
+chooses, the process-wide classifier), never the reverse.
 
-Only wiring: which adapter each setting chooses (the tables at the bottom), built once.
-What to do with them is the service layer's (service, health, housekeeping).
+Only wiring: which adapter each setting chooses (the tables below), built once. What to do
+with them is the service layer's (``fruitstream.service``).
 """
 
 from __future__ import annotations
 
-import functools
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,12 +18,14 @@ from fruitstream.adapters.local_queue import SqlQueue
 from fruitstream.adapters.local_store import LocalObjectStore
 from fruitstream.adapters.sql import SqlDatabase
 from fruitstream.adapters.webhook import post_json
-from fruitstream.config import Settings
+from fruitstream.config import Settings, load_settings
 from fruitstream.core.classifier import Classifier
-from fruitstream.core.precision import choose_precision
+from fruitstream.core.precision import load_bundle as core_load_bundle
 from fruitstream.errors import ConfigError
 from fruitstream.model.bundle import ModelBundle, default_bundle_dir
-from fruitstream.ports import Consumer, ObjectStore, Publisher, ResultsDatabase
+from fruitstream.ports import Consumer, ObjectStore, Publisher
+from fruitstream.service import Backends, FruitService
+from fruitstream.service.stream import StreamRunner
 
 if TYPE_CHECKING:
     from fruitstream.adapters.kafka import KafkaConnection
@@ -38,10 +39,7 @@ def load_bundle(
 ) -> ModelBundle:
     """The configured model bundle, set to run the graph chosen for this machine: the given or
     configured precision, where ``auto`` decides by the CPU and the bundle's figures."""
-    path = Path(model_dir or settings.model_dir or default_bundle_dir()).resolve()
-    bundle = ModelBundle.load(path)
-    choice = choose_precision(bundle, precision or settings.model_precision)
-    return bundle.with_precision(choice.precision, choice.reason)
+    return core_load_bundle(model_dir or settings.model_dir, precision or settings.model_precision)
 
 
 def build_classifier(
@@ -61,45 +59,6 @@ def build_classifier(
             )
             _classifiers[key] = clf
         return clf
-
-
-@dataclass
-class Backends:
-    """The adapters chosen by configuration, built once and shared."""
-
-    settings: Settings
-    store: ObjectStore
-    publisher: Publisher
-    db: ResultsDatabase
-    # Makes a consumer of the queue for a worker in this process (owner name -> consumer);
-    # None: the queue has its own runner (Kafka: the Spark job).
-    consumers: Callable[[str], Consumer] | None = None
-    # Sends a batch-complete callback: (url, body, headers) -> HTTP status, 0 for none.
-    post: Callable[[str, bytes, Mapping[str, str]], int] = post_json
-
-    @functools.cached_property
-    def bundle(self) -> ModelBundle:
-        """The configured model and the graph chosen for this machine, read once (no ONNX
-        session needed)."""
-        return load_bundle(self.settings)
-
-    @property
-    def model_version(self) -> str:
-        """``name:version`` of the configured model, as result rows record it."""
-        return self.bundle.model_version
-
-    def consumer(self, owner: str) -> Consumer:
-        if self.consumers is None:
-            raise ConfigError(
-                "the embedded worker consumes the local queue only; with Kafka, run the Spark "
-                "job (fruitstream spark-job)"
-            )
-        return self.consumers(owner)
-
-    @property
-    def consumes_locally(self) -> bool:
-        """Whether a worker in this process can consume the configured queue."""
-        return self.consumers is not None
 
 
 # --- the one place where configuration chooses backends --------------------------------------
@@ -200,4 +159,20 @@ def build_backends(settings: Settings) -> Backends:
         PUBLISHERS[settings.queue](settings, db),
         db,
         consumers(settings, db) if consumers is not None else None,
+        post=post_json,
     )
+
+
+def build_service(settings: Settings | None = None, start_workers: bool = True) -> FruitService:
+    """The application service over the configured backends and the process-wide classifier;
+    ``start_workers`` is its worker policy (see ``service.workers.Workers``)."""
+    settings = settings or load_settings()
+    return FruitService(
+        settings, build_backends(settings), lambda: build_classifier(settings), start_workers
+    )
+
+
+def build_stream(settings: Settings | None = None) -> StreamRunner:
+    """What the Spark job's driver and executors run, over the configured backends."""
+    settings = settings or load_settings()
+    return StreamRunner(build_backends(settings), lambda: build_classifier(settings))

@@ -260,6 +260,33 @@ class SessionRecord:
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Who asks: the owner whose data a call concerns (an opaque id: a token's hash, a
+    browser's id, "" for the machine's operator), and whether it sees every owner's data.
+
+    Every use case that reads, changes or deletes someone's data takes one, so that scoping
+    is decided in one place (``sees``) and no call can leave it out by accident.
+    """
+
+    owner: str = ""
+    admin: bool = False
+
+    def sees(self, owner: str) -> bool:
+        """Whether data of ``owner`` exists for this caller."""
+        return self.admin or owner == self.owner
+
+    @property
+    def scope(self) -> str | None:
+        """The owner a listing is narrowed to; None: every owner's (an admin)."""
+        return None if self.admin else self.owner
+
+
+# The command line and the tools: the machine's operator, who sees everything and whose
+# batches are recorded under "".
+OPERATOR = Caller(owner="", admin=True)
+
+
+@dataclass(frozen=True)
 class Progress:
     session_id: str
     submitted: int

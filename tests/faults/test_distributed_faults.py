@@ -109,15 +109,15 @@ def test_unreachable_store_at_submit_is_a_clear_error_and_no_session(
 def test_a_404_character_filename_gets_its_row_on_postgresql(
     tmp_path: Path, dataset: Path, stack: dict[str, str], job: SparkJob
 ) -> None:
+    from fruitstream.bootstrap import build_service
     from fruitstream.pipeline import Upload
-    from fruitstream.service import FruitService
 
     settings = Settings(**{k.removeprefix("FRUITSTREAM_").lower(): v for k, v in stack.items()})
     photo = photos(dataset, 1, tmp_path / "in")
     data = next(photo.iterdir()).read_bytes()
     long_name = "a" * 400 + ".jpg"
     uploads = [Upload(long_name, data), Upload("short.jpg", data)]
-    report = FruitService.create(settings).pipeline().submit(uploads)
+    report = build_service(settings).pipeline().submit(uploads)
     names = _settle(stack, report.session_id, 2, 180)
     assert names == {long_name: 1, "short.jpg": 1}
     assert all(r.status == "ok" for r in _db(stack).results(report.session_id))

@@ -168,10 +168,10 @@ _KILLED_SUBMIT = textwrap.dedent(
     from pathlib import Path
     from fruitstream.config import load_settings
     from fruitstream.pipeline import Pipeline, Upload
-    from fruitstream.service import FruitService
+    from fruitstream.bootstrap import build_service
 
     step, folder = sys.argv[1], Path(sys.argv[2])
-    base = FruitService.create(load_settings()).pipeline()
+    base = build_service(load_settings()).pipeline()
 
     def failpoint(at):
         if at == step:

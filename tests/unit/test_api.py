@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from fruitstream.bootstrap import build_service
 from fruitstream.config import load_settings
 from fruitstream.dataset import image_files
 from fruitstream.entrypoints.api import create_app
@@ -23,7 +24,7 @@ TOKEN = "test-token-0123456789"
 
 
 def _service(tmp_path: Path, **settings: object) -> FruitService:
-    return FruitService.create(load_settings(data_dir=tmp_path / "data", **settings))
+    return build_service(load_settings(data_dir=tmp_path / "data", **settings))
 
 
 @pytest.fixture

@@ -50,7 +50,7 @@ def _wait(client: TestClient, sid: str) -> None:
 
 
 def test_results_say_when_photos_are_pending(tmp_path: Path) -> None:
-    world = fake_world(tmp_path, api_worker=False)  # nothing classifies: the batch waits
+    world = fake_world(tmp_path, start_workers=False)  # nothing classifies: the batch waits
     with TestClient(create_app(world.service, tokens=[])) as client:
         files = [("files", ("a.jpg", b"fruit:apple", "image/jpeg"))] * 2
         sid = client.post("/v1/batches", files=files).json()["session_id"]
@@ -341,14 +341,17 @@ def test_the_same_idempotency_key_is_one_batch(tmp_path: Path) -> None:
 def test_a_failed_first_attempt_frees_its_key_and_a_running_one_is_a_conflict(
     tmp_path: Path,
 ) -> None:
+    from fruitstream.domain import OPERATOR
     from fruitstream.errors import ConflictError, StorageError
+    from fruitstream.service.batches import idempotency_key
 
     world = fake_world(tmp_path)
     with pytest.raises(StorageError):
         world.service.once("k", lambda: (_ for _ in ()).throw(StorageError("down")))
     assert world.service.once("k", lambda: "answer") == ("answer", False)
     assert world.service.once("k", lambda: "other") == ("answer", True)
-    assert world.db.claim("running") is None  # the first request has claimed it
+    # the first request has claimed it
+    assert world.db.claim(idempotency_key("running", OPERATOR)) is None
     with pytest.raises(ConflictError):
         world.service.once("running", lambda: "x")
 

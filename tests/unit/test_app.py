@@ -175,8 +175,8 @@ def test_batch_tab_runs_a_batch_to_completion(app: AppTest, dataset: Path) -> No
 
 def test_distributed_figures_in_the_sidebar() -> None:
     from fruitstream.entrypoints.ui.views import health_figures, health_line
-    from fruitstream.service.health import figures
     from fruitstream.ports import Health
+    from fruitstream.service.health import figures
 
     extra: dict[str, object] = {"lag": 12, "input_rate": 3.0, "processed_rate": 4.5}
     h = Health("workers", True, "1 alive (spark)", extra, figures(extra))
@@ -232,10 +232,10 @@ def test_crafted_names_and_odd_image_modes_are_shown_safely() -> None:
 
 
 def _labels(tmp_path: Path) -> list[str]:
+    from fruitstream.bootstrap import build_service
     from fruitstream.config import load_settings
-    from fruitstream.service import FruitService
 
-    service = FruitService.create(load_settings(data_dir=tmp_path / "data"))
+    service = build_service(load_settings(data_dir=tmp_path / "data"))
     return [x.label for x in service.labels()]
 
 
@@ -286,10 +286,10 @@ def test_any_photo_of_a_batch_can_be_corrected(app: AppTest, dataset: Path, tmp_
     app.run()
     assert not app.exception
     assert "Thanks: saved as mango" in [s.value for s in app.success]
+    from fruitstream.bootstrap import build_service
     from fruitstream.config import load_settings
-    from fruitstream.service import FruitService
 
-    service = FruitService.create(load_settings(data_dir=tmp_path / "data"))
+    service = build_service(load_settings(data_dir=tmp_path / "data"))
     [made] = service.labels()
     assert made.label == "mango" and made.image_id is not None
     assert service.backends.db.result(made.image_id).filename == "kiwi.jpg"

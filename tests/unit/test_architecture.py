@@ -106,10 +106,51 @@ def test_the_domain_sits_at_the_bottom() -> None:
     assert not {"numpy", "PIL"} & {m.split(".")[0] for m in _imports(SRC / "domain.py")}
 
 
+def _names_from(path: Path, module: str) -> set[str]:
+    """The names ``path`` imports from ``module``."""
+    return {
+        alias.name
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module == module
+        for alias in node.names
+    }
+
+
 def test_the_ui_and_the_api_reach_backends_only_through_the_service() -> None:
+    """The composition root builds their service; they take nothing else from it."""
     for module, path in MODULES.items():
         if module.startswith(("fruitstream.entrypoints.ui", "fruitstream.entrypoints.api")):
-            assert "fruitstream.bootstrap" not in _imports(path), module
+            assert _names_from(path, "fruitstream.bootstrap") <= {"build_service"}, module
+
+
+def test_the_service_never_builds_itself() -> None:
+    """``bootstrap`` builds the service from settings, never the reverse."""
+    for module, path in MODULES.items():
+        if module.startswith("fruitstream.service"):
+            assert not any(m.startswith("fruitstream.bootstrap") for m in _imports(path)), module
+
+
+# The service's calls about whose data it is: entrypoints must say who asks.
+SCOPED = {"submit", "keep", "session", "once", "progress", "results", "results_page", "sessions"}
+
+
+def test_every_entrypoint_call_about_someones_data_says_who_asks() -> None:
+    """A call of a scoped use case from an entrypoint passes ``caller=`` (the default is the
+    operator, for tools and tests): no route or page can forget to scope."""
+    missing = []
+    for module, path in MODULES.items():
+        if not module.startswith("fruitstream.entrypoints"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            target = node.func.value
+            on_service = isinstance(target, ast.Attribute) and target.attr == "service"
+            on_service = on_service or (isinstance(target, ast.Name) and target.id == "service")
+            says = any(k.arg == "caller" for k in node.keywords)
+            if on_service and node.func.attr in SCOPED and not says:
+                missing.append(f"{module}:{node.lineno} {node.func.attr}")
+    assert missing == []
 
 
 def test_loading_settings_pulls_in_neither_pillow_nor_numpy() -> None:

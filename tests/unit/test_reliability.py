@@ -30,9 +30,9 @@ from fruitstream.domain import ImageMessage, ResultRow, error_row, utcnow
 from fruitstream.entrypoints.cli import clean
 from fruitstream.entrypoints.spark_job import dotenv_text, executor_settings_file
 from fruitstream.errors import ImageError, StorageError
-from fruitstream.service.health import is_alive
 from fruitstream.pipeline import Pipeline, Upload
 from fruitstream.ports import Delivery, Health
+from fruitstream.service.health import is_alive
 from fruitstream.worker import MAX_ATTEMPTS, Worker, process_batch
 from tests.conftest import crafted_exif_jpeg, jpeg_bytes, mutation_corpus
 from tests.fakes import MemoryObjectStore, MemoryQueue

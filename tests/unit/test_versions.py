@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from fruitstream.bootstrap import Backends
 from fruitstream.core.adaptation import views_per_photo
 from fruitstream.core.imaging import TEACHING_VIEWS
 from fruitstream.domain import BASE_VERSION, Status
 from fruitstream.errors import ConfigError, NotFoundError
 from fruitstream.pipeline import Upload
-from fruitstream.service import FruitService
+from fruitstream.service import Backends, FruitService
 from fruitstream.service.versions import FOLLOW_SECONDS
 from tests.fakes import FakeClassifier, FakeWorld, fake_world
 

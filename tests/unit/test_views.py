@@ -11,7 +11,7 @@ from typing import Any
 
 from PIL import Image
 
-from fruitstream.domain import Prediction, ResultRow, SessionRecord, Status, TopK
+from fruitstream.domain import Caller, Prediction, ResultRow, SessionRecord, Status, TopK
 from fruitstream.entrypoints.ui.page import BROWSER_COOKIE, LANG_COOKIE, page_script
 from fruitstream.entrypoints.ui.views import (
     PredictionView,
@@ -168,14 +168,14 @@ def test_a_single_photo_is_kept_in_its_owners_history(tmp_path: Path) -> None:
     world = fake_world(tmp_path)
     service = world.service
     pred = service.classify_one(b"fruit:banana")
-    session_id = service.keep("b.jpg", b"fruit:banana", pred, owner="browser:a")
-    [mine] = service.sessions(owner="browser:a")
+    session_id = service.keep("b.jpg", b"fruit:banana", pred, caller=Caller("browser:a"))
+    [mine] = service.sessions(caller=Caller("browser:a"))
     assert mine.session.session_id == session_id and mine.session.name == "b.jpg"
     assert mine.progress.complete and mine.progress.submitted == 1
-    [row] = service.results(session_id, owner="browser:a")
+    [row] = service.results(session_id, caller=Caller("browser:a"))
     assert row.label == "banana" and row.status == Status.OK and row.filename == "b.jpg"
     assert service.photo(row.object_key) == b"fruit:banana"
-    assert service.sessions(owner="browser:b") == []  # another browser sees none of it
+    assert service.sessions(caller=Caller("browser:b")) == []  # another browser sees none of it
     # Finished: nothing for the worker or the repair of stalled submits to do.
     assert world.queue.take(10, timeout=0) == []
     assert service.pipeline().repair(older_than=0) == {}

@@ -182,11 +182,11 @@ def adapt_speed(bundle: ModelBundle, root: Path, n: int, tmp: Path) -> Report:
     photos (grocery/train, field/train, other-fruit/train as not-fruit) taught, then adapted
     with the guard's held-out sets already embedded (they are embedded once per model) and
     again with every cache cold."""
+    from fruitstream.bootstrap import build_service
     from fruitstream.config import Settings
-    from fruitstream.service import FruitService
 
     settings = Settings(data_dir=tmp / "data", dataset_dir=root, model_dir=bundle.path)
-    service = FruitService.create(settings)
+    service = build_service(settings)
     items = labelled_images(root / "grocery" / "train", bundle.labels)
     items += labelled_images(root / "field" / "train", bundle.labels)
     items += [(p, NOT_FRUIT) for p in image_files(root / "other-fruit" / "train")]

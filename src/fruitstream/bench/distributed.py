@@ -24,12 +24,11 @@ def distributed_benchmark(
     import subprocess
     import sys
 
-    from fruitstream.bootstrap import build_classifier
+    from fruitstream.bootstrap import build_classifier, build_service
     from fruitstream.config import load_settings
-    from fruitstream.service import FruitService
 
     settings = load_settings()
-    service = FruitService.create(settings)
+    service = build_service(settings)
     pipeline = service.pipeline()
     blobs = [(f.name, f.read_bytes()) for f in files]
 

@@ -37,16 +37,16 @@ def http_benchmark(files: Sequence[Path], batch: int, rounds: int, workdir: Path
     import sys
     import uuid
 
+    from fruitstream.bootstrap import build_service
     from fruitstream.config import load_settings
     from fruitstream.pipeline import Upload
-    from fruitstream.service import FruitService
 
     env = {**os.environ, "FRUITSTREAM_API_WORKER": "false"}
     env.pop("FRUITSTREAM_API_TOKENS", None)
     with served(workdir, {"FRUITSTREAM_API_WORKER": "false"}) as url:
         port = int(url.rsplit(":", 1)[1])
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        service = FruitService.create(load_settings(data_dir=workdir / "local"))
+        service = build_service(load_settings(data_dir=workdir / "local"))
         blobs = [f.read_bytes() for f in files]
 
         def send(path: str, body: bytes, kind: str) -> int:

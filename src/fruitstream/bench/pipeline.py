@@ -44,14 +44,13 @@ def pipeline_benchmark(
     import sys
     import threading
 
-    from fruitstream.bootstrap import build_classifier
+    from fruitstream.bootstrap import build_classifier, build_service
     from fruitstream.config import load_settings
-    from fruitstream.service import FruitService
 
     blobs = [(f.name, f.read_bytes()) for f in files]
 
     settings = load_settings(data_dir=workdir / "throughput")
-    service = FruitService.create(settings)
+    service = build_service(settings)
     clf = build_classifier(settings)  # the concrete one: raw runs time its session
     pipeline = service.pipeline()
     batch = numbered_uploads(blobs, n)
@@ -83,7 +82,7 @@ def pipeline_benchmark(
     mem_dir = workdir / "memory"
     env = {**os.environ, "FRUITSTREAM_DATA_DIR": str(mem_dir)}
     mem_settings = load_settings(data_dir=mem_dir)
-    mem_pipeline = FruitService.create(mem_settings).pipeline()
+    mem_pipeline = build_service(mem_settings).pipeline()
     proc = subprocess.Popen(
         [sys.executable, "-m", "fruitstream", "worker"],
         env=env,
@@ -149,8 +148,8 @@ def worker_memory_benchmark(
     import subprocess
     import sys
 
+    from fruitstream.bootstrap import build_service
     from fruitstream.config import load_settings
-    from fruitstream.service import FruitService
 
     settings = load_settings(data_dir=workdir)
     big = near_limit_images(settings.limits)
@@ -159,7 +158,7 @@ def worker_memory_benchmark(
     uploads += numbered_uploads(big, large, start=normal)
     # Large ones spread through the batch, several in each worker batch.
     uploads.sort(key=lambda u: hash(u.filename) % 97)
-    pipeline = FruitService.create(settings).pipeline()
+    pipeline = build_service(settings).pipeline()
     report = pipeline.submit(uploads)
     env = {**os.environ, "FRUITSTREAM_DATA_DIR": str(workdir)}
     proc = subprocess.Popen(

@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from fruitstream.model.bundle import ModelBundle
+from fruitstream.model.bundle import ModelBundle, default_bundle_dir
 
 # x86 flags (as /proc/cpuinfo names them) and ARM features that give 32-bit int8 dot products.
 INT8_DOT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni", "asimddp")
@@ -152,3 +152,12 @@ def choose_precision(
         f"auto: this CPU has {cpu.int8_dot} and int8 is within {MAX_INT8_LOSS * 100:.1f}"
         f" point of fp32 on every held-out set",
     )
+
+
+def load_bundle(model_dir: str | Path | None, precision: str | None) -> ModelBundle:
+    """The model bundle at ``model_dir`` (the shipped one when None), set to run the graph
+    chosen for this machine: the given precision, where ``auto`` decides by the CPU and the
+    bundle's figures."""
+    bundle = ModelBundle.load(Path(model_dir or default_bundle_dir()).resolve())
+    choice = choose_precision(bundle, precision)
+    return bundle.with_precision(choice.precision, choice.reason)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # loaded by the commands that need them, so that --help stays
     from fruitstream.pipeline import Upload
     from fruitstream.service import FruitService
 
+from fruitstream.domain import OPERATOR
 from fruitstream.entrypoints.cli_output import (
     adapt_lines,
     clean,
@@ -58,9 +59,10 @@ def _classifier(args: argparse.Namespace) -> Classifier:
 
 def _service(args: argparse.Namespace | None = None) -> FruitService:
     """The application service; ``--model`` / ``--precision`` choose its classifier."""
+    from fruitstream.bootstrap import build_service
     from fruitstream.service import FruitService
 
-    service = FruitService.create(_settings())
+    service = build_service(_settings())
     if args is not None and (getattr(args, "model", None) or getattr(args, "precision", None)):
         service = FruitService(service.settings, service.backends, lambda: _classifier(args))
     return service
@@ -171,7 +173,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not uploads:
         print("fruitstream: error: no files to submit", file=sys.stderr)
         return EXIT_USAGE
-    report = service.submit(uploads, name=args.name or "", queue_only=args.queue_only)
+    # The command line is the machine's operator: its batches are everyone's to see.
+    report = service.submit(
+        uploads, name=args.name or "", queue_only=args.queue_only, caller=OPERATOR
+    )
     print(report.session_id)
     for photo in report.photos:
         if photo.reason is not None:
@@ -209,7 +214,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         )
         return EXIT_SOME_FAILED
     if args.wait:
-        print_summary(service.results(report.session_id))
+        print_summary(service.results(report.session_id, caller=OPERATOR))
     return failed
 
 

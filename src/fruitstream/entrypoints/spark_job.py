@@ -1,8 +1,8 @@
 """Spark Structured Streaming job: Kafka ``fruit-images`` -> fetch + classify -> results database.
 
 Run with ``fruitstream spark-job`` or ``spark-submit src/fruitstream/entrypoints/spark_job.py``.
-Only Spark is here: every executor's Python worker builds one ``FruitService`` from settings, as
-every other process does (model loaded once, workers are reused), and classifies each
+Only Spark is here: every executor's Python worker builds one ``StreamRunner`` from settings
+(``bootstrap.build_stream``: model loaded once, workers are reused), and classifies each
 ``mapInPandas`` batch with it (``process_batch``, the embedded worker's code); each executor
 upserts its own partition's results (``foreachBatch`` + ``foreachPartition``), so the driver
 never holds them, and a batch replayed after a crash rewrites the same rows. The Kafka reader
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pydantic import SecretStr
 
-from fruitstream.bootstrap import kafka_reader_options
+from fruitstream.bootstrap import build_stream, kafka_reader_options
 from fruitstream.config import SETTINGS_FILE_VARIABLE, Settings, load_settings
 from fruitstream.domain import ResultRow, result_columns
 from fruitstream.errors import (
@@ -41,7 +41,7 @@ from fruitstream.errors import (
     ResultStoreError,
 )
 from fruitstream.ports import Delivery
-from fruitstream.service import FruitService
+from fruitstream.service.stream import StreamRunner
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -79,9 +79,11 @@ class BatchFrame(Protocol):
 
 
 @cache
-def executor_service() -> FruitService:
-    """This Python worker's service, built from settings once, then kept (with its model)."""
-    return FruitService.create(load_settings())
+def executor_stream() -> StreamRunner:
+    """This Python worker's stream runner, built from settings once, then kept (with its
+    model): executors need the store, the database and the classifier, not the app's
+    service."""
+    return build_stream(load_settings())
 
 
 def classify_partitions(batches: Iterator[KafkaRows]) -> Iterator[object]:
@@ -92,10 +94,10 @@ def classify_partitions(batches: Iterator[KafkaRows]) -> Iterator[object]:
     """
     import pandas as pd
 
-    service = executor_service()
+    stream = executor_stream()
     for frame in batches:
         deliveries = [Delivery(raw=bytes(v), handle=None) for v in frame["value"]]
-        out = service.process(deliveries, can_retry=False)
+        out = stream.process(deliveries, can_retry=False)
         for reason in out.skipped:
             print(f"fruitstream spark: {reason}", file=sys.stderr)
         records = [to_record(r) for r in out.rows]
@@ -110,25 +112,25 @@ UPSERT_PATIENCE_SECONDS = 60.0
 def upsert_partition(rows: Iterator[SparkRow]) -> int:
     """``foreachPartition`` body: this executor writes its own results (idempotent upsert);
     returns how many."""
-    service = executor_service()
+    stream = executor_stream()
     batch: list[ResultRow] = []
     written = 0
     for row in rows:
         batch.append(from_spark_row(row))
         if len(batch) >= 256:
-            _patient_upsert(service, batch)
+            _patient_upsert(stream, batch)
             written += len(batch)
             batch = []
-    _patient_upsert(service, batch)
+    _patient_upsert(stream, batch)
     return written + len(batch)
 
 
-def _patient_upsert(service: FruitService, rows: list[ResultRow]) -> None:
+def _patient_upsert(stream: StreamRunner, rows: list[ResultRow]) -> None:
     deadline = time.monotonic() + UPSERT_PATIENCE_SECONDS
     delay = 0.5
     while True:
         try:
-            service.save(rows)
+            stream.save(rows)
             return
         except ResultStoreError as exc:
             if time.monotonic() + delay > deadline:
@@ -270,8 +272,8 @@ def progress_info(progress: Mapping[str, object] | None) -> dict[str, object]:
 def run(settings: Settings, stop_after_idle: float | None = None) -> None:
     """Start the streaming query and keep it running, with the worker's housekeeping."""
     options = kafka_options(settings)  # ConfigError unless the queue is Kafka
-    service = FruitService.create(settings)
-    service.prepare_stream()
+    stream = build_stream(settings)
+    stream.prepare()
     spark = spark_session(settings, executor_settings_file(settings))
     spark.sparkContext.setLogLevel("WARN")
     written = spark.sparkContext.accumulator(0)
@@ -293,7 +295,7 @@ def run(settings: Settings, stop_after_idle: float | None = None) -> None:
         .queryName("fruitstream")
         .start()
     )
-    housekeeping = service.housekeeping(f"spark:{spark.sparkContext.applicationId}", "spark")
+    housekeeping = stream.housekeeping(f"spark:{spark.sparkContext.applicationId}")
     me: dict[str, object] = {
         "master": settings.spark_master,
         "ui": spark.sparkContext.uiWebUrl,

@@ -12,7 +12,8 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from fruitstream.config import Settings
+from fruitstream.bootstrap import build_service
+from fruitstream.config import Settings, load_settings
 from fruitstream.errors import MissingDependencyError
 from fruitstream.service import FruitService
 
@@ -48,11 +49,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.service is None:
-            app.state.service = FruitService.create()
+            app.state.service = _service(load_settings())
         svc: FruitService = app.state.service
-        if svc.settings.api_worker:
-            svc.ensure_worker()  # embedded default: this process classifies the batches
-        svc.ensure_callbacks()  # when callbacks are configured: this process sends them
+        svc.start()  # its worker and callback sender, as the service's policy says
         yield
         svc.stop()
 
@@ -92,6 +91,11 @@ def create_app(
     return app
 
 
+def _service(settings: Settings) -> FruitService:
+    # FRUITSTREAM_API_WORKER=false: batches wait for a worker or Spark job started elsewhere.
+    return build_service(settings, start_workers=settings.api_worker)
+
+
 DOCS_ASSETS = "/docs/assets"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -113,7 +117,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
         else "no authentication"
     )
     print(f"fruitstream API at http://{host}:{port} ({auth}); docs at /docs", flush=True)
-    app = create_app(FruitService.create(settings))
+    app = create_app(_service(settings))
     config = logging_config(json_lines=settings.log_format == "json")
     uvicorn.run(app, host=host, port=port, log_config=config, access_log=False)
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from fruitstream.domain import OPERATOR, Caller
 from fruitstream.entrypoints.api.guard import token_accepted
 from fruitstream.entrypoints.api.metrics import Metrics
 from fruitstream.entrypoints.api.problems import UnauthorizedError
@@ -40,16 +41,16 @@ def owner_id(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
-def get_owner(request: Request) -> str | None:
-    """Whose batches the caller sees: its token's; None (every batch) for an admin token, or
-    on a server without tokens (bound to 127.0.0.1)."""
+def get_caller(request: Request) -> Caller:
+    """Who asks: its token's owner; an admin (every batch) for an admin token, or on a
+    server without tokens (bound to 127.0.0.1)."""
     if not tokens_of(request.app):
-        return None
+        return OPERATOR
     header = request.headers.get("authorization")
     admins = admin_tokens_of(request.app)
     if admins and token_accepted(header, admins):
-        return None
-    return owner_id((header or "").partition(" ")[2].strip())
+        return OPERATOR
+    return Caller(owner=owner_id((header or "").partition(" ")[2].strip()))
 
 
 def get_service(request: Request) -> FruitService:
@@ -76,6 +77,6 @@ def authorized(
 # What routes declare: the guard, the service, whose batches, the counters.
 GUARD = [Depends(authorized)]
 Service = Annotated[FruitService, Depends(get_service)]
-# Whose batches the caller sees (None: every batch).
-Owner = Annotated[str | None, Depends(get_owner)]
+# Who asks, and so whose batches exist for the request.
+CallerOf = Annotated[Caller, Depends(get_caller)]
 Counters = Annotated[Metrics, Depends(get_metrics)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import time
 from collections.abc import Callable
 from typing import Annotated
@@ -19,7 +19,7 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from fruitstream.domain import ImageLimits, check_size
-from fruitstream.entrypoints.api.deps import GUARD, Counters, Owner, Service, tokens_of
+from fruitstream.entrypoints.api.deps import GUARD, CallerOf, Counters, Service, tokens_of
 from fruitstream.entrypoints.api.guard import token_accepted
 from fruitstream.entrypoints.api.labels import labels_router
 from fruitstream.entrypoints.api.media import best_match, next_page
@@ -135,7 +135,7 @@ async def submit(
     request: Request,
     service: Service,
     metrics: Counters,
-    owner: Owner,
+    caller: CallerOf,
     name: str = "",
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
     callback: Annotated[str | None, Query(min_length=1, max_length=2000)] = None,
@@ -171,19 +171,17 @@ async def submit(
             Upload(f.filename or f"photo-{i}", OpenFile(f.file, f.size))
             for i, f in enumerate(files)
         ]
-        # Without the API's worker, batches wait for a worker or Spark job started elsewhere.
-        queue_only = not service.settings.api_worker
 
         def work() -> str:
-            report = service.submit(uploads, name, queue_only, owner or "", callback)
+            report = service.submit(uploads, name, callback=callback, caller=caller)
             metrics.batch(queued=len(report.queued), rejected=report.submitted - len(report.queued))
             return _batch_out(report).model_dump_json()
 
         if idempotency_key is None:
             answer, replayed = await run_in_threadpool(work), False
         else:
-            key = hashlib.sha256(f"{owner or ''}\n{idempotency_key}".encode()).hexdigest()
-            answer, replayed = await run_in_threadpool(service.once, key, work)
+            once = functools.partial(service.once, idempotency_key, work, caller=caller)
+            answer, replayed = await run_in_threadpool(once)
     finally:
         if form is not None:
             await form.close()
@@ -224,13 +222,13 @@ def history(
     request: Request,
     response: Response,
     service: Service,
-    owner: Owner,
+    caller: CallerOf,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: str | None = None,
 ) -> list[SessionOut]:
     """Past batches, newest first, ``limit`` a page (at most 1,000); the next page is at
     ``cursor`` = the ``X-Next-Cursor`` of this one."""
-    page = service.sessions(limit=limit, before=cursor or None, owner=owner)
+    page = service.sessions(limit=limit, before=cursor or None, caller=caller)
     if len(page) == limit:
         response.headers.update(next_page(request, page[-1].session.session_id))
     return [
@@ -254,9 +252,9 @@ def history(
     dependencies=GUARD,
     responses=PROBLEM_RESPONSES,
 )
-def progress(session_id: str, service: Service, owner: Owner) -> ProgressOut:
+def progress(session_id: str, service: Service, caller: CallerOf) -> ProgressOut:
     """How far a batch is."""
-    p = service.progress(session_id, owner)
+    p = service.progress(session_id, caller=caller)
     return ProgressOut(
         session_id=p.session_id,
         submitted=p.submitted,
@@ -302,7 +300,7 @@ def results(
     session_id: str,
     request: Request,
     service: Service,
-    owner: Owner,
+    caller: CallerOf,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     cursor: str | None = None,
 ) -> Response:
@@ -313,7 +311,7 @@ def results(
     media = best_match(request.headers.get("accept"), RESULT_TYPES)
     if media is None:
         raise NotAcceptableError(f"results are {' or '.join(RESULT_TYPES)}")
-    rows, progress = service.results_page(session_id, limit, cursor or None, owner)
+    rows, progress = service.results_page(session_id, limit, cursor or None, caller=caller)
     pending = max(0, progress.submitted - progress.done)
     status = 200 if progress.complete else 202
     headers = {

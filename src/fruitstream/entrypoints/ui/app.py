@@ -51,7 +51,7 @@ log = logging.getLogger("fruitstream.ui")
 def services() -> AppServices:
     """Built once per server process: settings, adapters, the model, the worker thread."""
     svc = AppServices()
-    svc.ensure_worker()
+    svc.start()
     svc.warm_up()
     return svc
 
@@ -189,7 +189,7 @@ def batch_ui(svc: AppServices, t: T, lang: str) -> str | None:
         else:
             report = svc.submit(files, name=batch_name(typed, files, t), owner=mine)
             # A small batch is done within moments: show it in this run, no polling round trip.
-            svc.wait(report.session_id, SHORT_WAIT_SECONDS)
+            svc.wait(report.session_id, mine, SHORT_WAIT_SECONDS)
             # The history list below follows: it opens on the batch just sent.
             st.session_state["history"] = report.session_id
             st.session_state["rejected"] = {**report.rejected, **report.not_sent}
@@ -209,7 +209,7 @@ def batch_ui(svc: AppServices, t: T, lang: str) -> str | None:
     st.subheader(t("batch.session", sid=svc.session_name(session_id, mine, t)), anchor=False)
     for name, reason in st.session_state.get("rejected", {}).items():
         st.error(error_line(name, reason, t))
-    done, total = svc.progress(session_id)
+    done, total = svc.progress(session_id, mine)
     if done < total:
         progress_ui(session_id, svc, t)
     else:
@@ -221,7 +221,7 @@ def batch_ui(svc: AppServices, t: T, lang: str) -> str | None:
 def progress_ui(session_id: str, svc: AppServices, t: T) -> None:
     """Polls without freezing the page; reruns the app once the session is complete."""
     try:
-        done, total = svc.progress(session_id)
+        done, total = svc.progress(session_id, owner())
     except FruitstreamError as exc:
         st.error(t("error.backend", reason=escape_markdown(str(exc))))
         return
@@ -233,7 +233,7 @@ def progress_ui(session_id: str, svc: AppServices, t: T) -> None:
 
 
 def results_ui(session_id: str, svc: AppServices, t: T, lang: str) -> None:
-    rows = svc.results(session_id)
+    rows = svc.results(session_id, owner())
     summary, per_answer = stats(rows, t, lang)
     st.subheader(t("batch.stats"), anchor=False)
     with st.container(key="stats"):  # on a phone: three to a row, not five stacked

@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any, Literal, Protocol
 
+from fruitstream.bootstrap import build_service
 from fruitstream.config import Settings, load_settings
 from fruitstream.core.imaging import decode_image
-from fruitstream.domain import FRUITS15, NOT_FRUIT, Prediction, ResultRow, Status
+from fruitstream.domain import FRUITS15, NOT_FRUIT, Caller, Prediction, ResultRow, Status
 from fruitstream.errors import FruitstreamError, ImageError
 from fruitstream.i18n import fruit_name
 from fruitstream.pipeline import BinaryFile, OpenFile, SubmitReport, Upload
 from fruitstream.ports import Health, PhotoClassifier
-from fruitstream.service import FruitService, SessionSummary
+from fruitstream.service import SessionSummary
 from fruitstream.stats import SessionStats, session_stats
 
 T = Callable[..., str]
@@ -72,7 +73,7 @@ class AppServices:
     application service, and the presentation of its answers."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self.service = FruitService.create(settings or load_settings())
+        self.service = build_service(settings or load_settings())
         self.settings = self.service.settings
 
     @property
@@ -103,9 +104,10 @@ class AppServices:
 
         threading.Thread(target=work, name="fruitstream-warm-up", daemon=True).start()
 
-    def ensure_worker(self) -> None:
-        """Embedded default: a worker thread in the app process classifies the local queue."""
-        self.service.ensure_worker()
+    def start(self) -> None:
+        """The app's process begins serving: its worker, as the service's policy says (the
+        embedded default: a worker thread here classifies the local queue)."""
+        self.service.start()
 
     # --- one photo ------------------------------------------------------------------------
 
@@ -141,7 +143,7 @@ class AppServices:
         if view.prediction is None:
             return None
         try:
-            return self.service.keep(name, data, view.prediction, owner=owner)
+            return self.service.keep(name, data, view.prediction, caller=Caller(owner))
         except FruitstreamError as exc:
             log.warning("a single photo was not kept in the history: %s", exc)
             return None
@@ -152,29 +154,29 @@ class AppServices:
         """A batch of uploaded files, each read only when ``submit`` stores it (no second
         copy of the whole batch in memory)."""
         uploads = [Upload(f.name, OpenFile(f, f.size)) for f in files]
-        return self.service.submit(uploads, name=name, owner=owner)
+        return self.service.submit(uploads, name=name, caller=Caller(owner))
 
-    def progress(self, session_id: str) -> tuple[int, int]:
-        p = self.service.progress(session_id)
+    def progress(self, session_id: str, owner: str) -> tuple[int, int]:
+        p = self.service.progress(session_id, caller=Caller(owner))
         return p.done, p.submitted
 
-    def wait(self, session_id: str, seconds: float) -> bool:
+    def wait(self, session_id: str, owner: str, seconds: float) -> bool:
         """Wait up to ``seconds`` for the session to complete; True if it did."""
-        return self.service.wait(session_id, timeout=seconds, poll=0.02).complete
+        return self.service.wait(session_id, seconds, 0.02, caller=Caller(owner)).complete
 
-    def results(self, session_id: str) -> list[ResultRow]:
-        return self.service.results(session_id)
+    def results(self, session_id: str, owner: str) -> list[ResultRow]:
+        return self.service.results(session_id, caller=Caller(owner))
 
     def sessions(self, owner: str, t: T, tz: tzinfo | None = None) -> list[tuple[str, str]]:
         """``(session_id, label)`` of the owner's batches and single photos, newest first."""
         return [
             (s.session.session_id, session_label(s, t, tz))
-            for s in self.service.sessions(limit=30, owner=owner)
+            for s in self.service.sessions(limit=30, caller=Caller(owner))
         ]
 
     def session_name(self, session_id: str, owner: str, t: T) -> str:
         """What the batch is called, for its heading (``NotFoundError`` if not the owner's)."""
-        found = self.service.session(session_id, owner)
+        found = self.service.session(session_id, caller=Caller(owner))
         return found.name or t("batch.unnamed", n=found.submitted)
 
     def image(self, row: ResultRow) -> bytes | None:
