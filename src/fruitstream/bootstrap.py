@@ -10,25 +10,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from pydantic import SecretStr
 
 from fruitstream.adapters.local_queue import SqlQueue
 from fruitstream.adapters.local_store import LocalObjectStore
 from fruitstream.adapters.sql import SqlDatabase
 from fruitstream.adapters.webhook import post_json
-from fruitstream.config import Settings, load_settings
+from fruitstream.config import FruitstreamSettings, Settings, load_settings
 from fruitstream.core.classifier import Classifier
 from fruitstream.core.precision import load_bundle as core_load_bundle
 from fruitstream.errors import ConfigError
 from fruitstream.model.bundle import ModelBundle, default_bundle_dir
 from fruitstream.ports import Consumer, ObjectStore, Publisher
 from fruitstream.service import Backends, FruitService
+from fruitstream.service.callbacks import CallbackSettings
 from fruitstream.service.stream import StreamRunner
-
-if TYPE_CHECKING:
-    from fruitstream.adapters.kafka import KafkaConnection
 
 _classifiers: dict[tuple[object, ...], Classifier] = {}
 _lock = threading.Lock()
@@ -62,11 +57,8 @@ def build_classifier(
 
 
 # --- the one place where configuration chooses backends --------------------------------------
-# Adding a backend: one adapter module, one row in a table below, its settings in config.py.
-
-
-def _secret(value: SecretStr | None) -> str | None:
-    return value.get_secret_value() if value is not None else None
+# Adding a backend: one adapter module (with its settings class, read by ``XSettings.of``), one
+# row in a table below.
 
 
 def _local_store(settings: Settings) -> ObjectStore:
@@ -74,45 +66,20 @@ def _local_store(settings: Settings) -> ObjectStore:
 
 
 def _s3_store(settings: Settings) -> ObjectStore:
-    from fruitstream.adapters.s3 import S3ObjectStore
+    from fruitstream.adapters.s3 import S3ObjectStore, S3Settings
 
-    return S3ObjectStore.connect(
-        settings.s3_bucket,
-        endpoint_url=settings.s3_endpoint_url,
-        region=settings.s3_region,
-        access_key_id=_secret(settings.s3_access_key_id),
-        secret_access_key=_secret(settings.s3_secret_access_key),
-    )
-
-
-def kafka_connection(settings: Settings) -> KafkaConnection:
-    from fruitstream.adapters.kafka import KafkaConnection
-
-    def path(value: Path | None) -> str | None:
-        return str(value) if value is not None else None
-
-    return KafkaConnection(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        security_protocol=settings.kafka_security_protocol,
-        sasl_mechanism=settings.kafka_sasl_mechanism,
-        sasl_username=settings.kafka_sasl_username,
-        sasl_password=_secret(settings.kafka_sasl_password),
-        ssl_cafile=path(settings.kafka_ssl_cafile),
-        ssl_certfile=path(settings.kafka_ssl_certfile),
-        ssl_keyfile=path(settings.kafka_ssl_keyfile),
-        ssl_key_password=_secret(settings.kafka_ssl_key_password),
-        ssl_check_hostname=settings.kafka_ssl_check_hostname,
-    )
+    return S3ObjectStore.connect(S3Settings.of(settings))
 
 
 def kafka_reader_options(settings: Settings) -> dict[str, str]:
     """Spark's Kafka source options for the configured brokers and topic (the same
     connection settings the publisher uses, translated by the Kafka adapter)."""
-    from fruitstream.adapters.kafka import java_client_options
+    from fruitstream.adapters.kafka import KafkaSettings, java_client_options
 
     if settings.queue != "kafka":
         raise ConfigError("the Spark job reads Kafka: set FRUITSTREAM_QUEUE=kafka")
-    return {**java_client_options(kafka_connection(settings)), "subscribe": settings.kafka_topic}
+    kafka = KafkaSettings.of(settings)
+    return {**java_client_options(kafka), "subscribe": kafka.topic}
 
 
 def _local_queue(settings: Settings, db: SqlDatabase) -> Publisher:
@@ -120,14 +87,9 @@ def _local_queue(settings: Settings, db: SqlDatabase) -> Publisher:
 
 
 def _kafka_queue(settings: Settings, db: SqlDatabase) -> Publisher:
-    from fruitstream.adapters.kafka import KafkaPublisher
+    from fruitstream.adapters.kafka import KafkaPublisher, KafkaSettings
 
-    return KafkaPublisher.connect(
-        kafka_connection(settings),
-        settings.kafka_topic,
-        settings.kafka_partitions,
-        settings.kafka_replication_factor,
-    )
+    return KafkaPublisher.connect(KafkaSettings.of(settings))
 
 
 def _local_consumers(settings: Settings, db: SqlDatabase) -> Callable[[str], Consumer]:
@@ -144,6 +106,20 @@ PUBLISHERS: dict[str, Callable[[Settings, SqlDatabase], Publisher]] = {
 CONSUMERS: dict[str, Callable[[Settings, SqlDatabase], Callable[[str], Consumer]]] = {
     "local": _local_consumers,
 }
+
+
+def settings_parts(settings: Settings) -> list[FruitstreamSettings]:
+    """The core settings and every backend's part (``fruitstream config``, the Spark
+    executors' settings file)."""
+    from fruitstream.adapters.kafka import KafkaSettings
+    from fruitstream.adapters.s3 import S3Settings
+
+    return [
+        settings,
+        S3Settings.of(settings),
+        KafkaSettings.of(settings),
+        CallbackSettings.of(settings),
+    ]
 
 
 def build_store(settings: Settings) -> ObjectStore:

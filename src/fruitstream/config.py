@@ -9,29 +9,113 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fruitstream.domain import ImageLimits
 from fruitstream.errors import ConfigError
 
 MASK = "**********"
+SETTINGS_FILE_VARIABLE = "FRUITSTREAM_SETTINGS_FILE"
 
 
-class Settings(BaseSettings):
+class FruitstreamSettings(BaseSettings):
+    """What every settings class shares: ``FRUITSTREAM_*`` variables, a ``.env`` file (or
+    ``FRUITSTREAM_SETTINGS_FILE``), secrets as ``SecretStr``. Each backend and entrypoint
+    keeps its own subclass, with its own prefix, beside its code (``adapters/s3.py``:
+    ``FRUITSTREAM_S3_*``); ``of(settings)`` reads it with whatever the core settings were
+    given, so that one ``Settings(**values)`` configures every part."""
+
     model_config = SettingsConfigDict(
         env_prefix="FRUITSTREAM_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
+    # Settings the Spark executors' settings file leaves out (names without the prefix).
+    executor_skip: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def prefix(cls) -> str:
+        """The part of the variables' names after ``FRUITSTREAM_``, lower case (``s3_``)."""
+        return str(cls.model_config.get("env_prefix", "")).removeprefix("FRUITSTREAM_").lower()
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Self:
+        """Read settings; a bad value becomes a ``ConfigError`` naming the variable, not its
+        value. ``FRUITSTREAM_SETTINGS_FILE`` names a dotenv file read instead of ``.env``
+        (environment variables still win): how Spark executors get settings without a
+        command line."""
+        settings_file = os.environ.get(SETTINGS_FILE_VARIABLE)
+        if settings_file:
+            overrides.setdefault("_env_file", settings_file)
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            env = "FRUITSTREAM_" + cls.prefix().upper()
+            problems = "; ".join(
+                f"{env}{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ConfigError(f"invalid configuration: {problems}") from None
+
+    @classmethod
+    def of(cls, settings: Settings) -> Self:
+        """This part's settings, from the environment and whatever ``settings`` was given
+        under this part's names (``Settings(s3_bucket="b")`` is ``S3Settings(bucket="b")``)."""
+        mine = cls.prefix()
+        given = {
+            k.removeprefix(mine): v
+            for k, v in settings.given.items()
+            if k.startswith(mine) and not k.startswith("_")
+        }
+        if "_env_file" in settings.given:
+            given["_env_file"] = settings.given["_env_file"]
+        return cls.load(**given)
+
+    def masked(self) -> dict[str, Any]:
+        """Every setting by its name after ``FRUITSTREAM_`` (lower case), secrets replaced
+        by a mask (for ``fruitstream config`` and logs)."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = MASK
+            elif isinstance(value, Path):
+                value = str(value)
+            out[self.prefix() + name] = value
+        return out
+
+    def dotenv_lines(self, skip: Collection[str] = ()) -> list[str]:
+        """Every set value as a dotenv line (double-quoted, escaped), secrets in clear: for
+        a file only its owner can read (the Spark executors'), less ``executor_skip`` and
+        ``skip``."""
+        lines = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None or name in skip or name in self.executor_skip:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+            lines.append(f'FRUITSTREAM_{(self.prefix() + name).upper()}="{escaped}"')
+        return lines
+
+
+class Settings(FruitstreamSettings):
+    """The core: where data and the model are, image limits, which backends run (the
+    selectors ``storage``, ``queue``, ``database_url``) and the worker's pace. Each backend
+    and entrypoint reads its own part with ``XSettings.of(settings)``."""
 
     # Where the embedded set-up keeps its objects, database and queue.
     data_dir: Path = Path("data")
     # A model bundle folder; empty means the model shipped in the package.
     model_dir: Path | None = None
-    # Which graph of the bundle runs: "auto" is the bundle's default (int8 when it ships one);
-    # "fp32" runs the unquantized graph, for comparison.
+    # Which graph of the bundle runs: "auto" runs int8 only on a CPU with an int8 dot
+    # product (VNNI, AMX, ARM dotprod) and when the bundle's int8 figures are close to its
+    # fp32 ones, else fp32 (core.precision); "int8" or "fp32" runs that graph.
     model_precision: Literal["auto", "int8", "fp32"] = "auto"
     max_image_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=50_000_000, gt=0)
@@ -61,80 +145,22 @@ class Settings(BaseSettings):
     # finish it (queue what it stored, an error row for the rest).
     stalled_submit_seconds: float = Field(default=60.0, gt=0)
 
-    # S3-compatible object storage
-    s3_endpoint_url: str | None = None
-    s3_region: str = "us-east-1"
-    s3_bucket: str = "fruitstream"
-    s3_access_key_id: SecretStr | None = None
-    s3_secret_access_key: SecretStr | None = None
-
-    # Kafka
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    kafka_topic: str = "fruit-images"
-    kafka_partitions: int = Field(default=3, gt=0)
-    kafka_replication_factor: int = Field(default=1, gt=0)
-    kafka_security_protocol: str = "PLAINTEXT"
-    kafka_sasl_mechanism: str | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    # TLS (security protocol SSL or SASL_SSL): PEM files. The CA verifies the brokers; the
-    # certificate and key, when given, authenticate this client to them (mutual TLS).
-    kafka_ssl_cafile: Path | None = None
-    kafka_ssl_certfile: Path | None = None
-    kafka_ssl_keyfile: Path | None = None
-    kafka_ssl_key_password: SecretStr | None = None
-    # Check that the broker's certificate names the host connected to (https-style).
-    kafka_ssl_check_hostname: bool = True
-
-    # HTTP API (fruitstream serve): bearer tokens, comma-separated (secret). None configured:
-    # the server binds to 127.0.0.1 only.
-    api_tokens: SecretStr | None = None
-    # Tokens that see every batch (each token of api_tokens sees only those it submitted).
-    api_admin_tokens: SecretStr | None = None
-    api_max_batch_files: int = Field(default=1000, gt=0)
-    # The most a batch request may send in all, whatever its files: refused at Content-Length,
-    # or as soon as a chunked body passes it.
-    api_max_request_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
-    # On the embedded queue, the API process classifies the batches it takes (as the app does).
-    api_worker: bool = True
-    # Hosts a batch's completion callback may be sent to (POST /v1/batches?callback=URL),
-    # comma-separated; empty: callbacks are refused. Each is signed with the secret below.
-    api_callback_hosts: str = ""
-    api_callback_secret: SecretStr | None = None
-    # Browser origins allowed to call the API (CORS), comma-separated; empty: none (default).
-    api_cors_origins: str = ""
-    # Requests per second each token (or, without tokens, each client address) may make on
-    # average, with bursts of api_rate_burst; past it, 429 with Retry-After. 0: no limit.
-    api_rate_limit: float = Field(default=0.0, ge=0)
-    api_rate_burst: int = Field(default=20, gt=0)
-    # The server's log lines (one per request, with its id): "text" or "json".
+    # The servers' log lines (one per request, with its id): "text" or "json".
     log_format: Literal["text", "json"] = "text"
 
-    # Spark
-    spark_master: str = "local[2]"
-    spark_checkpoint: str = "data/spark-checkpoint"
-    spark_max_offsets_per_trigger: int = Field(default=256, gt=0)
-    spark_trigger_seconds: float = Field(default=0.5, ge=0)
-    # Tasks per micro-batch: a multiple of the executor cores (Kafka offsets are split).
-    spark_min_partitions: int | None = Field(default=None, gt=0)
-    spark_jars: str | None = None
-    # Messages deleted from Kafka (retention) before the job read them: fail the query loudly
-    # (true), or skip them with a warning in the driver's log (false).
-    spark_fail_on_data_loss: bool = True
-    # A settings file that every Spark executor can read (mode 0600, deployed with the
-    # cluster): how executors get their credentials without a command line. Empty: the
-    # driver writes one to a private temporary folder, which works where executors share its
-    # file system (local mode, a one-machine standalone cluster).
-    spark_executor_settings_file: Path | None = None
+    # What these settings were given (every part's names: ``s3_bucket``, ``api_tokens``),
+    # so that each part's ``of`` reads its own from the same call.
+    _given: dict[str, Any] = PrivateAttr(default_factory=dict)
 
-    @field_validator(
-        "model_dir",
-        "kafka_ssl_cafile",
-        "kafka_ssl_certfile",
-        "kafka_ssl_keyfile",
-        "spark_executor_settings_file",
-        mode="before",
-    )
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        self._given = dict(values)
+
+    @property
+    def given(self) -> dict[str, Any]:
+        return self._given
+
+    @field_validator("model_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -149,41 +175,27 @@ class Settings(BaseSettings):
         return max(1, math.ceil(self.max_image_bytes / (1024 * 1024)))
 
     @property
-    def api_callback_host_list(self) -> list[str]:
-        return [h.lower() for h in _items(self.api_callback_hosts)]
-
-    @property
-    def api_cors_origin_list(self) -> list[str]:
-        return _items(self.api_cors_origins)
-
-    @property
-    def api_admin_token_list(self) -> list[str]:
-        return _items(self.api_admin_tokens)
-
-    @property
-    def api_token_list(self) -> list[str]:
-        return _items(self.api_tokens)
-
-    @property
     def sqlalchemy_url(self) -> str:
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"sqlite:///{(self.data_dir / 'fruitstream.db').as_posix()}"
 
     def masked(self) -> dict[str, Any]:
-        """Every setting, secrets replaced by a mask (for ``fruitstream config`` and logs)."""
-        out: dict[str, Any] = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if isinstance(value, SecretStr):
-                value = MASK
-            elif isinstance(value, Path):
-                value = str(value)
-            out[name] = value
+        out = super().masked()
         out["database_url"] = (
             mask_url(self.sqlalchemy_url) if self.database_url is not None else self.sqlalchemy_url
         )
         return out
+
+    def dotenv_lines(self, skip: Collection[str] = ()) -> list[str]:
+        lines = super().dotenv_lines({*skip, "database_url"})
+        escaped = self.sqlalchemy_url.replace("\\", "\\\\").replace('"', '\\"')
+        return [*lines, f'FRUITSTREAM_DATABASE_URL="{escaped}"']
+
+
+def empty_is_none(value: Any) -> Any:
+    """For optional paths and the like: an empty variable means none."""
+    return None if value == "" else value
 
 
 _SECRET_PARAM = re.compile(r"(?i)(^|[?&;])([^=&;]*(?:password|secret|token|key)[^=&;]*)=[^&;]*")
@@ -206,29 +218,12 @@ def mask_url(url: str) -> str:
     return f"{scheme}://{path}{qmark}{query}"
 
 
-SETTINGS_FILE_VARIABLE = "FRUITSTREAM_SETTINGS_FILE"
-
-
 def load_settings(**overrides: Any) -> Settings:
-    """Read settings; a bad value becomes a ``ConfigError`` naming the variable, not its value.
-
-    ``FRUITSTREAM_SETTINGS_FILE`` names a dotenv file read instead of ``.env`` (environment
-    variables still win): how Spark executors get settings without a command line.
-    """
-    settings_file = os.environ.get(SETTINGS_FILE_VARIABLE)
-    if settings_file:
-        overrides.setdefault("_env_file", settings_file)
-    try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"FRUITSTREAM_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(f"invalid configuration: {problems}") from None
+    """The core settings (``Settings.load``); a bad value is a ``ConfigError``."""
+    return Settings.load(**overrides)
 
 
-def _items(value: str | SecretStr | None) -> list[str]:
+def items(value: str | SecretStr | None) -> list[str]:
     """The entries of a comma-separated setting, trimmed, empty ones left out."""
     if isinstance(value, SecretStr):
         value = value.get_secret_value()

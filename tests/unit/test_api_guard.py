@@ -16,11 +16,19 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from fruitstream.domain import ImageLimits
 from fruitstream.entrypoints.api import create_app
 from fruitstream.entrypoints.api.guard import body_limit, token_accepted
+from fruitstream.entrypoints.api.settings import ApiSettings
 from tests.fakes import FakeWorld, fake_world
 
 TOKEN = "guard-token-0123456789"
+
+
+def _limits(world: FakeWorld) -> tuple[ImageLimits, ApiSettings]:
+    return world.service.settings.limits, ApiSettings.of(world.service.settings)
+
+
 LIMIT = 10_000  # bytes per photo in these tests
 
 
@@ -92,7 +100,7 @@ def test_no_token_no_body_read(world: FakeWorld) -> None:
 
 def test_a_declared_length_over_the_limit_is_refused_unread(world: FakeWorld) -> None:
     auth = {"authorization": f"Bearer {TOKEN}"}
-    over = body_limit("POST", "/v1/batches", world.service.settings) + 1
+    over = body_limit("POST", "/v1/batches", *_limits(world)) + 1
     headers = {**auth, **_multipart_head(), "content-length": str(over)}
     classify = {**auth, "content-length": str(LIMIT + 64 * 1024 + 1)}
     with _app(world, [TOKEN]) as app:
@@ -105,7 +113,7 @@ def test_a_declared_length_over_the_limit_is_refused_unread(world: FakeWorld) ->
 
 
 def test_a_chunked_body_is_cut_off_at_the_limit(world: FakeWorld) -> None:
-    limit = body_limit("POST", "/v1/batches", world.service.settings)
+    limit = body_limit("POST", "/v1/batches", *_limits(world))
     part = b'--b0undary\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n\r\n'
     chunks = [part] + [b"x" * 8192] * 200  # 1.6 MB in one part, no length declared
     with _app(world, []) as app:
@@ -146,9 +154,9 @@ def test_token_accepted(header: str | None, accepted: bool) -> None:
 
 
 def test_the_batch_limit_is_files_times_photo_bounded_by_the_setting(world: FakeWorld) -> None:
-    settings = world.service.settings
+    limits, api = world.service.settings.limits, ApiSettings.of(world.service.settings)
     per_file = LIMIT + 64 * 1024
-    assert body_limit("POST", "/v1/batches", settings) == 3 * per_file
-    small = settings.model_copy(update={"api_max_request_bytes": 50_000})
-    assert body_limit("POST", "/v1/batches", small) == 50_000
-    assert body_limit("GET", "/v1/batches", settings) == 64 * 1024
+    assert body_limit("POST", "/v1/batches", limits, api) == 3 * per_file
+    small = api.model_copy(update={"max_request_bytes": 50_000})
+    assert body_limit("POST", "/v1/batches", limits, small) == 50_000
+    assert body_limit("GET", "/v1/batches", limits, api) == 64 * 1024

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fruitstream.adapters.kafka import client_config
-from fruitstream.bootstrap import kafka_connection
+from fruitstream.adapters.kafka import KafkaSettings, client_config
 from fruitstream.config import Settings
 from fruitstream.entrypoints.spark_job import kafka_options, progress_info
 from fruitstream.errors import ConfigError
@@ -35,7 +34,7 @@ def _secure(tmp_path: Path) -> Settings:
 
 def test_both_clients_get_the_same_connection(tmp_path: Path) -> None:
     settings = _secure(tmp_path)
-    rd = client_config(kafka_connection(settings))
+    rd = client_config(KafkaSettings.of(settings))
     java = kafka_options(settings)
     assert rd["bootstrap.servers"] == java["kafka.bootstrap.servers"] == "broker:9093"
     assert rd["security.protocol"] == java["kafka.security.protocol"] == "SASL_SSL"

@@ -356,6 +356,9 @@ def test_jaas_values_are_quoted_whatever_they_hold() -> None:
 def test_executor_settings_file_is_private_and_round_trips(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from fruitstream.adapters.kafka import KafkaSettings
+    from fruitstream.adapters.s3 import S3Settings
+
     secret = 'se"cr\\et$x\nline'
     settings = load_settings(
         s3_secret_access_key=secret,
@@ -371,10 +374,11 @@ def test_executor_settings_file_is_private_and_round_trips(
         monkeypatch.delenv(key)
     monkeypatch.setenv("FRUITSTREAM_SETTINGS_FILE", str(path))
     again = load_settings()
-    assert again.s3_secret_access_key is not None
-    assert again.s3_secret_access_key.get_secret_value() == secret
+    s3, kafka = S3Settings.of(again), KafkaSettings.of(again)
+    assert s3.secret_access_key is not None
+    assert s3.secret_access_key.get_secret_value() == secret
     assert again.sqlalchemy_url == "postgresql://u:p%40ss@h/db"
-    assert again.storage == "s3" and again.kafka_sasl_password is None
+    assert again.storage == "s3" and kafka.sasl_password is None
 
 
 @pytest.mark.model

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from fruitstream.config import FruitstreamSettings, empty_is_none
 from fruitstream.domain import ImageMessage
 from fruitstream.errors import MissingDependencyError, QueueError
 from fruitstream.ports import Health
@@ -21,26 +24,39 @@ _RDKAFKA_LOG = logging.getLogger("fruitstream.kafka.librdkafka")
 _RDKAFKA_LOG.setLevel(logging.ERROR)
 
 
-@dataclass(frozen=True)
-class KafkaConnection:
-    """Where the brokers are and how to reach them (plain values; secrets as ``str``)."""
+class KafkaSettings(FruitstreamSettings):
+    """Where the brokers are, how to reach them, and the topic (``FRUITSTREAM_KAFKA_*``)."""
 
-    bootstrap_servers: str
+    model_config = SettingsConfigDict(
+        env_prefix="FRUITSTREAM_KAFKA_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = "fruit-images"
+    partitions: int = Field(default=3, gt=0)
+    replication_factor: int = Field(default=1, gt=0)
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
-    sasl_password: str | None = None
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    ssl_key_password: str | None = None
+    sasl_password: SecretStr | None = None
+    # TLS (security protocol SSL or SASL_SSL): PEM files. The CA verifies the brokers; the
+    # certificate and key, when given, authenticate this client to them (mutual TLS).
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    # Check that the broker's certificate names the host connected to (https-style).
     ssl_check_hostname: bool = True
 
-    def __repr__(self) -> str:  # never a password in a log line or a traceback
-        return f"KafkaConnection({self.bootstrap_servers!r}, {self.security_protocol!r})"
+    # Kafka is read by Spark's own JVM source: executors' Python never needs its secrets.
+    executor_skip: ClassVar[tuple[str, ...]] = ("sasl_password", "ssl_key_password")
+
+    _paths = field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile", mode="before")(
+        empty_is_none
+    )
 
 
-def client_config(conn: KafkaConnection) -> dict[str, Any]:
+def client_config(conn: KafkaSettings) -> dict[str, Any]:
     """Connection settings shared by the producer and the admin client."""
     conf: dict[str, Any] = {
         "bootstrap.servers": conn.bootstrap_servers,
@@ -52,15 +68,15 @@ def client_config(conn: KafkaConnection) -> dict[str, Any]:
         conf["sasl.mechanism"] = conn.sasl_mechanism
         conf["sasl.username"] = conn.sasl_username or ""
         if conn.sasl_password is not None:
-            conf["sasl.password"] = conn.sasl_password
+            conf["sasl.password"] = conn.sasl_password.get_secret_value()
     if conn.ssl_cafile:
-        conf["ssl.ca.location"] = conn.ssl_cafile
+        conf["ssl.ca.location"] = str(conn.ssl_cafile)
     if conn.ssl_certfile:
-        conf["ssl.certificate.location"] = conn.ssl_certfile
+        conf["ssl.certificate.location"] = str(conn.ssl_certfile)
     if conn.ssl_keyfile:
-        conf["ssl.key.location"] = conn.ssl_keyfile
+        conf["ssl.key.location"] = str(conn.ssl_keyfile)
     if conn.ssl_key_password is not None:
-        conf["ssl.key.password"] = conn.ssl_key_password
+        conf["ssl.key.password"] = conn.ssl_key_password.get_secret_value()
     if conn.security_protocol.upper().endswith("SSL"):
         conf["ssl.endpoint.identification.algorithm"] = (
             "https" if conn.ssl_check_hostname else "none"
@@ -68,7 +84,7 @@ def client_config(conn: KafkaConnection) -> dict[str, Any]:
     return conf
 
 
-def java_client_options(conn: KafkaConnection) -> dict[str, str]:
+def java_client_options(conn: KafkaSettings) -> dict[str, str]:
     """The same connection for Kafka's Java client, as Spark's Kafka source takes it (every
     key prefixed ``kafka.``). Certificates are read here: the Java client takes PEM text."""
     options = {
@@ -83,20 +99,20 @@ def java_client_options(conn: KafkaConnection) -> dict[str, str]:
             else "org.apache.kafka.common.security.plain.PlainLoginModule"
         )
         user = jaas_quote(conn.sasl_username or "")
-        password = jaas_quote(conn.sasl_password)
+        password = jaas_quote(conn.sasl_password.get_secret_value())
         options["kafka.sasl.jaas.config"] = (
             f"{module} required username={user} password={password};"
         )
     if conn.ssl_cafile:
         # Kafka's Java client reads PEM directly (KIP-651): no JKS keystore to build.
         options["kafka.ssl.truststore.type"] = "PEM"
-        options["kafka.ssl.truststore.location"] = conn.ssl_cafile
+        options["kafka.ssl.truststore.location"] = str(conn.ssl_cafile)
     if conn.ssl_certfile and conn.ssl_keyfile:
         options["kafka.ssl.keystore.type"] = "PEM"
-        options["kafka.ssl.keystore.certificate.chain"] = Path(conn.ssl_certfile).read_text()
-        options["kafka.ssl.keystore.key"] = Path(conn.ssl_keyfile).read_text()
+        options["kafka.ssl.keystore.certificate.chain"] = conn.ssl_certfile.read_text()
+        options["kafka.ssl.keystore.key"] = conn.ssl_keyfile.read_text()
         if conn.ssl_key_password is not None:
-            options["kafka.ssl.key.password"] = conn.ssl_key_password
+            options["kafka.ssl.key.password"] = conn.ssl_key_password.get_secret_value()
     if conn.security_protocol.upper().endswith("SSL"):
         options["kafka.ssl.endpoint.identification.algorithm"] = (
             "https" if conn.ssl_check_hostname else ""
@@ -137,10 +153,8 @@ class KafkaPublisher:
         self._topic_ready = False
 
     @classmethod
-    def connect(
-        cls, conn: KafkaConnection, topic: str, partitions: int = 3, replication: int = 1
-    ) -> KafkaPublisher:
-        return cls(client_config(conn), topic, partitions, replication)
+    def connect(cls, conn: KafkaSettings) -> KafkaPublisher:
+        return cls(client_config(conn), conn.topic, conn.partitions, conn.replication_factor)
 
     def _admin(self) -> Any:
         return _kafka().admin.AdminClient({**self.conf, "socket.timeout.ms": 10000})

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from fruitstream.config import FruitstreamSettings
 from fruitstream.errors import MissingDependencyError, NotFoundError, StorageError
 from fruitstream.ports import Health
 
@@ -17,6 +21,20 @@ def _reason(exc: Exception) -> str:
     return type(exc).__name__ + (f": {exc}" if "Credential" not in type(exc).__name__ else "")
 
 
+class S3Settings(FruitstreamSettings):
+    """The bucket and how to reach it (``FRUITSTREAM_S3_*``); no keys: boto3's own chain."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FRUITSTREAM_S3_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    bucket: str = "fruitstream"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+
+
 class S3ObjectStore:
     """The bucket stays private: photos are read back with credentials, never by URL."""
 
@@ -25,14 +43,7 @@ class S3ObjectStore:
         self.bucket = bucket
 
     @classmethod
-    def connect(
-        cls,
-        bucket: str,
-        endpoint_url: str | None = None,
-        region: str | None = None,
-        access_key_id: str | None = None,
-        secret_access_key: str | None = None,
-    ) -> S3ObjectStore:
+    def connect(cls, settings: S3Settings) -> S3ObjectStore:
         """A client for ``bucket``; no key given: boto3's own chain (environment, files,
         instance role)."""
         try:
@@ -40,12 +51,13 @@ class S3ObjectStore:
             from botocore.config import Config
         except ImportError as exc:
             raise MissingDependencyError("boto3", "distributed") from exc
+        key, secret = settings.access_key_id, settings.secret_access_key
         client = boto3.client(
             "s3",
-            endpoint_url=endpoint_url,
-            region_name=region,
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
+            endpoint_url=settings.endpoint_url,
+            region_name=settings.region,
+            aws_access_key_id=key.get_secret_value() if key is not None else None,
+            aws_secret_access_key=secret.get_secret_value() if secret is not None else None,
             config=Config(
                 signature_version="s3v4",
                 s3={"addressing_style": "path"},
@@ -54,7 +66,7 @@ class S3ObjectStore:
                 read_timeout=30,
             ),
         )
-        return cls(client, bucket)
+        return cls(client, settings.bucket)
 
     def ensure_bucket(self) -> None:
         """Create the bucket when absent (private: no ACL is ever granted)."""

@@ -59,6 +59,7 @@ def distributed_benchmark(
             started = time.perf_counter()
             service.wait(pipeline.submit(numbered_uploads(blobs, batch)).session_id, poll=0.02)
             latencies.append(time.perf_counter() - started)
+        job_info = next((i for _n, kind, i in service.live_workers() if kind == "spark"), {})
     finally:
         os.killpg(job.pid, signal.SIGTERM)
         job.wait(timeout=60)
@@ -70,8 +71,9 @@ def distributed_benchmark(
         "batch": batch,
         "latency_s_median": statistics.median(latencies),
         "latency_s_runs": [round(x, 2) for x in latencies],
-        "spark_master": settings.spark_master,
-        "trigger_s": settings.spark_trigger_seconds,
+        # As the job's own heartbeat says (its settings are the job's).
+        "spark_master": job_info.get("master", "?"),
+        "trigger_s": job_info.get("trigger_s", "?"),
     }
 
 

@@ -386,10 +386,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from fruitstream.bootstrap import load_bundle
+    from fruitstream.bootstrap import load_bundle, settings_parts
+    from fruitstream.entrypoints.api.settings import ApiSettings
+    from fruitstream.entrypoints.spark_job import SparkSettings
 
     settings = _settings()
-    print("\n".join(config_lines(settings.masked(), load_bundle(settings))))
+    parts = [*settings_parts(settings), ApiSettings.of(settings), SparkSettings.of(settings)]
+    masked = {k: v for part in parts for k, v in part.masked().items()}
+    print("\n".join(config_lines(masked, load_bundle(settings))))
     return EXIT_OK
 
 

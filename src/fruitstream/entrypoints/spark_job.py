@@ -30,10 +30,17 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from pydantic import SecretStr
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
 
-from fruitstream.bootstrap import build_stream, kafka_reader_options
-from fruitstream.config import SETTINGS_FILE_VARIABLE, Settings, load_settings
+from fruitstream.bootstrap import build_stream, kafka_reader_options, settings_parts
+from fruitstream.config import (
+    SETTINGS_FILE_VARIABLE,
+    FruitstreamSettings,
+    Settings,
+    empty_is_none,
+    load_settings,
+)
 from fruitstream.domain import ResultRow, result_columns
 from fruitstream.errors import (
     MissingDependencyError,
@@ -58,8 +65,31 @@ _SPARK_TYPES = {
 RESULT_COLUMNS = [(name, _SPARK_TYPES[kind]) for name, kind in result_columns()]
 RESULT_SCHEMA = ", ".join(f"{name} {kind}" for name, kind in RESULT_COLUMNS)
 
-# Kafka is read by Spark's own JVM source: executors' Python never needs its secrets.
-_EXECUTOR_SKIP = {"kafka_sasl_password", "kafka_ssl_key_password"}
+
+class SparkSettings(FruitstreamSettings):
+    """How the job runs on Spark (``FRUITSTREAM_SPARK_*``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FRUITSTREAM_SPARK_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    master: str = "local[2]"
+    checkpoint: str = "data/spark-checkpoint"
+    max_offsets_per_trigger: int = Field(default=256, gt=0)
+    trigger_seconds: float = Field(default=0.5, ge=0)
+    # Tasks per micro-batch: a multiple of the executor cores (Kafka offsets are split).
+    min_partitions: int | None = Field(default=None, gt=0)
+    jars: str | None = None
+    # Messages deleted from Kafka (retention) before the job read them: fail the query loudly
+    # (true), or skip them with a warning in the driver's log (false).
+    fail_on_data_loss: bool = True
+    # A settings file that every Spark executor can read (mode 0600, deployed with the
+    # cluster): how executors get their credentials without a command line. Empty: the
+    # driver writes one to a private temporary folder, which works where executors share its
+    # file system (local mode, a one-machine standalone cluster).
+    executor_settings_file: Path | None = None
+
+    _paths = field_validator("executor_settings_file", mode="before")(empty_is_none)
 
 
 class KafkaRows(Protocol):
@@ -143,8 +173,9 @@ def _patient_upsert(stream: StreamRunner, rows: list[ResultRow]) -> None:
 def executor_settings_file(settings: Settings) -> Path:
     """The file executors read their settings from: the configured one, or one written now
     into a private temporary folder (0700, file 0600), removed when the driver exits."""
-    if settings.spark_executor_settings_file is not None:
-        return settings.spark_executor_settings_file
+    configured = SparkSettings.of(settings).executor_settings_file
+    if configured is not None:
+        return configured
     folder = Path(tempfile.mkdtemp(prefix="fruitstream-spark-"))
     atexit.register(shutil.rmtree, folder, True)
     path = folder / "executor.env"
@@ -155,21 +186,9 @@ def executor_settings_file(settings: Settings) -> Path:
 
 
 def dotenv_text(settings: Settings) -> str:
-    """Every setting an executor needs, in dotenv syntax (values double-quoted, escaped)."""
-    lines = []
-    for name in type(settings).model_fields:
-        if name in _EXECUTOR_SKIP:
-            continue
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        if name == "database_url":
-            value = settings.sqlalchemy_url
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        lines.append(f'FRUITSTREAM_{name.upper()}="{escaped}"')
+    """Every setting an executor needs, in dotenv syntax (values double-quoted, escaped):
+    each backend's part, less the secrets of Kafka, which Spark's own JVM source reads."""
+    lines = [line for part in settings_parts(settings) for line in part.dotenv_lines()]
     return "\n".join(lines) + "\n"
 
 
@@ -199,8 +218,9 @@ def spark_session(
         raise MissingDependencyError("pyspark", "spark") from exc
     # PySpark picks the executors' Python from this variable of the driver's environment.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark = SparkSettings.of(settings)
     builder = (
-        SparkSession.builder.master(settings.spark_master)
+        SparkSession.builder.master(spark.master)
         .appName(app_name)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.pyspark.python", sys.executable)
@@ -220,26 +240,27 @@ def spark_session(
     )
     if settings_file is not None:
         builder = builder.config(f"spark.executorEnv.{SETTINGS_FILE_VARIABLE}", str(settings_file))
-    if settings.spark_jars:
-        builder = builder.config("spark.jars", settings.spark_jars)
+    if spark.jars:
+        builder = builder.config("spark.jars", spark.jars)
     return builder.getOrCreate()
 
 
 def kafka_options(settings: Settings) -> dict[str, str]:
     """The Kafka source's options: the connection (the Kafka adapter's translation) and how
     Spark reads it."""
+    spark = SparkSettings.of(settings)
     options = {
         **kafka_reader_options(settings),
         "startingOffsets": "earliest",
-        "maxOffsetsPerTrigger": str(settings.spark_max_offsets_per_trigger),
-        "failOnDataLoss": str(settings.spark_fail_on_data_loss).lower(),
+        "maxOffsetsPerTrigger": str(spark.max_offsets_per_trigger),
+        "failOnDataLoss": str(spark.fail_on_data_loss).lower(),
         # A reused consumer waits out its in-flight fetch before it can seek to the next
         # batch: with the default 500 ms that wait was most of a small batch's latency.
         "kafka.fetch.max.wait.ms": "50",
     }
-    if settings.spark_min_partitions:
+    if spark.min_partitions:
         # More tasks than topic partitions: Spark splits the offset ranges between them.
-        options["minPartitions"] = str(settings.spark_min_partitions)
+        options["minPartitions"] = str(spark.min_partitions)
     return options
 
 
@@ -272,6 +293,7 @@ def progress_info(progress: Mapping[str, object] | None) -> dict[str, object]:
 def run(settings: Settings, stop_after_idle: float | None = None) -> None:
     """Start the streaming query and keep it running, with the worker's housekeeping."""
     options = kafka_options(settings)  # ConfigError unless the queue is Kafka
+    job = SparkSettings.of(settings)
     stream = build_stream(settings)
     stream.prepare()
     spark = spark_session(settings, executor_settings_file(settings))
@@ -290,14 +312,15 @@ def run(settings: Settings, stop_after_idle: float | None = None) -> None:
     results = source.select("key", "value").mapInPandas(classify_partitions, RESULT_SCHEMA)
     query = (
         results.writeStream.foreachBatch(write_batch)
-        .option("checkpointLocation", settings.spark_checkpoint)
-        .trigger(processingTime=f"{settings.spark_trigger_seconds} seconds")
+        .option("checkpointLocation", job.checkpoint)
+        .trigger(processingTime=f"{job.trigger_seconds} seconds")
         .queryName("fruitstream")
         .start()
     )
     housekeeping = stream.housekeeping(f"spark:{spark.sparkContext.applicationId}")
     me: dict[str, object] = {
-        "master": settings.spark_master,
+        "master": job.master,
+        "trigger_s": job.trigger_seconds,
         "ui": spark.sparkContext.uiWebUrl,
         "app_id": spark.sparkContext.applicationId,
     }

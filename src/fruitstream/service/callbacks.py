@@ -22,6 +22,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
+from pydantic import SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from fruitstream.config import FruitstreamSettings, items
 from fruitstream.errors import CallbackError, FruitstreamError
 from fruitstream.ports import ResultsDatabase
 
@@ -32,6 +36,30 @@ MAX_ATTEMPTS = 8
 MAX_BACKOFF = 300.0
 
 Post = Callable[[str, bytes, Mapping[str, str]], int]
+
+
+class CallbackSettings(FruitstreamSettings):
+    """Where callbacks may go and how they are signed (``FRUITSTREAM_API_CALLBACK_*``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FRUITSTREAM_API_CALLBACK_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    # Hosts a batch's completion callback may be sent to (POST /v1/batches?callback=URL),
+    # comma-separated; empty: callbacks are refused. Each is signed with the secret.
+    hosts: str = ""
+    secret: SecretStr | None = None
+
+    @property
+    def host_list(self) -> list[str]:
+        return [h.lower() for h in items(self.hosts)]
+
+    @property
+    def secret_text(self) -> str | None:
+        return self.secret.get_secret_value() if self.secret is not None else None
 
 
 def check_callback(url: str, hosts: Sequence[str], secret: str | None) -> str:

@@ -3,6 +3,7 @@ and the sender of batch-complete callbacks."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 
@@ -11,7 +12,7 @@ from fruitstream.errors import ConfigError
 from fruitstream.housekeeping import HOUSEKEEPING_SECONDS, Housekeeping, worker_id
 from fruitstream.ports import PhotoClassifier
 from fruitstream.service.backends import Backends
-from fruitstream.service.callbacks import CallbackSender
+from fruitstream.service.callbacks import CallbackSender, CallbackSettings
 from fruitstream.service.health import live_workers, owner_is_dead
 from fruitstream.worker import Worker, WorkerStats
 
@@ -121,9 +122,13 @@ class Workers:
             started(worker.name)
         return worker.run(stop)
 
+    @functools.cached_property
+    def _callback_settings(self) -> CallbackSettings:
+        return CallbackSettings.of(self.settings)
+
     def callback_config(self) -> tuple[list[str], str | None]:
-        secret = self.settings.api_callback_secret
-        return self.settings.api_callback_host_list, secret.get_secret_value() if secret else None
+        """The hosts callbacks may go to, and the secret that signs them."""
+        return self._callback_settings.host_list, self._callback_settings.secret_text
 
     def ensure_callbacks(self) -> bool:
         """Start this process's callback sender when callbacks are configured; whether one

@@ -31,12 +31,14 @@ from fruitstream.entrypoints.api.deps import tokens_of
 from fruitstream.entrypoints.api.guard import RequestGuard
 from fruitstream.entrypoints.api.metrics import Metrics
 from fruitstream.entrypoints.api.routes import allowed_methods, router
+from fruitstream.entrypoints.api.settings import ApiSettings
 
 
 def create_app(
     service: FruitService | None = None,
     tokens: Sequence[str] | None = None,
     admin_tokens: Sequence[str] | None = None,
+    settings: ApiSettings | None = None,
 ) -> FastAPI:
     """The ASGI app over ``service`` (built from settings at start when not given).
 
@@ -44,12 +46,16 @@ def create_app(
     sees the batches it submitted.
     ``tokens``: bearer tokens accepted (from ``FRUITSTREAM_API_TOKENS`` when not given); none
     means no authentication, for a server bound to 127.0.0.1 only (``fruitstream serve``).
+    ``settings``: the API's own (``FRUITSTREAM_API_*`` when not given).
     """
+    if settings is None:
+        settings = ApiSettings.of(service.settings) if service is not None else ApiSettings.load()
+    api = settings
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.service is None:
-            app.state.service = _service(load_settings())
+            app.state.service = _service(load_settings(), api)
         svc: FruitService = app.state.service
         svc.start()  # its worker and callback sender, as the service's policy says
         yield
@@ -67,6 +73,7 @@ def create_app(
     app.state.service = service
     app.state.tokens = list(tokens) if tokens is not None else None
     app.state.admin_tokens = list(admin_tokens) if admin_tokens is not None else None
+    app.state.api = api
     app.state.metrics = Metrics()
     app.state.allowed_methods = allowed_methods
     problems.install(app)
@@ -74,12 +81,12 @@ def create_app(
     _serve_docs(app)
     app.add_middleware(
         RequestGuard,
-        settings=lambda scope: scope["app"].state.service.settings,
+        settings=lambda scope: (scope["app"].state.service.settings.limits, api),
         tokens=lambda scope: tokens_of(scope["app"]),
     )
     # Outside the guard: its answers are logged, tagged and counted too.
     app.add_middleware(RequestLog, observe=_observe)
-    origins = service.settings.api_cors_origin_list if service is not None else []
+    origins = api.cors_origin_list
     if origins:  # outermost: a browser's preflight is answered before anything else
         app.add_middleware(
             CORSMiddleware,
@@ -91,9 +98,9 @@ def create_app(
     return app
 
 
-def _service(settings: Settings) -> FruitService:
+def _service(settings: Settings, api: ApiSettings) -> FruitService:
     # FRUITSTREAM_API_WORKER=false: batches wait for a worker or Spark job started elsewhere.
-    return build_service(settings, start_workers=settings.api_worker)
+    return build_service(settings, start_workers=api.worker)
 
 
 DOCS_ASSETS = "/docs/assets"
@@ -105,19 +112,17 @@ def serve(settings: Settings, host: str, port: int) -> None:
     whatever ``host`` says, and says so."""
     import uvicorn
 
-    if not (settings.api_token_list or settings.api_admin_token_list) and host not in LOOPBACK:
+    api = ApiSettings.of(settings)
+    secured = bool(api.token_list or api.admin_token_list)
+    if not secured and host not in LOOPBACK:
         print(
             f"no FRUITSTREAM_API_TOKENS configured: binding to 127.0.0.1, not {host}",
             file=sys.stderr,
         )
         host = "127.0.0.1"
-    auth = (
-        "bearer tokens required"
-        if (settings.api_token_list or settings.api_admin_token_list)
-        else "no authentication"
-    )
+    auth = "bearer tokens required" if secured else "no authentication"
     print(f"fruitstream API at http://{host}:{port} ({auth}); docs at /docs", flush=True)
-    app = create_app(_service(settings))
+    app = create_app(_service(settings, api), settings=api)
     config = logging_config(json_lines=settings.log_format == "json")
     uvicorn.run(app, host=host, port=port, log_config=config, access_log=False)
 

@@ -12,9 +12,16 @@ from fruitstream.domain import OPERATOR, Caller
 from fruitstream.entrypoints.api.guard import token_accepted
 from fruitstream.entrypoints.api.metrics import Metrics
 from fruitstream.entrypoints.api.problems import UnauthorizedError
+from fruitstream.entrypoints.api.settings import ApiSettings
 from fruitstream.service import FruitService
 
 _bearer = HTTPBearer(auto_error=False)
+
+
+def api_settings_of(app: Any) -> ApiSettings:
+    """The API's own settings, read once per app."""
+    api: ApiSettings = app.state.api
+    return api
 
 
 def admin_tokens_of(app: Any) -> list[str]:
@@ -22,8 +29,7 @@ def admin_tokens_of(app: Any) -> list[str]:
     tokens: list[str] | None = app.state.admin_tokens
     if tokens is not None:
         return tokens
-    service: FruitService = app.state.service
-    return service.settings.api_admin_token_list
+    return api_settings_of(app).admin_token_list
 
 
 def tokens_of(app: Any) -> list[str]:
@@ -31,8 +37,7 @@ def tokens_of(app: Any) -> list[str]:
     admin tokens."""
     tokens: list[str] | None = app.state.tokens
     if tokens is None:
-        service: FruitService = app.state.service
-        tokens = service.settings.api_token_list
+        tokens = api_settings_of(app).token_list
     return [*tokens, *admin_tokens_of(app)]
 
 
@@ -58,6 +63,10 @@ def get_service(request: Request) -> FruitService:
     return service
 
 
+def get_api(request: Request) -> ApiSettings:
+    return api_settings_of(request.app)
+
+
 def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -80,3 +89,4 @@ Service = Annotated[FruitService, Depends(get_service)]
 # Who asks, and so whose batches exist for the request.
 CallerOf = Annotated[Caller, Depends(get_caller)]
 Counters = Annotated[Metrics, Depends(get_metrics)]
+Api = Annotated[ApiSettings, Depends(get_api)]

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from fruitstream.config import Settings
+from fruitstream.domain import ImageLimits
 from fruitstream.entrypoints.api.asgi import App, Message, Receive, Scope, Send, request_id_of
 from fruitstream.entrypoints.api.problems import (
     RATE_LIMITED,
@@ -24,6 +24,7 @@ from fruitstream.entrypoints.api.problems import (
     kind_of,
     problem,
 )
+from fruitstream.entrypoints.api.settings import ApiSettings
 
 # Multipart framing around a file: boundaries, part headers, the file name.
 PART_OVERHEAD = 64 * 1024
@@ -47,13 +48,13 @@ def token_accepted(authorization: str | None, tokens: Sequence[str]) -> bool:
     return any(hmac.compare_digest(given.strip().encode(), t.encode()) for t in tokens)
 
 
-def body_limit(method: str, path: str, settings: Settings) -> int:
+def body_limit(method: str, path: str, limits: ImageLimits, api: ApiSettings) -> int:
     """The most bytes a request to ``path`` may send."""
-    per_file = settings.limits.max_bytes + PART_OVERHEAD
+    per_file = limits.max_bytes + PART_OVERHEAD
     if method == "POST" and path == "/v1/classify":
         return per_file
     if method == "POST" and path == "/v1/batches":
-        return min(settings.api_max_batch_files * per_file, settings.api_max_request_bytes)
+        return min(api.max_batch_files * per_file, api.max_request_bytes)
     return SMALL_BODY
 
 
@@ -83,7 +84,7 @@ class RequestGuard:
     def __init__(
         self,
         app: App,
-        settings: Callable[[Scope], Settings],
+        settings: Callable[[Scope], tuple[ImageLimits, ApiSettings]],
         tokens: Callable[[Scope], Sequence[str]],
     ) -> None:
         self.app = app
@@ -107,17 +108,17 @@ class RequestGuard:
             answer = problem(kind_of(refused), str(refused), request_id=request_id_of(scope))
             await answer(scope, receive, send)
             return
-        settings = self.settings(scope)
-        if settings.api_rate_limit > 0:
+        limits, api = self.settings(scope)
+        if api.rate_limit > 0:
             caller = _caller(headers.get("authorization"), scope)
-            wait = self.limiter.wait_for(caller, settings.api_rate_limit, settings.api_rate_burst)
+            wait = self.limiter.wait_for(caller, api.rate_limit, api.rate_burst)
             if wait > 0:
                 retry = str(max(1, math.ceil(wait)))
-                detail = f"over {settings.api_rate_limit:g} requests a second; retry in {retry} s"
+                detail = f"over {api.rate_limit:g} requests a second; retry in {retry} s"
                 answer = problem(RATE_LIMITED, detail, {"Retry-After": retry}, request_id_of(scope))
                 await answer(scope, receive, send)
                 return
-        limit = body_limit(scope["method"], scope["path"], settings)
+        limit = body_limit(scope["method"], scope["path"], limits, api)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             detail = f"request is {int(declared):,} bytes, over the limit of {limit:,} bytes"

@@ -19,7 +19,7 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from fruitstream.domain import ImageLimits, check_size
-from fruitstream.entrypoints.api.deps import GUARD, CallerOf, Counters, Service, tokens_of
+from fruitstream.entrypoints.api.deps import GUARD, Api, CallerOf, Counters, Service, tokens_of
 from fruitstream.entrypoints.api.guard import token_accepted
 from fruitstream.entrypoints.api.labels import labels_router
 from fruitstream.entrypoints.api.media import best_match, next_page
@@ -136,6 +136,7 @@ async def submit(
     service: Service,
     metrics: Counters,
     caller: CallerOf,
+    api: Api,
     name: str = "",
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
     callback: Annotated[str | None, Query(min_length=1, max_length=2000)] = None,
@@ -146,7 +147,7 @@ async def submit(
     the same key again (from the same token) gets the first answer, not a second batch.
     With a ``callback`` URL (a host the server allows) the server POSTs a signed
     ``batch.complete`` document there once the batch is complete."""
-    limit = service.settings.api_max_batch_files
+    limit = api.max_batch_files
     kind = request.headers.get("content-type", "")
     if kind and not kind.startswith("multipart/form-data"):
         raise UnsupportedMediaTypeError(f"a batch is multipart/form-data, not {kind}")
