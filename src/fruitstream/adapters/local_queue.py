@@ -13,27 +13,13 @@ from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 
-from fruitstream.adapters.sql import SqlDatabase
-from fruitstream.adapters.sql_schema import ADDED_COLUMNS, metadata
+from fruitstream.adapters.sql_engine import SqlEngine
+from fruitstream.adapters.sql_schema import queue_table
 from fruitstream.domain import ImageMessage
 from fruitstream.errors import QueueError, ResultStoreError
 from fruitstream.ports import Delivery, Health
 
-# The queue is a table of the results database: one transaction records and announces.
-queue_table = sa.Table(
-    "queue",
-    metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("image_id", sa.String(64), nullable=False),
-    sa.Column("payload", sa.LargeBinary, nullable=False),
-    sa.Column("enqueued_at", sa.Float, nullable=False),
-    sa.Column("leased_until", sa.Float, index=True),
-    sa.Column("lease_owner", sa.String(100)),
-    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("last_error", sa.Text),
-)
-
-ADDED_COLUMNS.append((queue_table, "last_error"))
+__all__ = ["SqlQueue", "queue_table"]  # the table is sql_schema's, named here for the queue's users
 
 
 class _Doorbell:
@@ -65,9 +51,10 @@ _DOORBELL = _Doorbell()
 
 
 class SqlQueue:
-    """Publisher and Consumer over ``queue_table``."""
+    """Publisher and Consumer over ``queue_table``, on the results database's engine (its
+    ``SqlDatabase``); each call is a transaction of its own."""
 
-    def __init__(self, db: SqlDatabase, owner: str = "", lease_seconds: float = 10.0) -> None:
+    def __init__(self, db: SqlEngine, owner: str = "", lease_seconds: float = 10.0) -> None:
         self.db = db
         self.owner = owner
         self.lease_seconds = lease_seconds

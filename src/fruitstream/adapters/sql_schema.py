@@ -1,8 +1,7 @@
 """The results database's schema and its migrations: tables, engines, upgrades in place.
 
-The tables of the contract (sessions, photos, results, heartbeats) are here; an adapter with
-a table of its own in the same database (the embedded queue) defines it on ``metadata`` and
-lists its later columns in ``ADDED_COLUMNS``.
+Every table of the database is declared here, the embedded queue's too (``queue_table``, for
+``local_queue``), and every column added since the first release is in ``ADDED_COLUMNS``.
 """
 
 from __future__ import annotations
@@ -141,12 +140,31 @@ model_activations_table = sa.Table(
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# The embedded queue (``local_queue.SqlQueue``): a table of the results database, on the
+# same engine, in transactions of its own. A submit records its session and photo list, then
+# chunk by chunk publishes (one transaction: all of the chunk's messages or none) and marks
+# the chunk queued, each step its own transaction; a submit killed in between is finished by
+# ``Pipeline.repair`` from the photo list. A worker writes its results, then deletes (acks)
+# their messages: two transactions again, and a replay only rewrites the same rows.
+queue_table = sa.Table(
+    "queue",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("image_id", sa.String(64), nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("enqueued_at", sa.Float, nullable=False),
+    sa.Column("leased_until", sa.Float, index=True),
+    sa.Column("lease_owner", sa.String(100)),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text),
+)
+
 # Columns added since the first release: ``create_schema`` adds them to an older database.
-# Adapters with tables of their own (the embedded queue) append theirs.
 ADDED_COLUMNS: list[tuple[sa.Table, str]] = [
     (sessions_table, "state"),
     (sessions_table, "updated_at"),
     (sessions_table, "owner"),
+    (queue_table, "last_error"),
 ]
 # Columns that were VARCHAR(n) and are TEXT now (PostgreSQL enforces the length).
 WIDENED_COLUMNS = [(results_table, "filename"), (results_table, "object_key")]

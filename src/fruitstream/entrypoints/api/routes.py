@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
@@ -196,10 +197,7 @@ def _batch_out(report: SubmitReport) -> BatchOut:
         submitted=report.submitted,
         queued=len(report.queued),
         rejected={**report.rejected, **report.not_sent},
-        photos=[
-            PhotoOut(filename=p.filename, image_id=p.image_id, state=p.state, reason=p.reason)
-            for p in report.photos
-        ],
+        photos=[PhotoOut.model_validate(asdict(p)) for p in report.photos],
     )
 
 
@@ -233,14 +231,16 @@ def history(
     if len(page) == limit:
         response.headers.update(next_page(request, page[-1].session.session_id))
     return [
-        SessionOut(
-            session_id=s.session.session_id,
-            name=s.session.name,
-            created_at=s.session.created_at.isoformat(),
-            submitted=s.progress.submitted,
-            done=s.progress.done,
-            errors=s.progress.errors,
-            complete=s.progress.complete,
+        SessionOut.model_validate(
+            {
+                "session_id": s.session.session_id,
+                "name": s.session.name,
+                "created_at": s.session.created_at.isoformat(),
+                "submitted": s.progress.submitted,
+                "done": s.progress.done,
+                "errors": s.progress.errors,
+                "complete": s.progress.complete,
+            }
         )
         for s in page
     ]
@@ -256,13 +256,7 @@ def history(
 def progress(session_id: str, service: Service, caller: CallerOf) -> ProgressOut:
     """How far a batch is."""
     p = service.progress(session_id, caller=caller)
-    return ProgressOut(
-        session_id=p.session_id,
-        submitted=p.submitted,
-        done=p.done,
-        errors=p.errors,
-        complete=p.complete,
-    )
+    return ProgressOut.model_validate({**asdict(p), "complete": p.complete})
 
 
 _PENDING_HEADERS: dict[str, object] = {
@@ -348,11 +342,13 @@ def readyz(request: Request, service: Service) -> JSONResponse:
     body = ReadyOut(
         ready=ready,
         checks=[
-            CheckOut(
-                name=h.name,
-                ok=h.ok,
-                detail=h.detail if trusted else ("ok" if h.ok else "down"),
-                figures=list(h.figures) if trusted else [],
+            CheckOut.model_validate(
+                {
+                    "name": h.name,
+                    "ok": h.ok,
+                    "detail": h.detail if trusted else ("ok" if h.ok else "down"),
+                    "figures": list(h.figures) if trusted else [],
+                }
             )
             for h in checks
         ],

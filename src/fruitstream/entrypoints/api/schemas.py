@@ -1,20 +1,77 @@
-"""The API's documents: what each route answers, as the OpenAPI schema shows them."""
+"""The API's documents: what each route answers, as the OpenAPI schema shows them.
+
+A document that sends a record (a result row, a label, a batch's progress...) takes its
+fields from the record's dataclass (``mirrors``): one list of names, in the record's order.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from fruitstream.domain import Label, Progress, ResultRow, SessionRecord, TopK
+from fruitstream.pipeline import Receipt
+from fruitstream.ports import Health
 
 # A file in a request body, as the OpenAPI document describes it.
 BINARY = {"type": "string", "format": "binary"}
 # What a label may be, as sent (the server stores it lower-cased, single-spaced).
 LABEL_PATTERN = r"^[A-Za-z][A-Za-z0-9 _-]{0,38}[A-Za-z0-9]$"
 
+_Model = TypeVar("_Model", bound=BaseModel)
 
+
+def _as_sent(kind: Any) -> Any:
+    """A record field's type as its JSON carries it: a timestamp as ISO text (``to_dict``),
+    an enumeration as its values, a tuple as a list."""
+    if kind is datetime:
+        return str
+    if isinstance(kind, type) and issubclass(kind, StrEnum):
+        return Literal.__getitem__(tuple(member.value for member in kind))
+    if get_origin(kind) is tuple:
+        return list[get_args(kind)[0]]  # type: ignore[misc]
+    return kind
+
+
+def mirrors(
+    record: type[Any],
+    names: Sequence[str] | None = None,
+    properties: Sequence[str] = (),
+    types: Mapping[str, Any] | None = None,
+) -> Callable[[type[_Model]], type[_Model]]:
+    """Give the decorated model a required field per field of the dataclass ``record`` (the
+    ``names`` only, in that order, when given), then per read-only property in ``properties``
+    (typed by its return), after the model's own: each typed as sent (``_as_sent``) unless
+    ``types`` says otherwise. The model keeps its name, module and docstring. A type checker
+    sees the declared class only, without these fields: build one with ``model_validate``."""
+    hints = get_type_hints(record)
+    chosen = [f.name for f in dataclasses.fields(record)] if names is None else list(names)
+    kinds = {name: _as_sent(hints[name]) for name in chosen}
+    for name in properties:
+        kinds[name] = get_type_hints(getattr(record, name).fget)["return"]
+    kinds.update(types or {})
+
+    def derive(model: type[_Model]) -> type[_Model]:
+        required: dict[str, Any] = {name: (kind, ...) for name, kind in kinds.items()}
+        return create_model(
+            model.__name__,
+            __base__=model,
+            __module__=model.__module__,
+            __doc__=model.__doc__,
+            **required,
+        )
+
+    return derive
+
+
+@mirrors(TopK)
 class TopKOut(BaseModel):
-    label: str
-    confidence: float
+    pass
 
 
 class ClassifyOut(BaseModel):
@@ -50,32 +107,14 @@ class ClassifyOut(BaseModel):
     error: str | None
 
 
+@mirrors(Receipt)
 class PhotoOut(BaseModel):
     """One file of a batch, in the order sent: ``image_id`` keys its result row."""
 
-    filename: str
-    image_id: str
-    state: Literal["queued", "rejected", "not sent"]
-    reason: str | None
 
-
+@mirrors(ResultRow, types={"top_k": list[TopKOut]})
 class ResultOut(BaseModel):
     """One photo of a batch: the result row (its columns are the CSV's)."""
-
-    image_id: str
-    session_id: str
-    filename: str
-    object_key: str
-    label: str | None
-    confidence: float | None
-    known: bool | None
-    top_k: list[TopKOut]
-    status: Literal["ok", "error"]
-    error: str | None
-    model_version: str
-    submitted_at: str
-    processed_at: str
-    latency_ms: float | None
 
 
 class BatchOut(BaseModel):
@@ -114,24 +153,19 @@ class BatchOut(BaseModel):
     photos: list[PhotoOut]
 
 
+@mirrors(Progress, properties=["complete"])
 class ProgressOut(BaseModel):
-    session_id: str
-    submitted: int
-    done: int
-    errors: int
-    complete: bool
+    pass
 
 
+@mirrors(SessionRecord, names=["name", "created_at"])
 class SessionOut(ProgressOut):
-    name: str
-    created_at: str
+    pass
 
 
+@mirrors(Health, names=["name", "ok", "detail", "figures"])
 class CheckOut(BaseModel):
-    name: str
-    ok: bool
-    detail: str
-    figures: list[str]
+    pass
 
 
 class ReadyOut(BaseModel):
@@ -172,16 +206,6 @@ class LabelIn(BaseModel):
     label: str = Field(pattern=LABEL_PATTERN)
 
 
+@mirrors(Label)
 class LabelOut(BaseModel):
     """A person's label beside the model's answer, at the time."""
-
-    label_id: str
-    content_sha256: str
-    object_key: str
-    label: str
-    model_label: str | None
-    model_known: bool | None
-    model_version: str
-    source: str
-    created_at: str
-    image_id: str | None
