@@ -1,4 +1,5 @@
-"""Shared fixtures: the real dataset (when present), generated bad images, the shipped model."""
+"""Shared fixtures: the real dataset (when present), generated bad images, the shipped model,
+a SQLite results database and the pipeline over it."""
 
 from __future__ import annotations
 
@@ -7,9 +8,15 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from PIL import Image
+
+if TYPE_CHECKING:
+    from fruitstream.adapters.sql import SqlDatabase
+    from fruitstream.pipeline import Pipeline
+    from tests.fakes import MemoryObjectStore, MemoryQueue
 
 REPO = Path(__file__).resolve().parent.parent
 DATASET = Path(
@@ -46,6 +53,25 @@ def classifier():  # type: ignore[no-untyped-def]
     from fruitstream.core.classifier import Classifier
 
     return Classifier.from_path()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> SqlDatabase:
+    """The results database on a SQLite file of the test's own (no server)."""
+    from fruitstream.adapters.sql import SqlDatabase
+
+    return SqlDatabase.from_url(f"sqlite:///{tmp_path / 'r.db'}")
+
+
+@pytest.fixture
+def parts(db: SqlDatabase) -> tuple[MemoryObjectStore, MemoryQueue, SqlDatabase, Pipeline]:
+    """The pipeline over the in-memory store and queue and ``db``, with a 50,000-byte limit."""
+    from fruitstream.core.imaging import ImageLimits
+    from fruitstream.pipeline import Pipeline
+    from tests.fakes import MemoryObjectStore, MemoryQueue
+
+    store, queue = MemoryObjectStore(), MemoryQueue()
+    return store, queue, db, Pipeline(store, queue, db, db, ImageLimits(max_bytes=50_000), "m:1")
 
 
 def jpeg_bytes(size: tuple[int, int] = (64, 48), color: str = "orange", mode: str = "RGB") -> bytes:

@@ -30,6 +30,7 @@ from fruitstream.errors import (
     ImageError,
     NotFoundError,
     ResultStoreError,
+    StorageError,
     UnsupportedImageError,
 )
 from fruitstream.model.bundle import HEAD_FILE, ModelBundle, PreprocessConfig
@@ -54,6 +55,25 @@ class MemoryObjectStore:
 
     def health(self) -> Health:
         return Health("storage", True, f"memory, {len(self.objects)} objects")
+
+
+class FlakyStore(MemoryObjectStore):
+    """A store that fails reads of chosen keys (or all) with a StorageError."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing: set[str] = set()
+        self.all_down = False
+        self.delay = 0.0
+
+    def get(self, key: str) -> bytes:
+        time.sleep(self.delay)
+        if self.all_down or key in self.failing:
+            raise StorageError(f"cannot read {key}: AccessDenied: the test store refused")
+        return super().get(key)
+
+    def health(self) -> Health:
+        return Health("storage", not self.all_down, "test store")
 
 
 class MemoryQueue:

@@ -18,9 +18,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fruitstream.adapters.webhook import post_json
-from fruitstream.service.callbacks import MAX_ATTEMPTS, CallbackSender, check_callback, signature
 from fruitstream.entrypoints.api import create_app
 from fruitstream.errors import CallbackError
+from fruitstream.service.callbacks import MAX_ATTEMPTS, CallbackSender, check_callback, signature
 from tests.fakes import FakeWorld, fake_world
 
 SECRET = "callback-secret-0123456789"
