@@ -11,8 +11,8 @@ import pytest
 
 from fruitstream.adapters.local_queue import SqlQueue
 from fruitstream.adapters.sql import SqlDatabase
-from fruitstream.domain import ImageMessage, ResultRow, utcnow
-from fruitstream.errors import MessageError, NotFoundError
+from fruitstream.domain import ImageMessage, utcnow
+from fruitstream.errors import MessageError
 from fruitstream.pipeline import Upload
 from tests.conftest import jpeg_bytes
 
@@ -72,21 +72,6 @@ def test_message_contract_validation() -> None:
         ImageMessage.from_json(json.dumps({"schema": 1, "image_id": str(uuid.uuid4())}))
     with pytest.raises(MessageError, match="bad field"):
         ImageMessage.from_json(json.dumps({"schema": 1, "image_id": "not-a-uuid"}))
-
-
-def test_upsert_keeps_one_row_per_image(db: SqlDatabase) -> None:
-    msg = ImageMessage(str(uuid.uuid4()), "s1", "k", "f.jpg", "0", utcnow())
-    first = ResultRow.from_outcome(msg, RuntimeError("boom"), "m:1")
-    second = ResultRow.from_outcome(msg, RuntimeError("again"), "m:2")
-    db.upsert([first])
-    db.upsert([second, second])
-    rows = db.results("s1")
-    assert len(rows) == 1 and rows[0].error == "again" and rows[0].model_version == "m:2"
-
-
-def test_unknown_session_is_not_found(db: SqlDatabase) -> None:
-    with pytest.raises(NotFoundError, match="no session"):
-        db.get_session("nope")
 
 
 def test_local_queue_leases_expire_and_redeliver(db: SqlDatabase) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import stat
-import uuid
 from pathlib import Path
 
 import pytest
@@ -16,42 +15,12 @@ from fruitstream.adapters.local_queue import SqlQueue
 from fruitstream.adapters.sql import SqlDatabase
 from fruitstream.config import MASK, load_settings, mask_url
 from fruitstream.dataset import expand_paths
-from fruitstream.domain import ImageMessage, ResultRow, error_row, utcnow
 from fruitstream.entrypoints.cli import clean
 from fruitstream.entrypoints.spark_job import dotenv_text, executor_settings_file
 from fruitstream.errors import StorageError
 from fruitstream.pipeline import Pipeline, Upload
 from tests.conftest import jpeg_bytes
 from tests.fakes import FlakyStore, MemoryObjectStore, MemoryQueue
-
-
-def test_an_error_row_never_replaces_an_ok_row(db: SqlDatabase) -> None:
-    msg = ImageMessage(str(uuid.uuid4()), "s2", "k", "f.jpg", "0", utcnow())
-    ok = ResultRow(
-        image_id=msg.image_id,
-        session_id="s2",
-        filename="f.jpg",
-        object_key="k",
-        label="apple",
-        confidence=0.9,
-        known=True,
-        status="ok",
-        model_version="m:1",
-        submitted_at=utcnow(),
-        processed_at=utcnow(),
-    )
-    db.upsert([error_row(msg, "first attempt failed", "m:1")])
-    db.upsert([ok])
-    db.upsert([error_row(msg, "gave up after 8 attempts", "m:1")])
-    [row] = db.results("s2")
-    assert (row.status, row.label) == ("ok", "apple")
-
-
-def test_any_filename_is_stored_whole(db: SqlDatabase) -> None:
-    name = "é" * 40 + "x" * 400 + ".jpg"
-    msg = ImageMessage(str(uuid.uuid4()), "s3", "k", name, "0", utcnow())
-    db.upsert([error_row(msg, "why", "m:1")])
-    assert db.results("s3")[0].filename == name
 
 
 def test_a_store_that_is_down_refuses_the_submit_and_records_nothing(db: SqlDatabase) -> None:
