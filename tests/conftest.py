@@ -24,9 +24,13 @@ DATASET = Path(
 )
 
 
-# Fixtures that stand for a need: a test using one is marked with it, so that ``make fast``
-# (``-m "not model and not dataset ..."``) leaves it out without anyone remembering to.
+# Fixtures that stand for a need: a test using one is marked with it, so that ``-m "not model"``
+# leaves it out, and tests/unit refuses it (below), without anyone remembering to.
 _NEEDS = {"classifier": "model", "dataset": "dataset"}
+# What the unit tier (``make fast``: tests/unit, over tests/fakes.py) has not: such tests
+# belong in tests/integration.
+NOT_IN_UNIT = frozenset({"model", "dataset", "browser", "distributed", "slow"})
+UNIT = Path(__file__).resolve().parent / "unit"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -35,6 +39,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(_NEEDS[fixture])
         if "tests/e2e/" in item.nodeid:
             item.add_marker("browser")
+
+
+def needs(item: pytest.Item) -> set[str]:
+    """The markers of ``item``, with those its fixtures stand for (``_NEEDS``)."""
+    marks = {m.name for m in item.iter_markers()}
+    return marks | {_NEEDS[f] for f in set(getattr(item, "fixturenames", ())) & set(_NEEDS)}
+
+
+def unit_tier_violations(items: list[pytest.Item]) -> list[str]:
+    """``nodeid (markers)`` of each test under tests/unit that needs what that tier has not."""
+    found = []
+    for item in items:
+        if Path(item.path).resolve().is_relative_to(UNIT):
+            bad = needs(item) & NOT_IN_UNIT
+            if bad:
+                found.append(f"{item.nodeid} ({', '.join(sorted(bad))})")
+    return found
 
 
 @pytest.fixture(scope="session")
