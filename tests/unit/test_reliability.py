@@ -1,5 +1,6 @@
-"""Reliability logic with in-memory fakes and SQLite: one photo never fails another, leases,
-sessions that always converge, secrets that never print."""
+"""Reliability logic with in-memory fakes and SQLite: a store that is down, uploads read one at
+a time, older databases migrated, input hygiene, secrets that never print (with the model:
+tests/integration/test_reliability_model.py)."""
 
 from __future__ import annotations
 
