@@ -1,4 +1,5 @@
-"""Shared fixtures: the real dataset (when present), generated bad images, the shipped model."""
+"""Shared fixtures: the real dataset (when present), generated bad images, the shipped model,
+a SQLite results database and the pipeline over it."""
 
 from __future__ import annotations
 
@@ -7,9 +8,15 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from PIL import Image
+
+if TYPE_CHECKING:
+    from fruitstream.adapters.sql import SqlDatabase
+    from fruitstream.pipeline import Pipeline
+    from tests.fakes import MemoryObjectStore, MemoryQueue
 
 REPO = Path(__file__).resolve().parent.parent
 DATASET = Path(
@@ -17,9 +24,13 @@ DATASET = Path(
 )
 
 
-# Fixtures that stand for a need: a test using one is marked with it, so that ``make fast``
-# (``-m "not model and not dataset ..."``) leaves it out without anyone remembering to.
+# Fixtures that stand for a need: a test using one is marked with it, so that ``-m "not model"``
+# leaves it out, and tests/unit refuses it (below), without anyone remembering to.
 _NEEDS = {"classifier": "model", "dataset": "dataset"}
+# What the unit tier (``make fast``: tests/unit, over tests/fakes.py) has not: such tests
+# belong in tests/integration.
+NOT_IN_UNIT = frozenset({"model", "dataset", "browser", "distributed", "slow"})
+UNIT = Path(__file__).resolve().parent / "unit"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -28,6 +39,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(_NEEDS[fixture])
         if "tests/e2e/" in item.nodeid:
             item.add_marker("browser")
+
+
+def needs(item: pytest.Item) -> set[str]:
+    """The markers of ``item``, with those its fixtures stand for (``_NEEDS``)."""
+    marks = {m.name for m in item.iter_markers()}
+    return marks | {_NEEDS[f] for f in set(getattr(item, "fixturenames", ())) & set(_NEEDS)}
+
+
+def unit_tier_violations(items: list[pytest.Item]) -> list[str]:
+    """``nodeid (markers)`` of each test under tests/unit that needs what that tier has not."""
+    found = []
+    for item in items:
+        if Path(item.path).resolve().is_relative_to(UNIT):
+            bad = needs(item) & NOT_IN_UNIT
+            if bad:
+                found.append(f"{item.nodeid} ({', '.join(sorted(bad))})")
+    return found
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +74,25 @@ def classifier():  # type: ignore[no-untyped-def]
     from fruitstream.core.classifier import Classifier
 
     return Classifier.from_path()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> SqlDatabase:
+    """The results database on a SQLite file of the test's own (no server)."""
+    from fruitstream.adapters.sql import SqlDatabase
+
+    return SqlDatabase.from_url(f"sqlite:///{tmp_path / 'r.db'}")
+
+
+@pytest.fixture
+def parts(db: SqlDatabase) -> tuple[MemoryObjectStore, MemoryQueue, SqlDatabase, Pipeline]:
+    """The pipeline over the in-memory store and queue and ``db``, with a 50,000-byte limit."""
+    from fruitstream.core.imaging import ImageLimits
+    from fruitstream.pipeline import Pipeline
+    from tests.fakes import MemoryObjectStore, MemoryQueue
+
+    store, queue = MemoryObjectStore(), MemoryQueue()
+    return store, queue, db, Pipeline(store, queue, db, db, ImageLimits(max_bytes=50_000), "m:1")
 
 
 def jpeg_bytes(size: tuple[int, int] = (64, 48), color: str = "orange", mode: str = "RGB") -> bytes:

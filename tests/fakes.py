@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import bisect
+import posixpath
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,7 @@ from fruitstream.errors import (
     ImageError,
     NotFoundError,
     ResultStoreError,
+    StorageError,
     UnsupportedImageError,
 )
 from fruitstream.model.bundle import HEAD_FILE, ModelBundle, PreprocessConfig
@@ -39,14 +42,23 @@ if TYPE_CHECKING:
     from fruitstream.service import FruitService
 
 
+def _check_key(key: str) -> None:
+    """As LocalObjectStore: a key that resolves outside the store is refused."""
+    path = posixpath.normpath(key)
+    if path.startswith("/") or path == ".." or path.startswith("../"):
+        raise StorageError(f"object key {key!r} escapes the store")
+
+
 class MemoryObjectStore:
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
 
     def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        _check_key(key)
         self.objects[key] = data
 
     def get(self, key: str) -> bytes:
+        _check_key(key)
         try:
             return self.objects[key]
         except KeyError:
@@ -56,11 +68,35 @@ class MemoryObjectStore:
         return Health("storage", True, f"memory, {len(self.objects)} objects")
 
 
-class MemoryQueue:
-    """Publisher and Consumer; ``fail_ids`` makes ``publish`` refuse chosen messages."""
+class FlakyStore(MemoryObjectStore):
+    """A store that fails reads of chosen keys (or all) with a StorageError."""
 
     def __init__(self) -> None:
-        self._items: list[tuple[int, bytes]] = []
+        super().__init__()
+        self.failing: set[str] = set()
+        self.all_down = False
+        self.delay = 0.0
+
+    def get(self, key: str) -> bytes:
+        time.sleep(self.delay)
+        if self.all_down or key in self.failing:
+            raise StorageError(f"cannot read {key}: AccessDenied: the test store refused")
+        return super().get(key)
+
+    def health(self) -> Health:
+        return Health("storage", not self.all_down, "test store")
+
+
+class MemoryQueue:
+    """Publisher and Consumer; ``fail_ids`` makes ``publish`` refuse chosen messages.
+
+    As SqlQueue, messages are taken in publish order, and one handed back (``extend`` with a
+    reason) is taken again after its ``seconds``; unlike it, a taken message has no lease
+    that runs out: it is the taker's until acked or handed back."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[int, bytes]] = []  # by publish order (seq)
+        self._not_before: dict[int, float] = {}  # seq -> when a handed-back one is due
         self._taken: dict[int, bytes] = {}
         self._attempts: dict[int, int] = {}
         self._reasons: dict[int, str] = {}
@@ -84,7 +120,11 @@ class MemoryQueue:
 
     def take(self, max_messages: int, timeout: float = 0.0) -> list[Delivery]:
         with self._lock:
-            batch, self._items = self._items[:max_messages], self._items[max_messages:]
+            now = time.monotonic()
+            due = [i for i in self._items if self._not_before.get(i[0], 0.0) <= now]
+            batch = due[:max_messages]
+            taken = {seq for seq, _ in batch}
+            self._items = [i for i in self._items if i[0] not in taken]
             self._taken.update(batch)
             for seq, _ in batch:
                 self._attempts[seq] = self._attempts.get(seq, 0) + 1
@@ -101,7 +141,8 @@ class MemoryQueue:
     def extend(
         self, deliveries: Sequence[Delivery], seconds: float, reason: str | None = None
     ) -> None:
-        """No leases here: a message handed back with a reason is queued again at once."""
+        """No leases here: without a reason nothing changes; a message handed back with a
+        reason is queued again, due ``seconds`` from now, in its publish place."""
         if reason is None:
             return
         with self._lock:
@@ -109,13 +150,20 @@ class MemoryQueue:
                 payload = self._taken.pop(d.handle, None)
                 if payload is not None:
                     self._reasons[d.handle] = reason
-                    self._items.append((d.handle, payload))
+                    self._not_before[d.handle] = time.monotonic() + seconds
+                    bisect.insort(self._items, (d.handle, payload))
 
     def depth(self) -> int:
         return len(self._items) + len(self._taken)
 
     def health(self) -> Health:
         return Health("queue", True, f"memory, {self.depth()} waiting", {"depth": self.depth()})
+
+
+def _unique(key: str, taken: Collection[str], column: str) -> None:
+    """As a primary key: a second row with ``key`` is refused."""
+    if key in taken:
+        raise ResultStoreError(f"results database error: UNIQUE constraint failed: {column}")
 
 
 class MemoryResultsDatabase:
@@ -144,7 +192,7 @@ class MemoryResultsDatabase:
     def upsert(self, rows: Sequence[ResultRow]) -> None:
         self._check()
         with self._lock:
-            for r in rows:
+            for r in {r.image_id: r for r in rows}.values():  # as SQL: last wins in a batch
                 old = self.rows.get(r.image_id)
                 if old is None or old.status != Status.OK or r.status == Status.OK:
                     self.rows[r.image_id] = r
@@ -181,6 +229,7 @@ class MemoryResultsDatabase:
     def add_session(self, session: SessionRecord, photos: Sequence[ImageMessage] = ()) -> None:
         self._check()
         with self._lock:
+            _unique(session.session_id, self.session_records, "sessions.session_id")
             self.session_records[session.session_id] = session
             self.photos[session.session_id] = {m.image_id: (m, False) for m in photos}
             if photos:
@@ -210,9 +259,10 @@ class MemoryResultsDatabase:
     def mark_queued(self, session_id: str, image_ids: Sequence[str], finished: bool) -> None:
         self._check()
         with self._lock:
-            photos = self.photos[session_id]
+            photos = self.photos.get(session_id, {})
             for image_id in image_ids:
-                photos[image_id] = (photos[image_id][0], True)
+                if image_id in photos:
+                    photos[image_id] = (photos[image_id][0], True)
             if finished:
                 self.submitting.pop(session_id, None)
             elif session_id in self.submitting:
@@ -221,9 +271,10 @@ class MemoryResultsDatabase:
     def stalled(self, older_than: float) -> dict[str, list[ImageMessage]]:
         self._check()
         now = time.monotonic()
+        # As the SQL photo list: no content hash (repair reads the bytes again) nor URL.
         return {
             sid: [
-                m
+                replace(m, content_sha256="", image_url=None)
                 for m, queued in self.photos[sid].values()
                 if not queued and m.image_id not in self.rows
             ]
@@ -241,7 +292,8 @@ class MemoryResultsDatabase:
             return None
 
     def settle(self, key: str, answer: str) -> None:
-        self.answers[key] = answer
+        if key in self.answers:  # as SQL: a key never claimed records nothing
+            self.answers[key] = answer
 
     def release(self, key: str) -> None:
         if self.answers.get(key) is None:
@@ -250,6 +302,7 @@ class MemoryResultsDatabase:
     # LabelStore
     def add_label(self, label: Label) -> None:
         self._check()
+        _unique(label.label_id, {x.label_id for x in self.label_rows}, "labels.label_id")
         self.label_rows.append(label)
 
     def labels(self, limit: int = 50, before: str | None = None) -> list[Label]:
@@ -275,6 +328,8 @@ class MemoryResultsDatabase:
     # ModelVersions
     def add_version(self, version: ModelVersion) -> None:
         self._check()
+        names = {v.version for v in self.model_versions}
+        _unique(version.version, names, "model_versions.version")
         self.model_versions.append(version)
 
     def versions(self) -> list[ModelVersion]:
@@ -293,18 +348,22 @@ class MemoryResultsDatabase:
 
     # Callbacks
     def add_callback(self, session_id: str, url: str) -> None:
+        _unique(session_id, self.callbacks, "callbacks.session_id")
         self.callbacks[session_id] = [url, 0, datetime.now(UTC), False]
 
     def due_callbacks(self, now: datetime) -> list[tuple[str, str, int]]:
         self._check()
-        return [
-            (sid, str(url), int(attempts))
+        due = [
+            (at, sid, str(url), int(attempts))
             for sid, (url, attempts, at, done) in self.callbacks.items()
             if not done and at <= now  # type: ignore[operator]
         ]
+        return [(sid, url, n) for _at, sid, url, n in sorted(due, key=lambda c: c[0])]
 
     def settle_callback(self, session_id: str, retry_at: datetime | None) -> None:
-        entry = self.callbacks[session_id]
+        entry = self.callbacks.get(session_id)
+        if entry is None:  # as SQL: an unknown session's callback is nothing to settle
+            return
         entry[1] = int(entry[1]) + 1  # type: ignore[call-overload]
         if retry_at is None:
             entry[3] = True

@@ -1,4 +1,4 @@
-"""Helpers for tests that run the real command line."""
+"""Helpers shared by the tiers: running the real command line, workers, /proc/cpuinfo texts."""
 
 from __future__ import annotations
 
@@ -77,3 +77,12 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# /proc/cpuinfo texts of machines with and without a 32-bit int8 dot product.
+X86_HEAD = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Test CPU @ 2.0GHz\n"
+AVX2_ONLY = X86_HEAD + "flags\t\t: fpu sse sse2 ssse3 fma avx avx2 f16c\n\nprocessor\t: 1\n"
+AVX512_NO_VNNI = X86_HEAD + "flags\t\t: avx avx2 avx512f avx512bw avx512vl\n"
+VNNI = X86_HEAD + "flags\t\t: avx avx2 avx512f avx512bw avx512_vnni\n"
+ARM_DOTPROD = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 asimddp\nCPU part\t: 0xd0c\n"
+ARM_PLAIN = "processor\t: 0\nFeatures\t: fp asimd evtstrm crc32\n"
