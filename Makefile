@@ -121,7 +121,7 @@ distributed:  ## distributed integration tests (needs `make stack-up`)
 	$(BIN)/pytest -m distributed
 
 # The shipped v3.2: the recipe before field/ photos and the not-none rule (both on by default
-# since; `fruitstream train` alone runs the v4 recipe, see the README's "Model").
+# since; `fruitstream train` alone runs the v4 recipe, see docs/MODEL.md).
 train:  ## train the shipped model from scratch (extra 'train'; about 34 min on 2 CPU cores)
 	$(BIN)/fruitstream train --data $(DATA) --out $(MODEL_DIR) --interpolation bilinear \
 		--no-field --known-rule top-fruit --version 3.2
