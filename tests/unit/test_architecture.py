@@ -7,6 +7,7 @@ its layer here, and a change that imports upward fails here, not in review.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -14,20 +15,27 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "fruitstream"
 
+DOC = SRC.parents[1] / "docs" / "ARCHITECTURE.md"
+
+
+def _layers_of(doc: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The layer table of docs/ARCHITECTURE.md ("## Layers"), lowest first: each row's layer
+    and the modules in its second column (`fruitstream` is the package's own __init__)."""
+    section = doc.split("\n## Layers", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    layers = []
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if set(cells[0]) <= {"-"}:
+            continue
+        layers.append((cells[0], tuple(re.findall(r"`([a-z_0-9]+)`", cells[1]))))
+    return tuple(layers)
+
+
 # Lowest first. A module may import its own layer and the layers below it, nothing above.
-# A name stands for the module and everything under it (``core`` is ``core.*``).
-LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("errors", ("fruitstream", "errors")),
-    ("domain", ("domain",)),
-    ("contracts", ("ports", "config", "model", "dataset", "i18n", "stats")),
-    ("classifier core", ("core",)),
-    ("adapters", ("adapters",)),
-    ("use cases", ("pipeline", "worker", "housekeeping")),
-    ("service", ("service",)),
-    ("wiring", ("bootstrap",)),
-    ("tools", ("bench", "training", "client")),
-    ("entrypoints", ("entrypoints", "__main__")),
-)
+# A name stands for the module and everything under it (``core`` is ``core.*``). One home:
+# the table in docs/ARCHITECTURE.md.
+LAYERS = _layers_of(DOC.read_text())
 
 
 def _module(path: Path) -> str:
@@ -68,7 +76,7 @@ def _imports(path: Path) -> set[str]:
 
 def test_every_module_has_a_layer() -> None:
     missing = [m for m in MODULES if layer_of(m) < 0]
-    assert missing == [], f"give these modules a layer in LAYERS: {missing}"
+    assert missing == [], f"give these modules a layer in docs/ARCHITECTURE.md: {missing}"
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
@@ -80,6 +88,54 @@ def test_no_module_imports_from_a_higher_layer(module: str) -> None:
         if m.startswith("fruitstream") and layer_of(m) > mine
     }
     assert upward == {}, f"{module} ({LAYERS[mine][0]}) imports from above: {upward}"
+
+
+def test_the_layer_table_is_read_from_the_architecture_document() -> None:
+    names = [name for name, _ in LAYERS]
+    assert names[0] == "errors" and names[-1] == "entrypoints"
+    assert ("service", ("service",)) in LAYERS
+    assert names.index("service") < names.index("wiring")  # bootstrap builds the service
+
+
+def _unit(module: str) -> str:
+    """The package (or top-level module) a module belongs to: ``fruitstream.bench.openset``
+    -> ``bench``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Every cycle through distinct nodes, each as the path that closes it (a DFS per node)."""
+    found = []
+    for start in sorted(edges):
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in sorted(edges.get(node, ())):
+                if nxt == start:
+                    found.append([*path, start])
+                elif nxt not in path and nxt > start:  # each cycle once, from its least node
+                    stack.append((nxt, [*path, nxt]))
+    return found
+
+
+def test_no_two_packages_of_a_layer_import_each_other_in_a_cycle() -> None:
+    edges: dict[str, set[str]] = {}
+    for module, path in MODULES.items():
+        mine = _unit(module)
+        for other in _imports(path):
+            if not other.startswith("fruitstream.") or layer_of(other) != layer_of(module):
+                continue
+            if _unit(other) != mine:
+                edges.setdefault(mine, set()).add(_unit(other))
+    assert _cycles(edges) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycles({"bench": {"training"}, "training": {"bench"}}) == [
+        ["bench", "training", "bench"]
+    ]
+    assert _cycles({"a": {"b"}, "b": {"c"}}) == []
 
 
 def test_the_layer_checker_catches_an_upward_import() -> None:
