@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "fruitstream"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("errors", ("fruitstream", "errors")),
     ("domain", ("domain",)),
-    ("contracts", ("ports", "config", "model", "dataset", "i18n", "stats")),
+    ("contracts", ("ports", "config", "model", "dataset", "heldout", "i18n", "stats")),
     ("classifier core", ("core",)),
     ("adapters", ("adapters",)),
     ("use cases", ("pipeline", "worker", "housekeeping")),

@@ -13,6 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from fruitstream.errors import ModelError
 
+# The resizes a bundle's preprocessing names that training can choose: OpenCV's faster resize
+# (``core.imaging``'s box reduction, then bilinear), and Pillow's antialiased bilinear.
+BOX_BILINEAR = "box-bilinear"
+TRAINED_RESIZES = (BOX_BILINEAR, "bilinear")
+
 if TYPE_CHECKING:  # numpy is loaded only when a head is
     import numpy as np
     from numpy.typing import NDArray

@@ -1,4 +1,7 @@
-"""The training recipe's settings: backbones, ``TrainConfig``, the kinds of training image."""
+"""The training recipe's settings: backbones, ``TrainConfig``, the kinds of training image.
+
+Free of numpy and torch: ``fruitstream train``'s options read their defaults from here.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fruitstream.core.imaging import BOX_BILINEAR
+from fruitstream.dataset import DATASET_DIR
 from fruitstream.domain import FRUITS15
 from fruitstream.errors import ConfigError, MissingDependencyError
-from fruitstream.training.card import INT8_FORMATS
+from fruitstream.model.bundle import BOX_BILINEAR
 
 
 @dataclass(frozen=True)
@@ -44,11 +47,21 @@ BACKBONES = {
 # not-fruit), a studio frame of another fruit (a negative), or a synthetic scene.
 STUDIO, REAL, OTHER, SCENE = 0, 1, 2, 3
 KNOWN_RULES = ("not-none", "top-fruit")
+# The weight formats of the int8 graph, and what each is (the model card says it).
+INT8_FORMATS = {
+    "s7": "7-bit weights ([-64, 64]) where ONNX Runtime pairs products in 16 bits, 8-bit in"
+    " depthwise convolutions, the first and last convolutions and the classifier in float:"
+    " its integer sums cannot saturate on any CPU, so int8 answers the same on VNNI and on"
+    " AVX2-only machines",
+    "s8": "8-bit weights; on x86 CPUs without VNNI their paired products saturate 16-bit"
+    " lanes, so int8 figures hold only on VNNI/AMX/ARM CPUs",
+    "u8": "unsigned 8-bit weights, asymmetric",
+}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data_dir: Path = Path("../shared/datasets/fruits15")
+    data_dir: Path = DATASET_DIR
     out_dir: Path = Path("artifacts/model")
     classes: tuple[str, ...] = FRUITS15
     backbone: str = "efficientnet-lite2"
