@@ -115,7 +115,7 @@ def open_set_benchmark(bundle: ModelBundle, root: Path) -> Report:
                 for c in tradeoff(scores["wild"][name], scores["wild_other"][name])
             ],
         }
-    shipped = "not-none" if bundle.base.reject_below is not None else "top-fruit"
+    shipped = bundle.base.known_rule
     return {
         "model": f"{bundle.name} v{bundle.version} ({bundle.precision})",
         "shipped_score": shipped,

@@ -9,7 +9,7 @@ from typing import Any
 from fruitstream.dataset import DATASET_DIR
 from fruitstream.errors import ModelError
 from fruitstream.heldout import REPORTED
-from fruitstream.model.bundle import BOX_BILINEAR, ModelBundle
+from fruitstream.model.bundle import BOX_BILINEAR, NOT_NONE, ModelBundle
 from fruitstream.training.config import INT8_FORMATS
 
 # The held-out sets the card reports: (name in the metrics, title). Training evaluates them.
@@ -227,7 +227,7 @@ def _figures(bundle: ModelBundle) -> list[str]:
 
 
 def _known_rule(bundle: ModelBundle) -> str:
-    if bundle.reject_below is not None:
+    if bundle.known_rule == NOT_NONE and bundle.reject_below is not None:
         return (
             f"the 'none of these' probability < {bundle.reject_below:.4f} (whatever the"
             " fruits share among themselves: a photo torn between two fruits is still a fruit)"

@@ -13,7 +13,7 @@ from typing import Any
 from fruitstream.dataset import DATASET_DIR
 from fruitstream.domain import FRUITS15
 from fruitstream.errors import ConfigError, MissingDependencyError
-from fruitstream.model.bundle import BOX_BILINEAR
+from fruitstream.model.bundle import BOX_BILINEAR, KNOWN_RULES, NOT_NONE
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,6 @@ BACKBONES = {
 # What a view is: a studio frame of one of the fruits, a real photo (grocery fruit or
 # not-fruit), a studio frame of another fruit (a negative), or a synthetic scene.
 STUDIO, REAL, OTHER, SCENE = 0, 1, 2, 3
-KNOWN_RULES = ("not-none", "top-fruit")
 # The weight formats of the int8 graph, and what each is (the model card says it).
 INT8_FORMATS = {
     "s7": "7-bit weights ([-64, 64]) where ONNX Runtime pairs products in 16 bits, 8-bit in"
@@ -109,7 +108,7 @@ class TrainConfig:
     # "not-none": a photo is known when its "none of these" probability is low enough (v4 on;
     # it turned away fewer real fruit than the top fruit's probability on held-out photos);
     # "top-fruit": when the top fruit's probability is high enough (models before v4).
-    known_rule: str = "not-none"
+    known_rule: str = NOT_NONE
     max_fruit_rejection: float = 0.03  # at most this share of real fruit called "unknown"
     min_not_fruit_rejection: float = 0.97  # ... unless this share of not-fruit is reached lower
     quantize: bool = True  # also write the int8 graph (and make it the default)

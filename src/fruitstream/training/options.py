@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from fruitstream.model.bundle import TRAINED_RESIZES
-from fruitstream.training.config import BACKBONES, INT8_FORMATS, KNOWN_RULES, TrainConfig
+from fruitstream.model.bundle import KNOWN_RULES, TRAINED_RESIZES
+from fruitstream.training.config import BACKBONES, INT8_FORMATS, TrainConfig
 
 DEFAULTS = TrainConfig()
 

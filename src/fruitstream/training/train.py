@@ -42,6 +42,7 @@ from fruitstream.model.bundle import (
     HEAD_FILE,
     INT8_FILE,
     MODEL_FILE,
+    NOT_NONE,
     ModelBundle,
     PreprocessConfig,
 )
@@ -146,7 +147,7 @@ def train(
         preprocess=pre,
         has_reject_class=True,
         known_threshold=threshold,
-        reject_below=reject_below if cfg.known_rule == "not-none" else None,
+        reject_below=reject_below if cfg.known_rule == NOT_NONE else None,
         path=out,
         metrics={"calibration": calib},
         precision="int8" if cfg.quantize else "fp32",
@@ -188,7 +189,7 @@ def requantize(
     known = {f.name for f in fields(TrainConfig)}
     kw: dict[str, Any] = {k: v for k, v in record.items() if k in known}
     kw.setdefault("field", False)  # bundles from before field/ were trained without it
-    kw.setdefault("known_rule", "top-fruit")
+    kw.setdefault("known_rule", bundle.known_rule)  # bundles from before v4: top-fruit
     kw.update(
         data_dir=data_dir,
         out_dir=path,
