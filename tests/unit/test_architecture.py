@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("use cases", ("pipeline", "worker", "housekeeping")),
     ("service", ("service",)),
     ("wiring", ("bootstrap",)),
-    ("tools", ("bench", "training", "client")),
+    ("tools", ("figures", "bench", "training", "client")),
     ("entrypoints", ("entrypoints", "__main__")),
 )
 
@@ -98,6 +98,15 @@ def test_no_entrypoint_imports_an_adapter_or_tests_a_backend_name() -> None:
         assert adapters == set(), f"{module} imports {adapters}"
         assert "settings.queue" not in path.read_text(), f"{module} chooses backends by name"
         assert "settings.storage" not in path.read_text(), f"{module} chooses backends by name"
+
+
+def test_the_benchmarks_do_not_import_training() -> None:
+    """Training measures with the benchmarks; the benchmarks share only ``fruitstream.figures``
+    with it, so the two packages import each other in no cycle."""
+    for module, path in MODULES.items():
+        if module.startswith("fruitstream.bench"):
+            training = {m for m in _imports(path) if m.startswith("fruitstream.training")}
+            assert training == set(), f"{module} imports {training}"
 
 
 def test_the_domain_sits_at_the_bottom() -> None:

@@ -150,7 +150,7 @@ def format_open_set_benchmark(r: Report) -> str:
 def plot_open_set(r: Report, path: Path) -> Path:
     """The trade-off curve of every score: wild fruit called unknown against wild/val-other
     rejected, each score's operating point marked."""
-    from fruitstream.training.figures import pyplot
+    from fruitstream.figures import pyplot
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
