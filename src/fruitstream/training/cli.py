@@ -11,7 +11,6 @@ from fruitstream.bench import precision_comparison
 from fruitstream.core.classifier import Classifier
 from fruitstream.core.evaluation import evaluate
 from fruitstream.core.precision import cpu_features
-from fruitstream.domain import FRUITS15
 from fruitstream.errors import ConfigError
 from fruitstream.heldout import REPORTED
 from fruitstream.model.bundle import ModelBundle
@@ -129,7 +128,9 @@ def _evaluate_subset(
 
 def run_training(args: argparse.Namespace) -> ModelBundle | None:
     """Train and evaluate a bundle; with ``--contact-sheet``, only draw generated scenes."""
-    classes = tuple(c.strip() for c in args.classes.split(",")) if args.classes else FRUITS15
+    classes = (
+        tuple(c.strip() for c in args.classes.split(",")) if args.classes else TrainConfig.classes
+    )
     data = Path(args.data)
     if args.plot:
         return redraw(Path(args.plot), data, Path(args.previous) if args.previous else None)

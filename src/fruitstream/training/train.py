@@ -10,7 +10,7 @@ each step's code in its own module:
    composited the way people photograph them, ``synth``); run the frozen lower blocks over
    every view once and cache what enters the fine-tuned blocks, the pooled features, and the
    ImageNet classifier's logits;
-3. ``finetune``: fit a linear head over the 15 fruits plus a "none of these" class, then
+3. ``finetune``: fit a linear head over the fruits plus a "none of these" class, then
    fine-tune the top blocks with it, staying close to what the backbone knew: an L2 pull toward
    the pretrained weights (L2-SP) and distillation of the original ImageNet outputs;
 4. ``calibrate``: on real photos held out of training, fit a temperature so that confidence
