@@ -40,7 +40,9 @@ def test_names_the_card_and_the_guard_use() -> None:
 
 
 def _run(
-    monkeypatch: pytest.MonkeyPatch, reports: dict[str, dict[str, Any]]
+    monkeypatch: pytest.MonkeyPatch,
+    reports: dict[str, dict[str, Any]],
+    argv: tuple[str, ...] = ("quality", "/data"),
 ) -> tuple[int, list[tuple[str, str | None]]]:
     seen: list[tuple[str, str | None]] = []
 
@@ -52,7 +54,7 @@ def _run(
     monkeypatch.setattr(cli, "_classifier", lambda _args: object())
     monkeypatch.setattr("fruitstream.core.evaluation.evaluate", evaluate)
     monkeypatch.setattr("fruitstream.core.evaluation.format_report", lambda _r: ["report"])
-    return cli.main(["quality", "/data"]), seen
+    return cli.main(list(argv)), seen
 
 
 GOOD = {
@@ -83,3 +85,11 @@ def test_quality_fails_when_one_gate_fails(
     code, seen = _run(monkeypatch, bad)
     assert code == 1 and len(seen) == len(GOOD)  # every set is still measured
     assert "quality gate failed: other-fruit/test: not-fruit rejection" in capsys.readouterr().err
+
+
+def test_quality_reads_the_dataset_folder_from_the_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FRUITSTREAM_DATASET_DIR", "/data")
+    code, seen = _run(monkeypatch, GOOD, ("quality",))
+    assert code == 0 and len(seen) == len(GOOD)

@@ -138,7 +138,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
     from fruitstream.heldout import HELD_OUT
 
     clf = _classifier(args)
-    root = Path(args.data)
+    root = Path(args.data) if args.data else _settings().dataset_dir
     reports: dict[str, object] = {}
     failures: list[str] = []
     for held in HELD_OUT:

@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         " (the table in fruitstream/heldout.py); exit 1 when any gate fails",
     )
     p.add_argument(
-        "data", nargs="?", default=str(DATASET_DIR), help=f"fruits15 folder (default {DATASET_DIR})"
+        "data",
+        nargs="?",
+        help=f"fruits15 folder (default: FRUITSTREAM_DATASET_DIR, else {DATASET_DIR})",
     )
     p.add_argument("--json", action="store_true", help="print every report as one JSON object")
     p.add_argument("--model", help="model bundle folder (default: the shipped model)")
