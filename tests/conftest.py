@@ -13,15 +13,16 @@ from typing import TYPE_CHECKING
 import pytest
 from PIL import Image
 
+from fruitstream.dataset import DATASET_DIR
+
 if TYPE_CHECKING:
     from fruitstream.adapters.sql import SqlDatabase
     from fruitstream.pipeline import Pipeline
     from tests.fakes import MemoryObjectStore, MemoryQueue
 
 REPO = Path(__file__).resolve().parent.parent
-DATASET = Path(
-    os.environ.get("FRUITSTREAM_DATASET", REPO.parent / "shared" / "datasets" / "fruits15")
-)
+# The default dataset folder is relative to the repository, as the settings' default.
+DATASET = Path(os.environ.get("FRUITSTREAM_DATASET", os.path.normpath(REPO / DATASET_DIR)))
 
 
 # Fixtures that stand for a need: a test using one is marked with it, so that ``-m "not model"``

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal, Self
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fruitstream.dataset import DATASET_DIR
 from fruitstream.domain import ImageLimits
 from fruitstream.errors import ConfigError
 
@@ -125,7 +126,7 @@ class Settings(FruitstreamSettings):
     # Adapting the model to people's labels (``fruitstream adapt``): the fruits15 folder whose
     # held-out sets the guard measures, and, when above 0, adapt on its own after every N
     # new labels (a version that the guard refuses is kept, not activated).
-    dataset_dir: Path = Path("../shared/datasets/fruits15")
+    dataset_dir: Path = DATASET_DIR
     adapt_every: int = Field(default=0, ge=0)
 
     # Backends: embedded by default, distributed when configured.

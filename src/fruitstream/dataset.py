@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+# Where the fruits15 dataset is by default (relative to the working directory): the settings'
+# FRUITSTREAM_DATASET_DIR, training's --data and the quality gate start from it.
+DATASET_DIR = Path("../shared/datasets/fruits15")
 # The one table of image file types: suffix -> content type (S3 objects get it too).
 CONTENT_TYPES = {
     ".jpg": "image/jpeg",

@@ -14,11 +14,6 @@ from typing import Any
 from fruitstream.errors import ImageTooLargeError, LabelError, MessageError, UnsupportedImageError
 
 MESSAGE_SCHEMA = 1
-# The fruits the shipped model knows (its bundle.json lists them too; i18n names them).
-FRUITS15 = (
-    "apple", "avocado", "banana", "cherry", "grape", "kiwi", "lemon", "lime",
-    "mango", "orange", "peach", "pear", "pineapple", "pomegranate", "strawberry",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)

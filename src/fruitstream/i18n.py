@@ -35,8 +35,8 @@ TEXTS: dict[str, dict[str, str]] = {
     "camera.label": {"en": "Take a photo", "es": "Haz una foto"},
     "result.is": {"en": "It is: {fruit}", "es": "Es: {fruit}"},
     "result.unknown": {
-        "en": "Not one of the 15 fruits I know (closest guess: {fruit}, {pct})",
-        "es": "No es una de las 15 frutas que conozco (lo más parecido: {fruit}, {pct})",
+        "en": "Not one of the {n} fruits I know (closest guess: {fruit}, {pct})",
+        "es": "No es una de las {n} frutas que conozco (lo más parecido: {fruit}, {pct})",
     },
     "result.or": {
         "en": "{fruit} or {other}? Too close to tell.",

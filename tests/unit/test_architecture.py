@@ -156,6 +156,15 @@ def test_no_entrypoint_imports_an_adapter_or_tests_a_backend_name() -> None:
         assert "settings.storage" not in path.read_text(), f"{module} chooses backends by name"
 
 
+def test_the_benchmarks_do_not_import_training() -> None:
+    """Training measures with the benchmarks; the benchmarks share only ``fruitstream.figures``
+    with it, so the two packages import each other in no cycle."""
+    for module, path in MODULES.items():
+        if module.startswith("fruitstream.bench"):
+            training = {m for m in _imports(path) if m.startswith("fruitstream.training")}
+            assert training == set(), f"{module} imports {training}"
+
+
 def test_the_domain_sits_at_the_bottom() -> None:
     ours = {m for m in _imports(SRC / "domain.py") if m.startswith("fruitstream")}
     assert ours <= {"fruitstream.errors"}

@@ -45,22 +45,24 @@ def test_a_close_call_between_two_fruits_is_asked_not_called_unknown() -> None:
     # The wild mango of the finding: apple 48.2%, mango 48.2%, rejected by the threshold.
     tie = _pred(False, ("apple", 0.482), ("mango", 0.482), ("pear", 0.01))
     assert answer_kind(tie) == "close"
-    view = prediction_view(tie, EN, "en")
+    view = prediction_view(tie, EN, "en", fruits=15)
     assert view.headline == "apple or mango? Too close to tell." and not view.known
-    assert prediction_view(tie, ES, "es").headline.startswith("¿manzana o mango?")
+    assert prediction_view(tie, ES, "es", fruits=15).headline.startswith("¿manzana o mango?")
     # Most of the probability on one fruit, no second contender: "maybe".
     alone = _pred(False, ("kiwi", 0.45), ("lime", 0.08), ("pear", 0.02))
-    assert prediction_view(alone, EN, "en").headline == "Maybe kiwi? I am not sure."
+    assert prediction_view(alone, EN, "en", fruits=15).headline == "Maybe kiwi? I am not sure."
     # Little on any fruit: none of them.
     none = _pred(False, ("apple", 0.08), ("banana", 0.06), ("kiwi", 0.04))
     assert answer_kind(none) == "unknown"
-    assert prediction_view(none, EN, "en").headline.startswith("Not one of the 15 fruits I know")
+    assert prediction_view(none, EN, "en", fruits=15).headline.startswith(
+        "Not one of the 15 fruits I know"
+    )
     known = _pred(True, ("banana", 0.97), ("pear", 0.02))
-    assert prediction_view(known, EN, "en").headline == "It is: banana"
+    assert prediction_view(known, EN, "en", fruits=15).headline == "It is: banana"
 
 
 def test_guesses_are_text_for_screen_readers_and_explained_for_an_unknown() -> None:
-    none = prediction_view(_pred(False, ("apple", 0.08), ("kiwi", 0.06)), EN, "en")
+    none = prediction_view(_pred(False, ("apple", 0.08), ("kiwi", 0.06)), EN, "en", fruits=15)
     out = guesses_html(none, EN)
     assert "apple: 8.0%" in out and "kiwi: 6.0%" in out
     assert "none of them fits" in out  # the low figures explained
@@ -134,7 +136,7 @@ def test_batches_are_named() -> None:
 
 
 def test_an_answer_saved_as_json_and_as_a_card() -> None:
-    view = prediction_view(_pred(True, ("banana", 0.97), ("pear", 0.02)), EN, "en")
+    view = prediction_view(_pred(True, ("banana", 0.97), ("pear", 0.02)), EN, "en", fruits=15)
     record = json.loads(share_json("b.jpg", view, "fruits15 v3.2"))
     assert record["label"] == "banana" and record["file"] == "b.jpg"
     assert record["answer"] == "It is: banana" and record["model"] == "fruits15 v3.2"

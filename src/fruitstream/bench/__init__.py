@@ -30,29 +30,30 @@ __all__ = ["BenchRequest", "Report", "precision_comparison", "run_bench"]
 
 @dataclass(frozen=True)
 class BenchRequest:
-    """What ``fruitstream bench`` was asked: one benchmark, its photos and its sizes."""
+    """What ``fruitstream bench`` was asked: one benchmark, its photos and its sizes (every
+    field from the command line, whose options hold the defaults)."""
 
-    images: Sequence[str] = ()
-    model: str | None = None
-    precision: str | None = None
-    repeats: int = 5
-    max_files: int = 64
-    pipeline: int | None = None
-    memory_images: int = 0
-    distributed: int | None = None
-    http: int | None = None
-    http_load: int | None = None
-    clients: int = 8
-    near_limit: int | None = None
-    adapt: bool = False
-    draws: int = 5
-    methods: str = "prior,prior:no-anchors,prototypes,mix"
-    adapt_labels: int = 1000
-    open_set: bool = False
-    tta: bool = False
-    plot: str | None = None
-    seed: int = 0
-    json: bool = False
+    images: Sequence[str]
+    model: str | None
+    precision: str | None
+    repeats: int
+    max_files: int
+    pipeline: int | None
+    memory_images: int
+    distributed: int | None
+    http: int | None
+    http_load: int | None
+    clients: int
+    near_limit: int | None
+    adapt: bool
+    draws: int
+    methods: str
+    adapt_labels: int
+    open_set: bool
+    tta: bool
+    plot: str | None
+    seed: int
+    json: bool
 
 
 def run_bench(req: BenchRequest, settings: Settings) -> str:

@@ -24,6 +24,15 @@ from fruitstream.core.imaging import TEACHING_VIEWS
 from fruitstream.dataset import image_files, labelled_images
 from fruitstream.domain import NOT_FRUIT
 from fruitstream.errors import ConfigError
+from fruitstream.heldout import (
+    GROCERY_VAL,
+    NOT_FRUIT_VAL,
+    OTHER_FRUIT_TEST,
+    STUDIO_TEST,
+    WILD_VAL,
+    WILD_VAL_OTHER,
+)
+from fruitstream.heldout import GUARDED as GUARDED_SETS
 from fruitstream.model.bundle import ModelBundle
 from fruitstream.model.head import Head
 from fruitstream.service.versions import refusal
@@ -31,9 +40,12 @@ from fruitstream.service.versions import refusal
 Report = dict[str, Any]
 NEW_FRUIT = "papaya"
 BASE_SETS = ("wild", "wild_other", "grocery", "studio", "not_fruit", "other_test")
-# The guard's held-out sets, as ``adapt`` measures them: (set, figure).
-GUARDED = (("studio", "top1"), ("grocery", "top1"), ("not_fruit", "rejected"),
-           ("other_test", "rejected"))  # fmt: skip
+# The guard's held-out sets (``heldout.GUARDED``), as ``adapt`` measures them: (set, figure).
+# other-fruit/test is measured without the papaya it is taught here (``other_test``).
+_KEYS = {OTHER_FRUIT_TEST.key: "other_test"}
+GUARDED = tuple(
+    (_KEYS.get(held.key, held.key), "top1" if held.fruit else "rejected") for held in GUARDED_SETS
+)
 
 
 def _sets(clf: Classifier, root: Path) -> dict[str, PhotoSet]:
@@ -43,7 +55,7 @@ def _sets(clf: Classifier, root: Path) -> dict[str, PhotoSet]:
     def new_fruit(folder: Path, wanted: bool) -> list[tuple[Path, str]]:
         return [
             (p, NEW_FRUIT if wanted else NOT_FRUIT)
-            for p in image_files(root / "other-fruit" / folder)
+            for p in image_files(folder)
             if p.name.startswith(NEW_FRUIT) == wanted
         ]
 
@@ -51,14 +63,14 @@ def _sets(clf: Classifier, root: Path) -> dict[str, PhotoSet]:
     # What may be taught carries every teaching view; each draw takes what ``adapt`` would.
     views = len(TEACHING_VIEWS)
     return {
-        "wild": embed(clf, labelled_images(root / "wild" / "val", labels), views),
-        "wild_other": embed(clf, negatives(root / "wild" / "val-other"), views),
-        "grocery": embed(clf, labelled_images(root / "grocery" / "val", labels)),
-        "studio": embed(clf, labelled_images(root / "studio" / "test", labels)),
-        "not_fruit": embed(clf, negatives(root / "not-fruit" / "val")),
-        "papaya_train": embed(clf, new_fruit(Path("train"), True), views),
-        "papaya_test": embed(clf, new_fruit(Path("test"), True)),
-        "other_test": embed(clf, new_fruit(Path("test"), False)),
+        "wild": embed(clf, labelled_images(WILD_VAL.path(root), labels), views),
+        "wild_other": embed(clf, negatives(WILD_VAL_OTHER.path(root)), views),
+        "grocery": embed(clf, labelled_images(GROCERY_VAL.path(root), labels)),
+        "studio": embed(clf, labelled_images(STUDIO_TEST.path(root), labels)),
+        "not_fruit": embed(clf, negatives(NOT_FRUIT_VAL.path(root))),
+        "papaya_train": embed(clf, new_fruit(root / "other-fruit" / "train", True), views),
+        "papaya_test": embed(clf, new_fruit(OTHER_FRUIT_TEST.path(root), True)),
+        "other_test": embed(clf, new_fruit(OTHER_FRUIT_TEST.path(root), False)),
     }
 
 
@@ -84,8 +96,8 @@ def adapt_benchmark(
     sets: dict[str, PhotoSet] | None = None,
     anchors: NDArray[np.float32] | None = None,
 ) -> Report:
-    if not (root / "wild" / "val").is_dir():
-        raise ConfigError(f"{root} has no wild/val: point --dataset at fruits15")
+    if not WILD_VAL.path(root).is_dir():
+        raise ConfigError(f"{root} has no {WILD_VAL.folder}: point --dataset at fruits15")
     clf = Classifier(bundle)
     started = time.perf_counter()
     sets = sets or _sets(clf, root)

@@ -32,18 +32,21 @@ from fruitstream.core.openset import (
 from fruitstream.dataset import image_files, labelled_images
 from fruitstream.domain import NOT_FRUIT
 from fruitstream.errors import ConfigError
+from fruitstream.heldout import (
+    BY_KEY,
+    GROCERY_VAL,
+    STUDIO_TEST,
+    WILD_VAL,
+    WILD_VAL_OTHER,
+    HeldOutSet,
+)
 from fruitstream.model.bundle import ModelBundle
 from fruitstream.model.head import Head, softmax
 
 Report = dict[str, Any]
-# (key, folder, fruit photos or negatives)
-SETS = (
-    ("wild", "wild/val", True),
-    ("wild_other", "wild/val-other", False),
-    ("grocery", "grocery/val", True),
-    ("studio", "studio/test", True),
-    ("not_fruit", "not-fruit/val", False),
-    ("other_fruit", "other-fruit/test", False),
+# The held-out sets measured, in the order of the report (``heldout.HELD_OUT``: their folders).
+SETS = tuple(
+    BY_KEY[key] for key in ("wild", "wild_other", "grocery", "studio", "not_fruit", "other_fruit")
 )
 # Each figure of a score's row: the share of a set under its threshold.
 UNDER_THRESHOLD = {
@@ -68,10 +71,10 @@ TTA = (
 )
 
 
-def _items(root: Path, folder: str, fruit: bool, labels: tuple[str, ...]) -> list[tuple[Path, str]]:
-    if fruit:
-        return labelled_images(root / folder, labels)
-    return [(p, NOT_FRUIT) for p in image_files(root / folder)]
+def _items(root: Path, held: HeldOutSet, labels: tuple[str, ...]) -> list[tuple[Path, str]]:
+    if held.fruit:
+        return labelled_images(held.path(root), labels)
+    return [(p, NOT_FRUIT) for p in image_files(held.path(root))]
 
 
 def _reference(bundle: ModelBundle) -> Reference | None:
@@ -83,15 +86,13 @@ def _reference(bundle: ModelBundle) -> Reference | None:
 
 def open_set_benchmark(bundle: ModelBundle, root: Path) -> Report:
     """Every score on every held-out set, at its operating point, and its curve on wild/."""
-    if not (root / "wild" / "val").is_dir():
-        raise ConfigError(f"no wild/val under {root}: set FRUITSTREAM_DATASET_DIR")
+    if not WILD_VAL.path(root).is_dir():
+        raise ConfigError(f"no {WILD_VAL.folder} under {root}: set FRUITSTREAM_DATASET_DIR")
     clf = Classifier(bundle)
     head = bundle.head or bundle.base_head()
     reference = _reference(bundle)
     started = time.perf_counter()
-    sets = {
-        key: embed(clf, _items(root, folder, fruit, bundle.labels)) for key, folder, fruit in SETS
-    }
+    sets = {held.key: embed(clf, _items(root, held, bundle.labels)) for held in SETS}
     embed_seconds = time.perf_counter() - started
     scores = {key: open_set_scores(head, s.features, reference) for key, s in sets.items()}
     rows: dict[str, Report] = {}
@@ -114,7 +115,7 @@ def open_set_benchmark(bundle: ModelBundle, root: Path) -> Report:
                 for c in tradeoff(scores["wild"][name], scores["wild_other"][name])
             ],
         }
-    shipped = "not-none" if bundle.base.reject_below is not None else "top-fruit"
+    shipped = bundle.base.known_rule
     return {
         "model": f"{bundle.name} v{bundle.version} ({bundle.precision})",
         "shipped_score": shipped,
@@ -149,7 +150,7 @@ def format_open_set_benchmark(r: Report) -> str:
 def plot_open_set(r: Report, path: Path) -> Path:
     """The trade-off curve of every score: wild fruit called unknown against wild/val-other
     rejected, each score's operating point marked."""
-    from fruitstream.training.figures import pyplot
+    from fruitstream.figures import pyplot
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
@@ -179,18 +180,14 @@ def tta_benchmark(bundle: ModelBundle, root: Path, timing_photos: int = 20) -> R
     head = bundle.head or bundle.base_head()
     names = sorted({v for _, views in TTA for v in views})
     out: Report = {"model": f"{bundle.name} v{bundle.version} ({bundle.precision})", "sets": {}}
-    wild_other = embed(clf, _items(root, "wild/val-other", False, bundle.labels), names)
-    for key, folder in (
-        ("wild", "wild/val"),
-        ("grocery", "grocery/val"),
-        ("studio", "studio/test"),
-    ):
-        photos = embed(clf, _items(root, folder, True, bundle.labels), names)
-        out["sets"][key] = {
-            label: _tta_scores(head, photos, names, views, wild_other if key == "wild" else None)
+    wild_other = embed(clf, _items(root, WILD_VAL_OTHER, bundle.labels), names)
+    for held in (WILD_VAL, GROCERY_VAL, STUDIO_TEST):
+        photos = embed(clf, _items(root, held, bundle.labels), names)
+        out["sets"][held.key] = {
+            label: _tta_scores(head, photos, names, views, wild_other if held is WILD_VAL else None)
             for label, views in TTA
         }
-    files = image_files(root / "wild" / "val")[:timing_photos]
+    files = image_files(WILD_VAL.path(root))[:timing_photos]
     out["ms_per_photo"] = {label: _tta_ms(clf, files, views) for label, views in TTA}
     return out
 

@@ -24,13 +24,14 @@ from fruitstream.errors import (
     UnsupportedFormatError,
     UnsupportedImageError,
 )
-from fruitstream.model.bundle import PreprocessConfig
+from fruitstream.model.bundle import BOX_BILINEAR, PreprocessConfig
 
-__all__ = ["ImageLimits", "check_size"]  # the domain's, re-exported where images are read
+# The domain's, re-exported where images are read; the bundle's name of the OpenCV resize.
+__all__ = ["BOX_BILINEAR", "ImageLimits", "check_size"]
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"})
-# OpenCV's faster resize (``_box_bilinear``), and Pillow's filters (antialiased when shrinking).
-BOX_BILINEAR = "box-bilinear"
+# OpenCV's faster resize (``_box_bilinear``, ``BOX_BILINEAR``), and Pillow's filters
+# (antialiased when shrinking).
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,

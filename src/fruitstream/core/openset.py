@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fruitstream.model.head import Head, softmax, unit
+from fruitstream.model.bundle import NOT_NONE, TOP_FRUIT
+from fruitstream.model.head import Head, known_score, softmax, unit
 
-SCORES = ("top-fruit", "not-none", "energy", "mahalanobis", "knn")
+SCORES = (TOP_FRUIT, NOT_NONE, "energy", "mahalanobis", "knn")
 KNN_K = 5
 # Shrinkage of the shared covariance toward its mean variance: fewer training photos (about
 # 1,300) than feature dimensions (1,280) leave the plain estimate singular.
@@ -68,8 +69,9 @@ def open_set_scores(
     fruit_logits = logits[:, :n]
     peak = fruit_logits.max(axis=1, keepdims=True)
     out: dict[str, Scores] = {
-        "top-fruit": probs[:, :n].max(axis=1).astype(np.float64),
-        "not-none": 1.0 - probs[:, n].astype(np.float64),
+        # The "known" rules' own scores (the runtime's and training's), then the others.
+        TOP_FRUIT: known_score(probs, n, TOP_FRUIT).astype(np.float64),
+        NOT_NONE: known_score(probs.astype(np.float64), n, NOT_NONE).astype(np.float64),
         "energy": (peak[:, 0] + np.log(np.exp(fruit_logits - peak).sum(axis=1))),
     }
     if reference is not None:

@@ -133,6 +133,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
+def cmd_quality(args: argparse.Namespace) -> int:
+    """Every held-out set of ``heldout.HELD_OUT`` that has a gate, evaluated against it; exit 1
+    when any of them fails (``make quality``)."""
+    from fruitstream.core.evaluation import evaluate, format_report, gate_failures
+    from fruitstream.heldout import HELD_OUT
+
+    clf = _classifier(args)
+    root = Path(args.data) if args.data else _settings().dataset_dir
+    reports: dict[str, object] = {}
+    failures: list[str] = []
+    for held in HELD_OUT:
+        thresholds = held.gate.thresholds()
+        if all(v is None for v in thresholds.values()):
+            continue
+        with _progress(0, f"evaluating {held.folder}") as bar:
+
+            def advance(n: int) -> None:
+                bar.update(n)
+
+            negatives = root / held.negatives if held.negatives else None
+            report = evaluate(clf, held.path(root), negatives, progress=advance)
+        reports[held.folder] = report
+        if not args.json:
+            print(f"== {held.folder} ==")
+            print("\n".join(format_report(report)))
+        failures += [f"{held.folder}: {f}" for f in gate_failures(report, **thresholds)]
+    if args.json:
+        print(json.dumps(reports, indent=2))
+    for failure in failures:
+        print(f"quality gate failed: {failure}", file=sys.stderr)
+    return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from fruitstream.training.cli import run_training
 
@@ -400,6 +433,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 COMMANDS = {
     "classify": cmd_classify,
     "evaluate": cmd_evaluate,
+    "quality": cmd_quality,
     "train": cmd_train,
     "bench": cmd_bench,
     "submit": cmd_submit,

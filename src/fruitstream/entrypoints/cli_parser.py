@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from fruitstream import __version__
+from fruitstream.dataset import DATASET_DIR
 from fruitstream.domain import ADAPT_METHODS, MIN_NEW_CLASS_PHOTOS
 from fruitstream.model.bundle import PRECISIONS
 
@@ -47,6 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--min-class-recall", type=float, help="exit 1 when any fruit's recall is below this"
     )
+
+    p = sub.add_parser(
+        "quality",
+        help="quality gate: evaluate the model on every held-out set against its gate"
+        " (the table in fruitstream/heldout.py); exit 1 when any gate fails",
+    )
+    p.add_argument(
+        "data",
+        nargs="?",
+        help=f"fruits15 folder (default: FRUITSTREAM_DATASET_DIR, else {DATASET_DIR})",
+    )
+    p.add_argument("--json", action="store_true", help="print every report as one JSON object")
+    p.add_argument("--model", help="model bundle folder (default: the shipped model)")
+    p.add_argument("--precision", choices=PRECISIONS, help="graph to run (default: the bundle's)")
 
     p = sub.add_parser("train", help="fine-tune the classifier (needs the 'train' extra)")
     from fruitstream.training.options import add_train_arguments

@@ -13,6 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 from fruitstream.errors import ModelError
 
+# The resizes a bundle's preprocessing names that training can choose: OpenCV's faster resize
+# (``core.imaging``'s box reduction, then bilinear), and Pillow's antialiased bilinear.
+BOX_BILINEAR = "box-bilinear"
+TRAINED_RESIZES = (BOX_BILINEAR, "bilinear")
+# The "known" rules, as bundle.json names them: a photo is one of the fruits when its score
+# (``model.head.known_score``) reaches the rule's cut. "not-none": 1 - its "none of these"
+# probability, known when that probability is below ``reject_below`` (models from v4 on);
+# "top-fruit": its top fruit's probability, against ``known_threshold`` (models before).
+NOT_NONE, TOP_FRUIT = "not-none", "top-fruit"
+KNOWN_RULES = (NOT_NONE, TOP_FRUIT)
+
 if TYPE_CHECKING:  # numpy is loaded only when a head is
     import numpy as np
     from numpy.typing import NDArray
@@ -98,6 +109,12 @@ class ModelBundle:
     # below this value (None: the top fruit's probability against ``known_threshold``).
     reject_below: float | None = None
     _base: ModelBundle | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def known_rule(self) -> str:
+        """The name of this bundle's "known" rule (``KNOWN_RULES``): ``not-none`` when it has a
+        ``reject_below``, else ``top-fruit``."""
+        return NOT_NONE if self.reject_below is not None else TOP_FRUIT
 
     def base_head(self) -> Head:
         """The graphs' own last layer (``head.npz``), the prior of every adapted version."""
@@ -241,6 +258,14 @@ class ModelBundle:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{meta_path} is missing or has a bad field: {exc}") from exc
+        # Bundles written before the rule had a name in bundle.json read it from reject_below.
+        named = meta.get("known_rule", bundle.known_rule)
+        if named != bundle.known_rule:
+            raise ModelError(
+                f"{meta_path} names the known rule {named!r}, but its reject_below"
+                f" ({bundle.reject_below}) makes it {bundle.known_rule!r}"
+                f" (rules: {', '.join(KNOWN_RULES)})"
+            )
         bundle.onnx_path_for(bundle.precision)
         return bundle
 
@@ -253,6 +278,7 @@ class ModelBundle:
             "has_reject_class": self.has_reject_class,
             "known_threshold": self.known_threshold,
             "reject_below": self.reject_below,
+            "known_rule": self.known_rule,
             "precision": self.precision,
             "metrics": self.metrics,
             "training": self.training,

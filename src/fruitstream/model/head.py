@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fruitstream.errors import ModelError
+from fruitstream.model.bundle import NOT_NONE, TOP_FRUIT
 
 Features = NDArray[np.float32]
 
@@ -122,6 +123,19 @@ def _optional_float(value: object) -> float | None:
     raise ValueError(f"not a number: {value!r}")
 
 
+def known_score(probs: NDArray[np.floating], n_fruits: int, rule: str) -> NDArray[np.floating]:
+    """The one score of each "known" rule (``model.bundle.KNOWN_RULES``), higher = more like one
+    of the ``n_fruits`` fruits: 1 - the "none of these" probability (column ``n_fruits``) for
+    ``not-none``, the top fruit's probability for ``top-fruit``. Training chooses each rule's
+    cut on it, the open-set benchmark measures it, and ``known_mask`` applies it."""
+    if rule == NOT_NONE:
+        return 1.0 - probs[:, n_fruits]
+    if rule == TOP_FRUIT:
+        top: NDArray[np.floating] = probs[:, :n_fruits].max(axis=1)
+        return top
+    raise ModelError(f"unknown known rule {rule!r}; choose one of {NOT_NONE}, {TOP_FRUIT}")
+
+
 def known_mask(
     probs: NDArray[np.float32],
     n_fruits: int,
@@ -134,11 +148,16 @@ def known_mask(
     ``reject_rule_fruits``, their "none of these" probability (the last column) is below it.
     The second rule asks "is it one of these fruits?" rather than "is it surely this one?": a
     photo torn between two fruits is still a fruit, and the pick-list shows both."""
-    fruit = probs[:, :n_fruits]
-    out: NDArray[np.bool_] = fruit.max(axis=1) >= known_threshold
+    out: NDArray[np.bool_] = known_score(probs, n_fruits, TOP_FRUIT) >= known_threshold
     if reject_below is not None:
-        by_reject = probs[:, -1] < reject_below
-        out = np.where(fruit.argmax(axis=1) < reject_rule_fruits, by_reject, out)
+        # Known when 1 - the score, p(none), is below reject_below. The score is taken in
+        # float64, where 1 - (1 - p) gives a float32 p back exactly (down to p = 2**-29, where
+        # 1 - p rounds to 1 but any cut a training or ``adapt`` chooses is far higher), and
+        # compared in the probabilities' own precision: the photos known are the same as when
+        # p(none) itself was compared.
+        score = known_score(probs.astype(np.float64), n_fruits, NOT_NONE)
+        by_reject = (1.0 - score).astype(probs.dtype) < reject_below
+        out = np.where(probs[:, :n_fruits].argmax(axis=1) < reject_rule_fruits, by_reject, out)
     return out
 
 

@@ -28,8 +28,6 @@ from fruitstream.domain import (
 from fruitstream.errors import FruitstreamError
 from fruitstream.ports import ObjectStore, ResultsDatabase
 
-SOURCES = ("app", "api", "cli", "teach")
-
 
 def label_of_row(
     db: ResultsDatabase, store: ObjectStore, image_id: str, text: str, source: str

@@ -29,6 +29,7 @@ from fruitstream.core.adaptation import PhotoSet, embed, fit, scores, views_want
 from fruitstream.dataset import image_files, labelled_images
 from fruitstream.domain import ADAPT_METHODS, BASE_VERSION, NOT_FRUIT, Label, ModelVersion, utcnow
 from fruitstream.errors import ConfigError, FruitstreamError, ModelError, NotFoundError
+from fruitstream.heldout import GUARDED
 from fruitstream.model.bundle import ModelBundle
 from fruitstream.model.head import Head
 from fruitstream.ports import LabelStore, ModelVersions, ObjectStore, PhotoClassifier
@@ -40,13 +41,7 @@ log = logging.getLogger(__name__)
 MAX_LOSS = 0.01
 # How often a process asks the database which version is live.
 FOLLOW_SECONDS = 1.0
-# The held-out sets of the guard: (name, folder under the dataset, fruit photos or negatives).
-GUARD_SETS = (
-    ("studio/test", "studio/test", "fruit"),
-    ("grocery/val", "grocery/val", "fruit"),
-    ("not-fruit/val", "not-fruit/val", "negative"),
-    ("other-fruit/test", "other-fruit/test", "negative"),
-)
+# The held-out sets of the guard (``heldout.GUARDED``) are named by their folder.
 LABELS_SET = "held-out labels"
 
 
@@ -303,7 +298,7 @@ class Versions:
         """The held-out sets' features (cached per model: they are embedded once). A
         negative's truth is its kind, from its file name (``papaya_321_100.jpg``)."""
         root = self.dataset_dir
-        if not all((root / folder).is_dir() for _, folder, _ in GUARD_SETS):
+        if not all(held.path(root).is_dir() for held in GUARDED):
             return None
         path = self.cache_dir / f"guard-v2-{_slug(clf.bundle.base.model_version)}.npz"
         if path.is_file():
@@ -312,17 +307,18 @@ class Versions:
                     name: PhotoSet(
                         z[f"{name}/features"], tuple(str(t) for t in z[f"{name}/truths"])
                     )
-                    for name, _, _ in GUARD_SETS
+                    for name in (held.folder for held in GUARDED)
                 }
         labels = clf.bundle.base.labels
         sets: dict[str, PhotoSet] = {}
-        for name, folder, kind in GUARD_SETS:
+        for held in GUARDED:
+            folder = held.path(root)
             items = (
-                labelled_images(root / folder, labels)
-                if kind == "fruit"
-                else [(p, p.stem.split("_")[0].lower()) for p in image_files(root / folder)]
+                labelled_images(folder, labels)
+                if held.fruit
+                else [(p, p.stem.split("_")[0].lower()) for p in image_files(folder)]
             )
-            sets[name] = embed(clf, items)
+            sets[held.folder] = embed(clf, items)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, Any] = {}
         for name, photos in sets.items():

@@ -9,7 +9,9 @@ from numpy.typing import NDArray
 
 from fruitstream.core.calibration import expected_calibration_error, fit_temperature
 from fruitstream.core.openset import operating_point
-from fruitstream.training.config import KNOWN_RULES, REAL, SCENE, TrainConfig
+from fruitstream.model.bundle import KNOWN_RULES, NOT_NONE, TOP_FRUIT
+from fruitstream.model.head import known_score
+from fruitstream.training.config import REAL, SCENE, TrainConfig
 from fruitstream.training.features import FeatureSet
 
 
@@ -18,14 +20,6 @@ def softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
     e = np.exp(z)
     probs: NDArray[np.float32] = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
     return probs
-
-
-def known_score(probs: NDArray[np.float32], n_fruit: int, rule: str) -> NDArray[np.float32]:
-    """What a "known" rule compares with its threshold: 1 - p(none of these) (``not-none``)
-    or the top fruit's probability (``top-fruit``)."""
-    if rule == "not-none":
-        return 1.0 - probs[:, n_fruit]
-    return probs[:, :n_fruit].max(axis=1)  # type: ignore[no-any-return]
 
 
 def calibration_split(fs: FeatureSet, cfg: TrainConfig) -> NDArray[np.bool_]:
@@ -78,8 +72,8 @@ def calibrate(
         )
         for rule, s in pool_scores.items()
     }
-    threshold = cuts["top-fruit"]
-    reject_below = 1.0 - cuts["not-none"]  # known when p(none) < 1 - the score's cut
+    threshold = cuts[TOP_FRUIT]
+    reject_below = 1.0 - cuts[NOT_NONE]  # known when p(none) < 1 - the score's cut
     cut, pool_score = cuts[cfg.known_rule], pool_scores[cfg.known_rule]
     score_all = known_score(after, n_fruit, cfg.known_rule)
     score, score_other = score_all[fruit], score_all[~fruit]

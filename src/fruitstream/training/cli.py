@@ -11,10 +11,9 @@ from fruitstream.bench import precision_comparison
 from fruitstream.core.classifier import Classifier
 from fruitstream.core.evaluation import evaluate
 from fruitstream.core.precision import cpu_features
-from fruitstream.domain import FRUITS15
 from fruitstream.errors import ConfigError
+from fruitstream.heldout import REPORTED
 from fruitstream.model.bundle import ModelBundle
-from fruitstream.training.card import HELD_OUT
 from fruitstream.training.config import TrainConfig, log
 from fruitstream.training.train import train
 
@@ -33,11 +32,12 @@ def evaluate_held_out(bundle: ModelBundle, data_dir: Path, speed: bool = True) -
     for precision in precisions:
         clf = Classifier(bundle.with_precision(precision))
         out: dict[str, Any] = {}
-        for name, rel, negatives, _ in HELD_OUT:
-            root = data_dir / rel
+        for held in REPORTED:
+            name, root = held.metric, held.path(data_dir)
             if not root.is_dir():
                 continue
-            neg = data_dir / negatives if negatives and (data_dir / negatives).is_dir() else None
+            negatives = data_dir / held.negatives if held.negatives else None
+            neg = negatives if negatives is not None and negatives.is_dir() else None
             report = _evaluate_subset(clf, root, bundle.labels, neg)
             if not report:
                 continue
@@ -128,7 +128,9 @@ def _evaluate_subset(
 
 def run_training(args: argparse.Namespace) -> ModelBundle | None:
     """Train and evaluate a bundle; with ``--contact-sheet``, only draw generated scenes."""
-    classes = tuple(c.strip() for c in args.classes.split(",")) if args.classes else FRUITS15
+    classes = (
+        tuple(c.strip() for c in args.classes.split(",")) if args.classes else TrainConfig.classes
+    )
     data = Path(args.data)
     if args.plot:
         return redraw(Path(args.plot), data, Path(args.previous) if args.previous else None)
@@ -169,7 +171,7 @@ def run_training(args: argparse.Namespace) -> ModelBundle | None:
         int8_bias_correction=args.int8_bias_correction,
         seed=args.seed,
         version=args.version or TrainConfig.version,
-        cache_dir=None if args.no_cache else Path("artifacts/cache"),
+        cache_dir=None if args.no_cache else TrainConfig.cache_dir,
         evaluate=not args.no_eval,
     )
     if args.contact_sheet:

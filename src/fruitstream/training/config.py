@@ -1,4 +1,7 @@
-"""The training recipe's settings: backbones, ``TrainConfig``, the kinds of training image."""
+"""The training recipe's settings: backbones, ``TrainConfig``, the kinds of training image.
+
+Free of numpy and torch: ``fruitstream train``'s options read their defaults from here.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fruitstream.core.imaging import BOX_BILINEAR
-from fruitstream.domain import FRUITS15
+from fruitstream.dataset import DATASET_DIR
 from fruitstream.errors import ConfigError, MissingDependencyError
-from fruitstream.training.card import INT8_FORMATS
+from fruitstream.model.bundle import BOX_BILINEAR, KNOWN_RULES, NOT_NONE
 
 
 @dataclass(frozen=True)
@@ -40,17 +42,33 @@ BACKBONES = {
     ),
 }
 
+# The fruits of the fruits15 dataset that the recipe trains on by default (``--classes`` picks
+# fewer). Everything after training reads a model's fruits from its bundle.json, never here.
+DATASET_FRUITS = (
+    "apple", "avocado", "banana", "cherry", "grape", "kiwi", "lemon", "lime",
+    "mango", "orange", "peach", "pear", "pineapple", "pomegranate", "strawberry",
+)  # fmt: skip
+
 # What a view is: a studio frame of one of the fruits, a real photo (grocery fruit or
 # not-fruit), a studio frame of another fruit (a negative), or a synthetic scene.
 STUDIO, REAL, OTHER, SCENE = 0, 1, 2, 3
-KNOWN_RULES = ("not-none", "top-fruit")
+# The weight formats of the int8 graph, and what each is (the model card says it).
+INT8_FORMATS = {
+    "s7": "7-bit weights ([-64, 64]) where ONNX Runtime pairs products in 16 bits, 8-bit in"
+    " depthwise convolutions, the first and last convolutions and the classifier in float:"
+    " its integer sums cannot saturate on any CPU, so int8 answers the same on VNNI and on"
+    " AVX2-only machines",
+    "s8": "8-bit weights; on x86 CPUs without VNNI their paired products saturate 16-bit"
+    " lanes, so int8 figures hold only on VNNI/AMX/ARM CPUs",
+    "u8": "unsigned 8-bit weights, asymmetric",
+}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data_dir: Path = Path("../shared/datasets/fruits15")
+    data_dir: Path = DATASET_DIR
     out_dir: Path = Path("artifacts/model")
-    classes: tuple[str, ...] = FRUITS15
+    classes: tuple[str, ...] = DATASET_FRUITS
     backbone: str = "efficientnet-lite2"
     input_size: int | None = None  # None: the backbone's native size
     interpolation: str = BOX_BILINEAR  # the resize of every view, and of the shipped bundle
@@ -96,7 +114,7 @@ class TrainConfig:
     # "not-none": a photo is known when its "none of these" probability is low enough (v4 on;
     # it turned away fewer real fruit than the top fruit's probability on held-out photos);
     # "top-fruit": when the top fruit's probability is high enough (models before v4).
-    known_rule: str = "not-none"
+    known_rule: str = NOT_NONE
     max_fruit_rejection: float = 0.03  # at most this share of real fruit called "unknown"
     min_not_fruit_rejection: float = 0.97  # ... unless this share of not-fruit is reached lower
     quantize: bool = True  # also write the int8 graph (and make it the default)

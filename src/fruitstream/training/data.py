@@ -204,7 +204,7 @@ class SpriteBank:
         self.cfg = cfg
         self._sprites: dict[str, list[Image.Image]] = {}
         self._files = frames
-        # Backgrounds: real photos with none of the 15 fruits in them.
+        # Backgrounds: real photos with none of the fruits in them.
         self.backgrounds = [
             decode_image(p.read_bytes())
             for p in image_files(cfg.data_dir / "not-fruit" / "train")[: cfg.capped(400)]

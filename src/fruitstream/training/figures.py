@@ -7,22 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from fruitstream.errors import MissingDependencyError
+from fruitstream.figures import pyplot
 
 CURVES_FILE = "training_curves.png"
 CONFUSION_FILE = "confusion_wild.png"
 OPEN_SET_FILE = "open_set.png"
-
-
-def pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only: no display on a server
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise MissingDependencyError("matplotlib", "train") from exc
-    return plt
 
 
 def smooth(values: list[float], window: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,30 +1,50 @@
-"""``fruitstream train`` arguments, kept free of torch so that ``--help`` works without it."""
+"""``fruitstream train`` arguments, kept free of torch so that ``--help`` works without it.
+
+Every default is ``TrainConfig``'s (``training.config``): written there once, read here.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from fruitstream.model.bundle import KNOWN_RULES, TRAINED_RESIZES
+from fruitstream.training.config import BACKBONES, INT8_FORMATS, TrainConfig
+
+DEFAULTS = TrainConfig()
+
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default="../shared/datasets/fruits15", help="fruits15 folder")
-    p.add_argument("--out", default="artifacts/model", help="where to write the model bundle")
-    p.add_argument("--classes", help="comma-separated subset of classes (default: all 15)")
+    p.add_argument("--data", default=str(DEFAULTS.data_dir), help="fruits15 folder")
+    p.add_argument("--out", default=str(DEFAULTS.out_dir), help="where to write the model bundle")
+    p.add_argument(
+        "--classes",
+        help=f"comma-separated subset of classes (default: all {len(DEFAULTS.classes)})",
+    )
     p.add_argument(
         "--backbone",
-        default="efficientnet-lite2",
-        help="efficientnet-lite0, -lite1 or -lite2 (default efficientnet-lite2)",
+        default=DEFAULTS.backbone,
+        help=f"{', '.join(BACKBONES)} (default {DEFAULTS.backbone})",
     )
     p.add_argument("--size", type=int, help="input size in pixels (default: the backbone's own)")
     p.add_argument("--max-per-class", type=int, help="cap images per class and source")
-    p.add_argument("--real-views", type=int, default=3, help="augmented views per real photo")
     p.add_argument(
-        "--scenes-per-class", type=int, default=360, help="synthetic scenes per fruit (default 360)"
+        "--real-views",
+        type=int,
+        default=DEFAULTS.real_views,
+        help="augmented views per real photo",
+    )
+    p.add_argument(
+        "--scenes-per-class",
+        type=int,
+        default=DEFAULTS.scenes_per_class,
+        help=f"synthetic scenes per fruit (default {DEFAULTS.scenes_per_class})",
     )
     p.add_argument(
         "--negative-scenes",
         type=int,
-        default=1200,
-        help="synthetic scenes of other fruits, the 'none of these' class (default 1200)",
+        default=DEFAULTS.negative_scenes,
+        help="synthetic scenes of other fruits, the 'none of these' class"
+        f" (default {DEFAULTS.negative_scenes})",
     )
     p.add_argument(
         "--no-field", action="store_true", help="leave out the field/train photos (as before v4)"
@@ -32,8 +52,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--field-crops",
         type=int,
-        default=1,
-        help="crops around the boxed fruit of each field photo with boxes (default 1)",
+        default=DEFAULTS.field_crops,
+        help="crops around the boxed fruit of each field photo with boxes"
+        f" (default {DEFAULTS.field_crops})",
     )
     p.add_argument(
         "--field-crops-only",
@@ -43,27 +64,35 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--field-per-fruit",
         type=int,
-        default=None,
+        default=DEFAULTS.field_per_fruit,
         metavar="N",
         help="at most N field photos of a fruit, sampled (default: all)",
     )
     p.add_argument(
         "--field-weight",
         type=float,
-        default=None,
+        default=DEFAULTS.field_weight,
         metavar="W",
         help="a field photo's view weighs W studio frames (default: as any real photo)",
     )
     p.add_argument(
         "--known-rule",
-        default="not-none",
-        choices=["not-none", "top-fruit"],
+        default=DEFAULTS.known_rule,
+        choices=KNOWN_RULES,
         help="when a photo is one of the fruits: its 'none of these' probability is low enough"
         " (not-none, the default from v4) or its top fruit's is high enough (top-fruit)",
     )
-    p.add_argument("--steps", type=int, default=400, help="optimizer steps of the linear head")
     p.add_argument(
-        "--finetune-epochs", type=int, default=3, help="epochs of fine-tuning (0: head only)"
+        "--steps",
+        type=int,
+        default=DEFAULTS.head_steps,
+        help="optimizer steps of the linear head",
+    )
+    p.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=DEFAULTS.finetune_epochs,
+        help="epochs of fine-tuning (0: head only)",
     )
     p.add_argument(
         "--split-block",
@@ -72,16 +101,16 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--interpolation",
-        default="box-bilinear",
-        choices=["box-bilinear", "bilinear"],
+        default=DEFAULTS.interpolation,
+        choices=TRAINED_RESIZES,
         help="the resize of every view, written into the bundle: box-bilinear (OpenCV, the"
         " default) or bilinear (Pillow, antialiased, as models before v3.1)",
     )
     p.add_argument("--no-int8", action="store_true", help="do not write the int8 graph")
     p.add_argument(
         "--int8-weights",
-        default="s7",
-        choices=["s7", "s8", "u8"],
+        default=DEFAULTS.int8_weights,
+        choices=tuple(INT8_FORMATS),
         help="weights of the int8 graph: s7 (7-bit, the default: cannot saturate on CPUs"
         " without VNNI), s8 (8-bit, as models before v3.2) or u8 (unsigned, asymmetric)",
     )
@@ -109,9 +138,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         metavar="BUNDLE",
         help="with --plot: compare the card's figures with this earlier bundle's, per fruit",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument(
-        "--version", help="model version written in the bundle (default 3; --requantize: kept)"
+        "--version",
+        help=f"model version written in the bundle (default {DEFAULTS.version}; --requantize:"
+        " kept)",
     )
     p.add_argument("--no-cache", action="store_true", help="do not cache features on disk")
     p.add_argument("--no-eval", action="store_true", help="skip evaluating on the held-out sets")

@@ -184,7 +184,7 @@ def _foliage(rng: random.Random, size: int) -> Image.Image:
 
 
 def _photo(rng: random.Random, size: int, photos: Sequence[Image.Image]) -> Image.Image:
-    """A crop of a real photo with nothing of the 15 fruits in it, often out of focus."""
+    """A crop of a real photo with nothing of the fruits in it, often out of focus."""
     src = rng.choice(photos)
     w, h = src.size
     side = int(min(w, h) * rng.uniform(0.5, 1.0))

@@ -10,7 +10,7 @@ each step's code in its own module:
    composited the way people photograph them, ``synth``); run the frozen lower blocks over
    every view once and cache what enters the fine-tuned blocks, the pooled features, and the
    ImageNet classifier's logits;
-3. ``finetune``: fit a linear head over the 15 fruits plus a "none of these" class, then
+3. ``finetune``: fit a linear head over the fruits plus a "none of these" class, then
    fine-tune the top blocks with it, staying close to what the backbone knew: an L2 pull toward
    the pretrained weights (L2-SP) and distillation of the original ImageNet outputs;
 4. ``calibrate``: on real photos held out of training, fit a temperature so that confidence
@@ -42,6 +42,7 @@ from fruitstream.model.bundle import (
     HEAD_FILE,
     INT8_FILE,
     MODEL_FILE,
+    NOT_NONE,
     ModelBundle,
     PreprocessConfig,
 )
@@ -146,7 +147,7 @@ def train(
         preprocess=pre,
         has_reject_class=True,
         known_threshold=threshold,
-        reject_below=reject_below if cfg.known_rule == "not-none" else None,
+        reject_below=reject_below if cfg.known_rule == NOT_NONE else None,
         path=out,
         metrics={"calibration": calib},
         precision="int8" if cfg.quantize else "fp32",
@@ -188,7 +189,7 @@ def requantize(
     known = {f.name for f in fields(TrainConfig)}
     kw: dict[str, Any] = {k: v for k, v in record.items() if k in known}
     kw.setdefault("field", False)  # bundles from before field/ were trained without it
-    kw.setdefault("known_rule", "top-fruit")
+    kw.setdefault("known_rule", bundle.known_rule)  # bundles from before v4: top-fruit
     kw.update(
         data_dir=data_dir,
         out_dir=path,

@@ -18,7 +18,6 @@ from fruitstream.entrypoints.api.asgi import App, Message, Receive, Scope, Send
 
 log = logging.getLogger("fruitstream.api.access")
 _SANE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-HEADER = "X-Request-ID"
 
 
 class RequestLog:

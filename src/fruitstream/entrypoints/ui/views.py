@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 from fruitstream.bootstrap import build_service
 from fruitstream.config import Settings, load_settings
 from fruitstream.core.imaging import decode_image
-from fruitstream.domain import FRUITS15, NOT_FRUIT, Caller, Prediction, ResultRow, Status
+from fruitstream.domain import NOT_FRUIT, Caller, Prediction, ResultRow, Status
 from fruitstream.errors import FruitstreamError, ImageError
 from fruitstream.i18n import fruit_name
 from fruitstream.pipeline import BinaryFile, OpenFile, SubmitReport, Upload
@@ -117,7 +117,9 @@ class AppServices:
             pred = self.service.classify_one(data)
         except ImageError as exc:
             return ErrorView(error_line(name, str(exc), t))
-        return prediction_view(pred, t, lang, (time.perf_counter() - started) * 1000)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        fruits = len(self.service.classifier.bundle.labels)
+        return prediction_view(pred, t, lang, elapsed_ms, fruits=fruits)
 
     def label_photo(self, name: str, data: bytes, label: str, t: T, lang: str) -> str | ErrorView:
         """Keep what a person tapped for a photo; the thanks to show, or why it was refused."""
@@ -227,7 +229,10 @@ def answer_kind(pred: Prediction) -> Kind:
     return "close" if share >= CLOSE_CALL_SHARE else "unknown"
 
 
-def prediction_view(pred: Prediction, t: T, lang: str, elapsed_ms: float = 0.0) -> PredictionView:
+def prediction_view(
+    pred: Prediction, t: T, lang: str, elapsed_ms: float = 0.0, *, fruits: int
+) -> PredictionView:
+    """How the app says ``pred``; ``fruits``: how many fruits the model answering knows."""
     name = fruit_name(pred.label, lang)
     kind = answer_kind(pred)
     if kind == "known":
@@ -237,7 +242,7 @@ def prediction_view(pred: Prediction, t: T, lang: str, elapsed_ms: float = 0.0) 
     elif kind == "close":
         headline = t("result.maybe", fruit=name)
     else:
-        headline = t("result.unknown", fruit=name, pct=f"{pred.confidence:.0%}")
+        headline = t("result.unknown", n=fruits, fruit=name, pct=f"{pred.confidence:.0%}")
     bars = [(fruit_name(k.label, lang), k.confidence) for k in pred.top_k]
     choices = tuple(k.label for k in pred.top_k)
     return PredictionView(headline, pred.known, bars, elapsed_ms, choices, kind, pred)
@@ -404,7 +409,7 @@ def label_name(label: str, t: T, lang: str) -> str:
     return t("label.not_fruit") if label == NOT_FRUIT else fruit_name(label, lang)
 
 
-def label_choices(labels: Sequence[str] = FRUITS15) -> list[str]:
+def label_choices(labels: Sequence[str]) -> list[str]:
     """What "something else" offers: every fruit the live model knows (fruits taught since
     included), then "not a fruit"."""
     return [*labels, NOT_FRUIT]
