@@ -12,7 +12,7 @@ INSTALL := $(UV) pip install --quiet --compile-bytecode --python $(BIN)/python
 # after each install drops the builds no environment uses; a failed prune only warns.
 PRUNE := $(UV) cache prune --quiet || echo "warning: 'uv cache prune' failed; the uv cache may grow" >&2
 DATA ?= ../shared/datasets/fruits15
-MODEL_DIR := src/fruitstream/models/fruits15
+MODEL_DIR := src/fruitstream/bundles/fruits15
 AXE_VERSION := 4.14.1
 AXE := .cache/axe/node_modules/axe-core/axe.min.js
 .PHONY: help venv install install-dev system-deps run lint test fast unit integration e2e quality \

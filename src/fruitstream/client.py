@@ -8,7 +8,7 @@
         rows = api.results(batch["session_id"], wait=60)
 
 Every error answer becomes an ``ApiError`` carrying the problem document: its ``type`` (the
-kinds the README lists), ``status``, ``detail`` and the ``request_id`` to find in the server's
+kinds docs/HTTP_API.md lists), ``status``, ``detail`` and the ``request_id`` to find in the server's
 log. The client follows ``Retry-After`` on 429 once per call.
 """
 

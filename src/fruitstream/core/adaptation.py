@@ -30,7 +30,7 @@ from fruitstream.errors import ModelError
 from fruitstream.model.head import Features, Head, softmax, unit
 
 # How much the base's answers on its anchors weigh against the labels, and the L2 pull to the
-# base weights: chosen by ``fruitstream bench --adapt`` (see the README's figures).
+# base weights: chosen by ``fruitstream bench --adapt`` (see docs/MODEL.md's figures).
 ANCHOR_WEIGHT = 5.0
 PRIOR_WEIGHT = 0.0005
 STEPS = 300
@@ -43,7 +43,7 @@ MIX_VOTE = 2.0
 # photos needs none, which keeps ``adapt`` on 1,000 labels under a minute.
 VIEW_TARGET = 190
 # Teaching views per ``adapt`` at most, whatever the number of labels: many small new classes
-# must not make it slow (1,000 labels of the README's run took 2,099).
+# must not make it slow (1,000 labels of docs/MODEL.md's run took 2,099).
 VIEW_BUDGET = 2500
 
 

@@ -293,4 +293,4 @@ class ModelBundle:
 
 def default_bundle_dir() -> Path:
     """The model shipped inside the package."""
-    return Path(__file__).resolve().parent.parent / "models" / "fruits15"
+    return Path(__file__).resolve().parent.parent / "bundles" / "fruits15"

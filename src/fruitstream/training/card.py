@@ -337,7 +337,7 @@ def write_card(bundle: ModelBundle) -> None:
         " of training photos and their fruit (30 studio/train frames per fruit, grocery/train,"
         f"{' 30 field/train photos per fruit that has them,' if cfg.get('field') else ''} 200"
         " not-fruit/train and 200 other-fruit/train frames; never wild/): what `fruitstream"
-        " adapt` starts from when it fits a new last layer to people's labels (README,"
+        " adapt` starts from when it fits a new last layer to people's labels (docs/MODEL.md,"
         ' "Learning from labels").',
         "",
         "## Training recipe (`fruitstream train`, `make train`)",

@@ -60,7 +60,7 @@ class UnsupportedMediaTypeError(FruitstreamError):
 @dataclass(frozen=True)
 class Kind:
     """One kind of problem: its status, its title, and the stable ``type`` URI a client can
-    branch on (``urn:fruitstream:problem:<slug>``, listed in the README)."""
+    branch on (``urn:fruitstream:problem:<slug>``, listed in docs/HTTP_API.md)."""
 
     status: int
     title: str

@@ -174,7 +174,7 @@ class ReadyOut(BaseModel):
 
 
 class Problem(BaseModel):
-    """An RFC 9457 problem document; ``type`` is one of the kinds the README lists."""
+    """An RFC 9457 problem document; ``type`` is one of the kinds docs/HTTP_API.md lists."""
 
     model_config = ConfigDict(
         json_schema_extra={
