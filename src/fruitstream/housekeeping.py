@@ -8,12 +8,14 @@ of dead workers). Neither may end the loop: a backend restarting only costs a lo
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from fruitstream.errors import FruitstreamError
 from fruitstream.ports import Heartbeats
@@ -22,6 +24,33 @@ log = logging.getLogger(__name__)
 
 # How often at most a consumer runs its chores (``FruitService.repair`` and lease reclaim).
 HOUSEKEEPING_SECONDS = 30.0
+
+
+def process_started(pid: int | None = None) -> int | None:
+    """When a process of this machine started (this one's when ``pid`` is None), in clock
+    ticks since boot (``/proc``), so that a pid reused by a later process is told apart;
+    None where ``/proc`` is absent."""
+    return _started(os.getpid()) if pid is None else _started.__wrapped__(pid)
+
+
+@functools.lru_cache(maxsize=4)  # this process's own start never changes (keyed by pid)
+def _started(pid: int) -> int | None:
+    found = process_state(pid)
+    return None if found is None or found[0] == "gone" else found[1]
+
+
+def process_state(pid: int) -> tuple[str, int] | None:
+    """``(state, start time)`` of ``pid`` from ``/proc/<pid>/stat``: ``("gone", 0)`` when
+    there is no such process, None when this system has no ``/proc``."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return ("gone", 0) if Path("/proc/self/stat").exists() else None
+    except OSError:
+        return None
+    # The command name is in parentheses and may hold spaces: the fields follow its last ")".
+    fields = text.rpartition(")")[2].split()
+    return fields[0], int(fields[19])
 
 
 def worker_id() -> str:
@@ -67,7 +96,12 @@ class Housekeeping:
         ):
             return
         self._last_beat = time.time()
-        mine = {"pid": os.getpid(), "host": socket.gethostname(), "state": state}
+        mine = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "state": state,
+            "started": process_started(),
+        }
         try:
             self.heartbeats.beat(self.name, self.kind, {**info, **mine})
         except FruitstreamError as exc:

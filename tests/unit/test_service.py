@@ -13,6 +13,7 @@ import pytest
 
 from fruitstream.domain import ImageMessage, SessionRecord, Status, new_id, object_key, utcnow
 from fruitstream.errors import ConfigError, NotFoundError
+from fruitstream.housekeeping import process_started
 from fruitstream.pipeline import Upload
 from tests.fakes import FakeWorld, fake_world
 
@@ -76,7 +77,15 @@ def test_waiting_starts_a_worker_when_the_last_one_is_gone(world: World) -> None
 
 
 def test_no_second_worker_while_another_process_beats(world: World) -> None:
-    alive = {"pid": os.getpid(), "host": socket.gethostname(), "state": "running", "rate": 3.0}
+    # Another live process of this machine: the one that started the tests.
+    other = os.getppid()
+    alive = {
+        "pid": other,
+        "host": socket.gethostname(),
+        "state": "running",
+        "rate": 3.0,
+        "started": process_started(other),
+    }
     world.db.beat("elsewhere:1:1", "worker", alive)
     report = world.service.submit(_photos()[:1])
     assert not report.classified_here and world.queue.depth() == 1

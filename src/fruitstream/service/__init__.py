@@ -68,7 +68,7 @@ class FruitService:
             start_workers,
         )  # fmt: skip
         self.batches = Batches(settings, backends, self.workers)
-        self.operations = Operations(backends)
+        self.operations = Operations(backends, self.workers.running_here)
         self._classify = Classifying(settings, self.model.classifier)
 
     @property

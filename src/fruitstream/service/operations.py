@@ -3,6 +3,8 @@ the queue's lag, for the CLI's status, the app's sidebar and the API's probes.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fruitstream import __version__
 from fruitstream.errors import FruitstreamError
 from fruitstream.ports import Health
@@ -14,14 +16,17 @@ from fruitstream.service.health import queue_lag as lag_of
 class Operations:
     """Health and readiness over the configured backends."""
 
-    def __init__(self, backends: Backends) -> None:
+    def __init__(self, backends: Backends, running_here: Callable[[], bool] | None = None) -> None:
         self.backends = backends
+        # Whether this process's own worker runs: a beat of this process counts only then.
+        self._running_here = running_here or (lambda: False)
 
     def health(self) -> list[Health]:
         """Every backend and the workers, each with ready-made figures to show, then the
         model: which graph runs here and why."""
         b = self.backends
-        return [*backends_health(b.store, b.publisher, b.db), self.model_health()]
+        here = self._running_here()
+        return [*backends_health(b.store, b.publisher, b.db, here), self.model_health()]
 
     def model_health(self) -> Health:
         """The configured model and its graph, read from disk without loading a session."""
@@ -37,7 +42,8 @@ class Operations:
 
     def live_workers(self) -> list[tuple[str, str, dict[str, object]]]:
         """``(name, kind, last heartbeat)`` of every live worker and Spark job."""
-        return [(name, kind, info) for name, kind, _at, info in live_workers(self.backends.db)]
+        live = live_workers(self.backends.db, self._running_here())
+        return [(name, kind, info) for name, kind, _at, info in live]
 
     def build_info(self) -> dict[str, str]:
         """What runs here: the fruitstream version, the model and its graph."""

@@ -4,6 +4,7 @@ and the sender of batch-complete callbacks."""
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Callable
 
@@ -15,6 +16,13 @@ from fruitstream.service.backends import Backends
 from fruitstream.service.callbacks import CallbackSender, CallbackSettings
 from fruitstream.service.health import live_workers, owner_is_dead
 from fruitstream.worker import Worker, WorkerStats
+
+log = logging.getLogger(__name__)
+
+
+# How often a serving process checks that something classifies its queue: a heartbeat goes
+# stale in 15 s, a killed worker of this machine is seen at once.
+WATCH_SECONDS = 2.0
 
 
 class Workers:
@@ -43,6 +51,7 @@ class Workers:
         self.start_workers = start_workers
         self._thread: threading.Thread | None = None
         self._callbacks: threading.Thread | None = None
+        self._watch: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -50,10 +59,15 @@ class Workers:
         """Whether this process can classify queued photos itself (the embedded queue)."""
         return self.backends.consumes_locally
 
+    def running_here(self) -> bool:
+        """Whether this process's own worker thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
     def alive(self) -> bool:
-        """A worker or Spark job beat recently and runs, or this process has a worker."""
-        here = self._thread is not None and self._thread.is_alive()
-        return here or bool(live_workers(self.backends.db))
+        """This process has a running worker, or a worker or Spark job elsewhere beat
+        recently and runs (a beat of this process counts only while its thread runs)."""
+        here = self.running_here()
+        return here or bool(live_workers(self.backends.db, me_running=here))
 
     def needed(self, queue_only: bool = False) -> bool:
         """A batch was submitted or is waited for: start a worker here if the policy says so
@@ -148,14 +162,31 @@ class Workers:
 
     def start(self) -> None:
         """A serving process begins (the app, the API): its worker when the policy says so,
-        and its callback sender when callbacks are configured."""
+        its callback sender when callbacks are configured, and its watch."""
         self.needed()
         self.ensure_callbacks()
+        if self.can_classify_here() and self.start_workers:
+            with self._lock:
+                if self._watch is None or not self._watch.is_alive():
+                    self._watch = threading.Thread(
+                        target=self._watching, name="fruitstream-watch", daemon=True
+                    )
+                    self._watch.start()
+
+    def _watching(self) -> None:
+        """Every ``WATCH_SECONDS``, see that something classifies the queue: a worker killed
+        (``kill -9`` of a ``fruitstream worker``, of this process's thread's work) or never
+        there is replaced by one here, so a batch never waits for the next submit."""
+        while not self._stop.wait(WATCH_SECONDS):
+            try:
+                self.needed()
+            except Exception as exc:  # a backend restarting: the next round tries again
+                log.warning("the worker watch failed: %s", exc)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop this process's worker thread, after the batch in hand, and its callbacks."""
         self._stop.set()
-        for thread in (self._thread, self._callbacks):
+        for thread in (self._thread, self._callbacks, self._watch):
             if thread is not None:
                 thread.join(timeout)
 
