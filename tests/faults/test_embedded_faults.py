@@ -248,3 +248,72 @@ def test_queue_only_with_no_worker_times_out_clearly(
     assert out.returncode == 1
     assert "no consumer is running: start `fruitstream worker`" in out.stderr
     assert "timed out after 3 s: 0 of 3 done; the session goes on" in out.stderr
+
+
+def _submit_over_http(url: str, folder: Path) -> str:
+    import httpx
+
+    files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in sorted(folder.iterdir())]
+    answer = httpx.post(f"{url}/v1/batches", files=files, timeout=120)
+    assert answer.status_code == 202, answer.text
+    return str(answer.json()["session_id"])
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_server_right_after_its_202_then_a_restart_finishes_the_batch(
+    tmp_path: Path, dataset: Path, env: dict[str, str], ledger: list[FaultRecord]
+) -> None:
+    """The killed server is left unreaped (a zombie whose pid still answers ``kill(pid, 0)``)
+    and its last heartbeat is fresh: the restarted one must not take it for a worker."""
+    from tests.integration.test_api_server import Server
+
+    folder = photos(dataset, 100, tmp_path / "in")
+    first = Server(env, host="127.0.0.1")
+    session = _submit_over_http(first.url, folder)
+    first.proc.send_signal(signal.SIGKILL)  # not waited for: a zombie until the end
+    killed_at = time.monotonic()
+    second = Server(env, host="127.0.0.1")
+    try:
+        wait_for(lambda: len(_rows(env, session)) >= 100, 120, "all 100 results")
+        recovery = time.monotonic() - killed_at
+    finally:
+        second.stop()
+        first.proc.wait()
+    ids = Counter(image_id for image_id, _, _ in _rows(env, session))
+    lost, twice = 100 - len(ids), sum(n - 1 for n in ids.values())
+    ledger.append(
+        FaultRecord("kill -9 API server after its 202, restart", 1, 100, lost, twice, recovery)
+    )
+    assert lost == 0 and twice == 0
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_only_worker_while_the_server_serves_finishes_the_batch(
+    tmp_path: Path, dataset: Path, env: dict[str, str], workers: Workers, ledger: list[FaultRecord]
+) -> None:
+    """`fruitstream worker` first, then the API (which then starts no worker of its own);
+    the worker is killed -9 mid-batch: the server's watch takes over, no new submit needed."""
+    from tests.integration.test_api_server import Server
+
+    folder = photos(dataset, 300, tmp_path / "in")
+    proc = workers.start()
+    wait_for(lambda: any(k == "worker" for _, k, _, _ in _db(env).latest()), 60, "the worker")
+    server = Server(env, host="127.0.0.1")
+    try:
+        session = _submit_over_http(server.url, folder)
+        wait_for(lambda: len(_rows(env, session)) >= 40, 180, "progress")
+        wait_for(lambda: _owner_rows(env, proc.pid) > 0, 30, "a batch in hand")
+        proc.send_signal(signal.SIGKILL)  # left unreaped until the end: a zombie
+        killed_at = time.monotonic()
+        assert len(_rows(env, session)) < 300, "the worker finished before it could be killed"
+        wait_for(lambda: len(_rows(env, session)) >= 300, 300, "all 300 results")
+        recovery = time.monotonic() - killed_at
+    finally:
+        server.stop()
+        proc.wait()
+    ids = Counter(image_id for image_id, _, _ in _rows(env, session))
+    lost, twice = 300 - len(ids), sum(n - 1 for n in ids.values())
+    ledger.append(
+        FaultRecord("kill -9 the only worker while the API serves", 1, 300, lost, twice, recovery)
+    )
+    assert lost == 0 and twice == 0
