@@ -7,6 +7,7 @@ its layer here, and a change that imports upward fails here, not in review.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from pathlib import Path
@@ -63,7 +64,8 @@ def layer_of(module: str) -> int:
     return rank
 
 
-def _imports(path: Path) -> set[str]:
+@functools.cache  # one parse per file for the whole module, not one per test
+def _imports(path: Path) -> frozenset[str]:
     """Every module ``path`` imports, at the top, inside functions or for type checking."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -71,7 +73,7 @@ def _imports(path: Path) -> set[str]:
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module)
-    return found
+    return frozenset(found)
 
 
 def test_every_module_has_a_layer() -> None:
