@@ -770,12 +770,16 @@ class Client:
         return _readiness(_json(self._call("GET", "/readyz", ok=(503,))))
 
     def ready(self) -> bool:
-        """Whether the server is ready to take work: False when it says not, or does not
-        answer at all."""
+        """Whether the server is ready to take work: False when it says not, does not
+        answer at all, or a proxy in front of it answers a server error (502, 504)."""
         try:
             return self.readiness().ready
         except ServerUnavailableError:
             return False
+        except ApiError as exc:
+            if exc.status >= 500:
+                return False
+            raise
 
 
 def _paging(limit: int | None, cursor: str | None) -> dict[str, Any]:

@@ -395,6 +395,9 @@ def test_answers_that_are_not_the_api_s_are_said_so() -> None:
         api.progress("s")
     assert proxy.value.status == 502 and proxy.value.type == "about:blank"
     assert "Bad gateway" in proxy.value.detail and proxy.value.request_id == "r1"
+    api, _ = _scripted(page)
+    with api:
+        assert not api.ready()  # the probe: not ready, rather than an error
     api, _ = _scripted(httpx.Response(200, json={"session_id": "s"}))
     with api, pytest.raises(UnexpectedAnswerError, match="submitted"):
         api.progress("s")
