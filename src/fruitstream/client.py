@@ -327,6 +327,9 @@ class _Fields:
         except ValueError as exc:
             raise UnexpectedAnswerError(f"{self.what}: {name!r} is not a time: {text!r}") from exc
 
+    def mapping(self, name: str) -> _Fields:
+        return _Fields(self._get(name, (dict,)), f"{self.what} {name}")
+
     def items(self, name: str) -> list[object]:
         return cast(list[object], self._get(name, (list,)))
 
@@ -357,7 +360,7 @@ def _classification(data: object) -> Classification:
 
 def _receipt(data: object, replayed: bool) -> BatchReceipt:
     f = _Fields(data, "batch receipt")
-    rejected = _Fields(f._get("rejected", (dict,)), "batch receipt rejected")
+    rejected = f.mapping("rejected")
     photos = [_Fields(p, "batch receipt photo") for p in f.items("photos")]
     return BatchReceipt(
         session_id=f.text("session_id"),
@@ -461,20 +464,23 @@ def _problem(response: httpx.Response) -> Problem:
         data = response.json()
     except ValueError:
         data = None
+    request_id = response.headers.get("x-request-id")
     if isinstance(data, dict):
+        if data.get("request_id") is not None:
+            request_id = str(data["request_id"])
         return Problem(
             type=str(data.get("type") or "about:blank"),
             title=str(data.get("title") or response.reason_phrase),
             status=data["status"] if isinstance(data.get("status"), int) else response.status_code,
             detail=str(data.get("detail") or ""),
-            request_id=(str(data["request_id"]) if data.get("request_id") is not None else None),
+            request_id=request_id,
         )
     return Problem(
         type="about:blank",
         title=response.reason_phrase,
         status=response.status_code,
         detail=response.text[:200],
-        request_id=response.headers.get("x-request-id"),
+        request_id=request_id,
     )
 
 
