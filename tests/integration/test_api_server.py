@@ -191,7 +191,7 @@ def test_the_live_server_answers_as_its_document_says(tmp_path: Path, dataset: P
 
 def test_the_python_client_against_the_live_server(tmp_path: Path, dataset: Path) -> None:
     """The README's client example, against ``fruitstream serve`` with a token."""
-    from fruitstream.client import ApiError, Client
+    from fruitstream.client import ApiError, Client, ServerUnavailableError
 
     token = "client-token-0123456789"
     s = Server(
@@ -203,15 +203,16 @@ def test_the_python_client_against_the_live_server(tmp_path: Path, dataset: Path
         with Client(s.url, token=token) as api:
             assert api.ready()
             one = api.classify(photos[0], top_k=2)
-            assert one["label"] == "banana" and len(one["top_k"]) == 2
+            assert one.label == "banana" and len(one.top_k) == 2
             batch = api.submit([*photos, ("empty.jpg", b"")], name="client")
-            assert [p["state"] for p in batch["photos"]] == ["queued"] * 3 + ["rejected"]
-            rows = api.results(batch["session_id"], wait=60)
-            by_id = {r["image_id"]: r for r in rows}
-            assert [by_id[p["image_id"]]["status"] for p in batch["photos"]] == [
+            assert [p.state for p in batch.photos] == ["queued"] * 3 + ["rejected"]
+            rows = api.results(batch.session_id, wait=60)
+            by_id = {r.image_id: r for r in rows}
+            assert [by_id[p.image_id].status for p in batch.photos] == [
                 "ok", "ok", "ok", "error"
             ]  # fmt: skip
-            assert api.batches()[0]["session_id"] == batch["session_id"]
+            assert api.batches()[0].session_id == batch.session_id
+            assert len(api.results_csv(batch.session_id).decode().splitlines()) == 5
             with pytest.raises(ApiError) as missing:
                 api.progress("no-such-batch")
             assert missing.value.status == 404
@@ -222,6 +223,8 @@ def test_the_python_client_against_the_live_server(tmp_path: Path, dataset: Path
         assert refused.value.status == 401
     finally:
         s.stop()
+    with Client(s.url, token=token) as late, pytest.raises(ServerUnavailableError):
+        late.batches()  # the server is gone: the client's own error, not httpx's
 
 
 def test_concurrent_clients_get_every_answer(tmp_path: Path, dataset: Path) -> None:

@@ -59,7 +59,7 @@ def load_benchmark(
 ) -> Report:
     """``sequential`` photos one after the other, then ``requests`` from ``clients`` threads
     at once (each its own connection), all on the same server."""
-    from fruitstream.client import ApiError, Client
+    from fruitstream.client import Client, ClientError
 
     blobs = [(f.name, f.read_bytes()) for f in files]
     with served(workdir, {"FRUITSTREAM_API_WORKER": "false"}) as url:
@@ -81,7 +81,7 @@ def load_benchmark(
                     started = time.perf_counter()
                     try:
                         api.classify(blobs[i % len(blobs)])
-                    except (ApiError, OSError) as exc:
+                    except (ClientError, OSError) as exc:
                         with lock:
                             errors.append(str(exc))
                         continue
