@@ -19,11 +19,19 @@ from fastapi.testclient import TestClient
 
 from fruitstream.adapters.webhook import post_json
 from fruitstream.entrypoints.api import create_app
-from fruitstream.errors import CallbackError
-from fruitstream.service.callbacks import MAX_ATTEMPTS, CallbackSender, check_callback, signature
+from fruitstream.errors import CallbackError, ConfigError
+from fruitstream.service.callbacks import (
+    MAX_ATTEMPTS,
+    CallbackSender,
+    CallbackSettings,
+    allowed_callbacks,
+    check_callback,
+    signature,
+)
 from tests.fakes import FakeWorld, fake_world
 
 SECRET = "callback-secret-0123456789"
+HOOKS = "https://hooks.example"
 
 
 class Receiver:
@@ -40,13 +48,13 @@ class Receiver:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[FakeWorld]:
-    w = fake_world(tmp_path, api_callback_hosts="hooks.example", api_callback_secret=SECRET)
+    w = fake_world(tmp_path, api_callback_hosts=HOOKS, api_callback_secret=SECRET)
     yield w
     w.service.stop(timeout=5)
 
 
 def test_only_allowed_hosts_and_only_when_configured() -> None:
-    hosts = ["hooks.example"]
+    hosts = allowed_callbacks(HOOKS)
     assert check_callback("https://hooks.example/done", hosts, SECRET)
     for url in ("https://evil.example/x", "ftp://hooks.example/x", "hooks.example", ""):
         with pytest.raises(CallbackError):
@@ -95,7 +103,7 @@ def test_a_failing_receiver_is_retried_with_backoff_then_given_up(world: FakeWor
     sid = world.service.submit([], queue_only=True).session_id  # an empty batch: complete
     world.db.add_callback(sid, "https://hooks.example/x")
     receiver = Receiver([503, 200])
-    sender = CallbackSender(world.db, receiver, SECRET, ["hooks.example"])
+    sender = CallbackSender(world.db, receiver, SECRET, allowed_callbacks(HOOKS))
     assert sender.run_once() == 0
     _url, attempts, next_at, done = world.db.callbacks[sid]
     assert attempts == 1 and not done and next_at > datetime.now(UTC)  # type: ignore[operator]
@@ -107,7 +115,7 @@ def test_a_failing_receiver_is_retried_with_backoff_then_given_up(world: FakeWor
     world.db.add_callback(other, "https://hooks.example/y")
     for _ in range(MAX_ATTEMPTS):
         world.db.callbacks[other][2] = datetime.now(UTC)
-        CallbackSender(world.db, never, SECRET, ["hooks.example"]).run_once()
+        CallbackSender(world.db, never, SECRET, allowed_callbacks(HOOKS)).run_once()
     assert len(never.calls) == MAX_ATTEMPTS and world.db.callbacks[other][3] is True
 
 
@@ -145,3 +153,62 @@ def test_the_real_post_reports_statuses_and_follows_no_redirect() -> None:
         assert post_json("http://127.0.0.1:9/closed", b"{}", {}, timeout=2) == 0
     finally:
         server.shutdown()
+
+
+def test_allowed_places_are_origins_with_an_optional_path() -> None:
+    allowed = allowed_callbacks("https://hooks.example, http://127.0.0.1:8080/hooks/")
+    for url in (
+        "https://hooks.example/done",
+        "https://HOOKS.example:443/any/path?x=1",
+        "https://hooks.example",
+        "http://127.0.0.1:8080/hooks",
+        "http://127.0.0.1:8080/hooks/done?batch=1",
+    ):
+        assert check_callback(url, allowed, SECRET) == url
+    for url in (
+        "http://127.0.0.1:9102/admin/delete-everything?confirm=yes",  # another service's port
+        "http://127.0.0.1/hooks/done",  # the default port is not 8080
+        "http://127.0.0.1:8080/admin",  # a path that was not listed
+        "http://127.0.0.1:8080/hooks-old",
+        "http://127.0.0.1:8080/",
+        "http://127.0.0.1:8080/hooks/../admin",
+        "http://127.0.0.1:8080/hooks/%2e%2E/admin",
+        "http://hooks.example/done",  # http is not https
+        "https://hooks.example:8443/done",
+        "https://user:pw@hooks.example/x",  # user info
+        "https://user@hooks.example/x",
+        "https://hooks.example@evil.example/x",
+        "https://hooks.example\\@evil.example/x",
+        "https://hooks.example /x",
+        "https://hooks.example:99999/x",
+        "https://hooks.example.evil.example/x",
+        "https://evil.example/x",
+        "ftp://hooks.example/x",
+        "hooks.example",
+        "",
+    ):
+        with pytest.raises(CallbackError):
+            check_callback(url, allowed, SECRET)
+
+
+def test_an_entry_that_is_not_an_origin_refuses_the_settings(tmp_path: Path) -> None:
+    for bad in (
+        "hooks.example",  # the old format: a bare host name
+        "hooks.example:8443",
+        "https://hooks.example, 127.0.0.1",
+        "ftp://hooks.example",
+        "https://user:pw@hooks.example",
+        "https://hooks.example/x?y=1",
+        "https://*.example",
+        "https://hooks.example:http",
+    ):
+        with pytest.raises(ConfigError, match=r"FRUITSTREAM_API_CALLBACK_HOSTS.*scheme://host"):
+            CallbackSettings.load(hosts=bad)
+    settings = CallbackSettings.load(hosts="https://Hooks.Example:443/, http://[::1]:8080/h/")
+    assert [str(entry) for entry in settings.allowed] == [
+        "https://hooks.example",
+        "http://[::1]:8080/h",
+    ]
+    old = fake_world(tmp_path, api_callback_hosts="hooks.example", api_callback_secret=SECRET)
+    with pytest.raises(ConfigError, match=r"hooks\.example"):  # the server does not start
+        old.service.ensure_callbacks()

@@ -1,9 +1,21 @@
 """Batch-complete callbacks: checked at submit, delivered once when the batch is complete.
 
-A batch submitted with a callback URL (to a host the operator allows) gets one signed POST
+A batch submitted with a callback URL (to a place the operator allows) gets one signed POST
 when its last photo has its row; the API process's sender delivers it, retrying with backoff
 (a receiver down for a while still gets it) and giving up after ``MAX_ATTEMPTS``. What is
 still to deliver is kept in the results database: a restarted server carries on.
+
+Where callbacks may go (``FRUITSTREAM_API_CALLBACK_HOSTS``): a comma-separated list of
+``scheme://host[:port][/path]`` entries (``AllowedCallback``). A URL is allowed when its
+scheme (http or https), host (lower case; IP literals as written, never resolved or
+normalised) and port (the scheme's default when not written: https 443, http 80) are one
+entry's, and, when that entry has a path, the URL's path is that path or under it
+(``/hooks`` allows ``/hooks`` and ``/hooks/done``, not ``/hooks-old``); an entry without a
+path allows any path of its origin. A URL with user info (``user:pw@``), a dot segment
+(``/hooks/../admin``, also percent-encoded), a backslash, white space or a control
+character is refused whatever the list says. An entry that is not of that form, the old
+bare host name (``hooks.example``) among them, is a ``ConfigError`` when the settings are
+read (at the server's start), not a guess at what it meant.
 
 The signature lets the receiver check that the call came from this deployment:
 ``X-Fruitstream-Signature: sha256=HMAC-SHA256(secret, "<timestamp>." + body)`` with the
@@ -19,10 +31,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from fruitstream.config import FruitstreamSettings, items
@@ -35,7 +48,55 @@ MAX_ATTEMPTS = 8
 # Seconds before attempt n + 1: 2, 4, 8, ... up to 5 minutes.
 MAX_BACKOFF = 300.0
 
+DEFAULT_PORTS = {"https": 443, "http": 80}
+
 Post = Callable[[str, bytes, Mapping[str, str]], int]
+
+
+@dataclass(frozen=True)
+class AllowedCallback:
+    """One entry of the allow-list: an origin, and the path under which URLs may go ("":
+    any path of the origin)."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str = ""
+
+    @classmethod
+    def parse(cls, entry: str) -> AllowedCallback:
+        """``scheme://host[:port][/path]``; a ``ValueError`` saying the form otherwise."""
+        form = "write scheme://host[:port][/path], like https://hooks.example"
+        parts = _split(entry)
+        if parts is None or not parts.scheme or not parts.netloc:
+            raise ValueError(f"callback entry {entry!r} is not an http(s) origin: {form}")
+        if parts.query or parts.fragment or entry.endswith(("?", "#")):
+            raise ValueError(f"callback entry {entry!r} has a query or fragment: {form}")
+        if "*" in entry:
+            raise ValueError(f"callback entry {entry!r}: wildcards are not supported: {form}")
+        try:
+            scheme, host, port = _origin(parts)
+        except CallbackError as exc:
+            raise ValueError(f"callback entry {entry!r}: {exc}: {form}") from None
+        path = parts.path.rstrip("/")
+        if path and _dot_segments(path):
+            raise ValueError(f"callback entry {entry!r} has a . or .. segment in its path")
+        return cls(scheme, host, port, path)
+
+    def allows(self, scheme: str, host: str, port: int, path: str) -> bool:
+        if (scheme, host, port) != (self.scheme, self.host, self.port):
+            return False
+        return not self.path or path == self.path or path.startswith(self.path + "/")
+
+    def __str__(self) -> str:
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        default = DEFAULT_PORTS[self.scheme] == self.port
+        return f"{self.scheme}://{shown}{'' if default else f':{self.port}'}{self.path}"
+
+
+def allowed_callbacks(value: str) -> list[AllowedCallback]:
+    """The entries of a comma-separated allow-list (``ValueError`` for a bad one)."""
+    return [AllowedCallback.parse(entry) for entry in items(value)]
 
 
 class CallbackSettings(FruitstreamSettings):
@@ -48,30 +109,83 @@ class CallbackSettings(FruitstreamSettings):
         extra="ignore",
     )
 
-    # Hosts a batch's completion callback may be sent to (POST /v1/batches?callback=URL),
-    # comma-separated; empty: callbacks are refused. Each is signed with the secret.
+    # Where a batch's completion callback may be sent (POST /v1/batches?callback=URL):
+    # comma-separated scheme://host[:port][/path] entries (the module's docstring says how
+    # a URL matches); empty: callbacks are refused. Each is signed with the secret.
     hosts: str = ""
     secret: SecretStr | None = None
 
+    @field_validator("hosts")
+    @classmethod
+    def _entries(cls, value: str) -> str:
+        allowed_callbacks(value)  # a bad entry refuses the settings, naming the variable
+        return value
+
     @property
-    def host_list(self) -> list[str]:
-        return [h.lower() for h in items(self.hosts)]
+    def allowed(self) -> list[AllowedCallback]:
+        return allowed_callbacks(self.hosts)
 
     @property
     def secret_text(self) -> str | None:
         return self.secret.get_secret_value() if self.secret is not None else None
 
 
-def check_callback(url: str, hosts: Sequence[str], secret: str | None) -> str:
+def check_callback(url: str, allowed: Sequence[AllowedCallback], secret: str | None) -> str:
     """``url`` when callbacks may go there, else a ``CallbackError`` saying why."""
-    if not hosts or not secret:
+    if not allowed or not secret:
         raise CallbackError("callbacks are off on this server (no FRUITSTREAM_API_CALLBACK_HOSTS)")
-    parts = urlsplit(url)
-    if parts.scheme not in {"https", "http"} or not parts.hostname:
-        raise CallbackError(f"callback is not an http(s) URL: {url[:200]!r}")
-    if parts.hostname.lower() not in hosts:
-        raise CallbackError(f"callback host {parts.hostname!r} is not one this server may call")
+    shown = repr(url[:200])
+    parts = _split(url)
+    if parts is None or parts.scheme not in DEFAULT_PORTS or not parts.netloc:
+        raise CallbackError(f"callback is not an http(s) URL: {shown}")
+    scheme, host, port = _origin(parts)
+    path = parts.path or "/"
+    if _dot_segments(path):
+        raise CallbackError(f"callback path has a . or .. segment: {shown}")
+    if not any(entry.allows(scheme, host, port, path) for entry in allowed):
+        raise CallbackError(f"callback {shown} is not a place this server may call")
     return url
+
+
+def _split(url: str) -> SplitResult | None:
+    """``url`` split, or None when it has characters a URL should not carry: white space,
+    control characters, backslashes, non-ASCII outside the host (which parsers and HTTP
+    libraries read differently) or a port that is not a number."""
+    if not url or any(c <= " " or c in "\\\x7f" for c in url):
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return None
+    if not (parts.scheme + parts.path + parts.query + parts.fragment).isascii():
+        return None
+    return parts
+
+
+def _origin(parts: SplitResult) -> tuple[str, str, int]:
+    """(scheme, host, effective port) of a split URL; ``CallbackError`` for user info, no
+    host or a scheme other than http(s)."""
+    if parts.scheme not in DEFAULT_PORTS:
+        raise CallbackError(f"scheme {parts.scheme!r} is not http or https")
+    if "@" in parts.netloc:
+        raise CallbackError("user info (user:password@) is not allowed")
+    host = parts.hostname or ""
+    if not host:
+        raise CallbackError("no host")
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise CallbackError(f"host {host!r} is not a valid name") from None
+    port = parts.port if parts.port is not None else DEFAULT_PORTS[parts.scheme]
+    return parts.scheme, host.lower(), port
+
+
+def _dot_segments(path: str) -> bool:
+    """Whether ``path``, percent-decoded, has a ``.`` or ``..`` segment, which a receiver
+    may resolve out of the allowed path (``/hooks/%2e%2e/admin``)."""
+    return any(segment in {".", ".."} for segment in unquote(path).split("/"))
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -87,13 +201,13 @@ class CallbackSender:
         db: ResultsDatabase,
         post: Post,
         secret: str,
-        hosts: Sequence[str],
+        allowed: Sequence[AllowedCallback],
         poll: float = 1.0,
     ) -> None:
         self.db = db
         self.post = post
         self.secret = secret
-        self.hosts = hosts
+        self.allowed = allowed
         self.poll = poll
 
     def run_once(self) -> int:
@@ -106,7 +220,7 @@ class CallbackSender:
             if not progress.complete:
                 continue
             try:
-                check_callback(url, self.hosts, self.secret)  # the list may have changed
+                check_callback(url, self.allowed, self.secret)  # the list may have changed
             except CallbackError as exc:
                 log.warning("callback of %s dropped: %s", session_id, exc)
                 self.db.settle_callback(session_id, None)
