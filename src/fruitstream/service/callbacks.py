@@ -17,6 +17,12 @@ character is refused whatever the list says. An entry that is not of that form, 
 bare host name (``hooks.example``) among them, is a ``ConfigError`` when the settings are
 read (at the server's start), not a guess at what it meant.
 
+Sending: each delivery runs in a thread of its own, at most ``SENDERS`` at once and at most
+``PER_TENANT`` for one tenant, the batch's owner (``SessionRecord.owner``: one API token,
+one browser; the operator's batches are the tenant ""), so a slow or hung receiver holds
+that tenant's slots only, for at most the POST's timeout, and everyone else's callbacks
+still leave on time. A delivery in flight is not taken again until it has settled.
+
 The signature lets the receiver check that the call came from this deployment:
 ``X-Fruitstream-Signature: sha256=HMAC-SHA256(secret, "<timestamp>." + body)`` with the
 ``X-Fruitstream-Timestamp`` header (Unix seconds), as Stripe and GitHub sign theirs.
@@ -30,6 +36,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,7 +46,7 @@ from pydantic import SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from fruitstream.config import FruitstreamSettings, items
-from fruitstream.errors import CallbackError, FruitstreamError
+from fruitstream.errors import CallbackError, FruitstreamError, NotFoundError
 from fruitstream.ports import ResultsDatabase
 
 log = logging.getLogger(__name__)
@@ -47,6 +54,9 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
 # Seconds before attempt n + 1: 2, 4, 8, ... up to 5 minutes.
 MAX_BACKOFF = 300.0
+# Deliveries in flight at once: in all, and for one tenant (a batch's owner).
+SENDERS = 16
+PER_TENANT = 2
 
 DEFAULT_PORTS = {"https": 443, "http": 80}
 
@@ -194,7 +204,12 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class CallbackSender:
-    """Delivers due callbacks of complete batches; ``run`` loops until ``stop`` is set."""
+    """Delivers due callbacks of complete batches; ``run`` loops until ``stop`` is set.
+
+    Each delivery runs in a daemon thread of its own, at most ``senders`` at once and at
+    most ``per_tenant`` for the batch's owner; a callback in flight is not taken again
+    until its POST has answered (or timed out) and it is settled.
+    """
 
     def __init__(
         self,
@@ -203,20 +218,47 @@ class CallbackSender:
         secret: str,
         allowed: Sequence[AllowedCallback],
         poll: float = 1.0,
+        senders: int = SENDERS,
+        per_tenant: int = PER_TENANT,
     ) -> None:
         self.db = db
         self.post = post
         self.secret = secret
         self.allowed = allowed
         self.poll = poll
+        self.senders = senders
+        self.per_tenant = per_tenant
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, str] = {}  # session id -> its tenant
+        # session id -> when its delivery settled (monotonic): a round that read the due
+        # list before that read it as still due, and must not send it again.
+        self._settled: dict[str, float] = {}
+        self._delivered = 0
 
-    def run_once(self) -> int:
-        """One round: every due callback whose batch is complete is tried; returns how many
-        were delivered."""
-        delivered = 0
-        now = datetime.now(UTC)
-        for session_id, url, attempts in self.db.due_callbacks(now):
-            progress = self.db.progress(session_id)
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._in_flight)
+
+    def dispatch(self) -> list[threading.Thread]:
+        """Start a delivery for every due callback of a complete batch that is not in flight
+        and fits its tenant's and the sender's limits; returns the threads started."""
+        began = time.monotonic()
+        with self._lock:
+            self._settled = {k: t for k, t in self._settled.items() if t > began - 60}
+        started: list[threading.Thread] = []
+        for session_id, url, attempts in self.db.due_callbacks(datetime.now(UTC)):
+            with self._lock:  # a cheap first look, before reading the batch
+                if session_id in self._in_flight or self._taken(session_id, began):
+                    continue
+                if len(self._in_flight) >= self.senders:
+                    break
+            try:
+                progress = self.db.progress(session_id)
+                tenant = self.db.get_session(session_id).owner
+            except NotFoundError:
+                log.warning("callback of %s dropped: no such batch", session_id)
+                self.db.settle_callback(session_id, None)
+                continue
             if not progress.complete:
                 continue
             try:
@@ -235,28 +277,75 @@ class CallbackSender:
                     "results": f"/v1/batches/{session_id}/results",
                 }
             ).encode()
+            with self._lock:  # taken here, or left for a later round
+                busy = Counter(self._in_flight.values())
+                if session_id in self._in_flight or self._taken(session_id, began):
+                    continue
+                if busy[tenant] >= self.per_tenant:
+                    continue
+                if len(self._in_flight) >= self.senders:
+                    break
+                self._in_flight[session_id] = tenant
+            thread = threading.Thread(
+                target=self._deliver,
+                args=(session_id, url, attempts, body),
+                name=f"fruitstream-callback-{session_id[:8]}",
+                daemon=True,
+            )
+            thread.start()
+            started.append(thread)
+        return started
+
+    def _deliver(self, session_id: str, url: str, attempts: int, body: bytes) -> None:
+        """POST one callback and settle it: done, given up, or due again after a backoff."""
+        try:
             stamp = str(int(time.time()))
             headers = {
                 "X-Fruitstream-Event": "batch.complete",
                 "X-Fruitstream-Timestamp": stamp,
                 "X-Fruitstream-Signature": signature(self.secret, stamp, body),
             }
-            status = self.post(url, body, headers)
+            try:
+                status = self.post(url, body, headers)
+            except Exception:  # a sender that breaks is a failed attempt, retried
+                log.exception("callback of %s: the POST failed", session_id)
+                status = 0
             if 200 <= status < 300:
                 self.db.settle_callback(session_id, None)
-                delivered += 1
+                with self._lock:
+                    self._delivered += 1
             elif attempts + 1 >= MAX_ATTEMPTS:
                 log.warning("callback of %s given up after %d attempts", session_id, attempts + 1)
                 self.db.settle_callback(session_id, None)
             else:
                 wait = min(MAX_BACKOFF, 2.0 ** (attempts + 1))
-                self.db.settle_callback(session_id, now + timedelta(seconds=wait))
-        return delivered
+                self.db.settle_callback(session_id, datetime.now(UTC) + timedelta(seconds=wait))
+        except FruitstreamError as exc:  # the database restarting: due again, sent again
+            log.warning("callback of %s not settled: %s", session_id, exc)
+        finally:
+            with self._lock:
+                self._in_flight.pop(session_id, None)
+                self._settled[session_id] = time.monotonic()
+
+    def _taken(self, session_id: str, began: float) -> bool:
+        """Whether a delivery of ``session_id`` settled after a round beginning at ``began``
+        read the due list (so the list is stale about it). Called with the lock held."""
+        return self._settled.get(session_id, -1.0) >= began
+
+    def run_once(self) -> int:
+        """One round, waited for: every due callback that may leave now is tried; returns
+        how many were delivered."""
+        with self._lock:
+            before = self._delivered
+        for thread in self.dispatch():
+            thread.join()
+        with self._lock:
+            return self._delivered - before
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                self.run_once()
+                self.dispatch()
             except FruitstreamError as exc:  # a backend restarting: the next round retries
                 log.warning("callbacks: %s", exc)
             stop.wait(self.poll)
