@@ -10,7 +10,8 @@ import http.server
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,12 +19,22 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fruitstream.adapters.webhook import post_json
+from fruitstream.domain import Caller, SessionRecord
 from fruitstream.entrypoints.api import create_app
-from fruitstream.errors import CallbackError
-from fruitstream.service.callbacks import MAX_ATTEMPTS, CallbackSender, check_callback, signature
-from tests.fakes import FakeWorld, fake_world
+from fruitstream.errors import CallbackError, ConfigError
+from fruitstream.service.callbacks import (
+    MAX_ATTEMPTS,
+    PER_TENANT,
+    CallbackSender,
+    CallbackSettings,
+    allowed_callbacks,
+    check_callback,
+    signature,
+)
+from tests.fakes import FakeWorld, MemoryResultsDatabase, fake_world
 
 SECRET = "callback-secret-0123456789"
+HOOKS = "https://hooks.example"
 
 
 class Receiver:
@@ -40,13 +51,13 @@ class Receiver:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[FakeWorld]:
-    w = fake_world(tmp_path, api_callback_hosts="hooks.example", api_callback_secret=SECRET)
+    w = fake_world(tmp_path, api_callback_hosts=HOOKS, api_callback_secret=SECRET)
     yield w
     w.service.stop(timeout=5)
 
 
 def test_only_allowed_hosts_and_only_when_configured() -> None:
-    hosts = ["hooks.example"]
+    hosts = allowed_callbacks(HOOKS)
     assert check_callback("https://hooks.example/done", hosts, SECRET)
     for url in ("https://evil.example/x", "ftp://hooks.example/x", "hooks.example", ""):
         with pytest.raises(CallbackError):
@@ -95,7 +106,7 @@ def test_a_failing_receiver_is_retried_with_backoff_then_given_up(world: FakeWor
     sid = world.service.submit([], queue_only=True).session_id  # an empty batch: complete
     world.db.add_callback(sid, "https://hooks.example/x")
     receiver = Receiver([503, 200])
-    sender = CallbackSender(world.db, receiver, SECRET, ["hooks.example"])
+    sender = CallbackSender(world.db, receiver, SECRET, allowed_callbacks(HOOKS))
     assert sender.run_once() == 0
     _url, attempts, next_at, done = world.db.callbacks[sid]
     assert attempts == 1 and not done and next_at > datetime.now(UTC)  # type: ignore[operator]
@@ -107,7 +118,7 @@ def test_a_failing_receiver_is_retried_with_backoff_then_given_up(world: FakeWor
     world.db.add_callback(other, "https://hooks.example/y")
     for _ in range(MAX_ATTEMPTS):
         world.db.callbacks[other][2] = datetime.now(UTC)
-        CallbackSender(world.db, never, SECRET, ["hooks.example"]).run_once()
+        CallbackSender(world.db, never, SECRET, allowed_callbacks(HOOKS)).run_once()
     assert len(never.calls) == MAX_ATTEMPTS and world.db.callbacks[other][3] is True
 
 
@@ -145,3 +156,162 @@ def test_the_real_post_reports_statuses_and_follows_no_redirect() -> None:
         assert post_json("http://127.0.0.1:9/closed", b"{}", {}, timeout=2) == 0
     finally:
         server.shutdown()
+
+
+def test_allowed_places_are_origins_with_an_optional_path() -> None:
+    allowed = allowed_callbacks("https://hooks.example, http://127.0.0.1:8080/hooks/")
+    for url in (
+        "https://hooks.example/done",
+        "https://HOOKS.example:443/any/path?x=1",
+        "https://hooks.example",
+        "http://127.0.0.1:8080/hooks",
+        "http://127.0.0.1:8080/hooks/done?batch=1",
+    ):
+        assert check_callback(url, allowed, SECRET) == url
+    for url in (
+        "http://127.0.0.1:9102/admin/delete-everything?confirm=yes",  # another service's port
+        "http://127.0.0.1/hooks/done",  # the default port is not 8080
+        "http://127.0.0.1:8080/admin",  # a path that was not listed
+        "http://127.0.0.1:8080/hooks-old",
+        "http://127.0.0.1:8080/",
+        "http://127.0.0.1:8080/hooks/../admin",
+        "http://127.0.0.1:8080/hooks/%2e%2E/admin",
+        "http://hooks.example/done",  # http is not https
+        "https://hooks.example:8443/done",
+        "https://user:pw@hooks.example/x",  # user info
+        "https://user@hooks.example/x",
+        "https://hooks.example@evil.example/x",
+        "https://hooks.example\\@evil.example/x",
+        "https://hooks.example /x",
+        "https://hooks.example:99999/x",
+        "https://hooks.example.evil.example/x",
+        "https://evil.example/x",
+        "ftp://hooks.example/x",
+        "hooks.example",
+        "",
+    ):
+        with pytest.raises(CallbackError):
+            check_callback(url, allowed, SECRET)
+
+
+def test_an_entry_that_is_not_an_origin_refuses_the_settings(tmp_path: Path) -> None:
+    for bad in (
+        "hooks.example",  # the old format: a bare host name
+        "hooks.example:8443",
+        "https://hooks.example, 127.0.0.1",
+        "ftp://hooks.example",
+        "https://user:pw@hooks.example",
+        "https://hooks.example/x?y=1",
+        "https://*.example",
+        "https://hooks.example:http",
+    ):
+        with pytest.raises(ConfigError, match=r"FRUITSTREAM_API_CALLBACK_HOSTS.*scheme://host"):
+            CallbackSettings.load(hosts=bad)
+    settings = CallbackSettings.load(hosts="https://Hooks.Example:443/, http://[::1]:8080/h/")
+    assert [str(entry) for entry in settings.allowed] == [
+        "https://hooks.example",
+        "http://[::1]:8080/h",
+    ]
+    old = fake_world(tmp_path, api_callback_hosts="hooks.example", api_callback_secret=SECRET)
+    with pytest.raises(ConfigError, match=r"hooks\.example"):  # the server does not start
+        old.service.ensure_callbacks()
+
+
+def until(done: Callable[[], bool], why: str, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, why
+        time.sleep(0.01)
+
+
+def test_a_slow_receiver_of_one_tenant_does_not_delay_another(world: FakeWorld) -> None:
+    release, fast_done = threading.Event(), threading.Event()
+    calls: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def post(url: str, body: bytes, headers: Mapping[str, str]) -> int:
+        with lock:
+            calls[url] += 1
+        if "/slow/" in url:
+            release.wait(10)  # tenant a's receiver hangs
+        else:
+            fast_done.set()
+        return 200
+
+    def batch(owner: str, url: str) -> str:
+        sid = world.service.submit([], queue_only=True, caller=Caller(owner)).session_id
+        world.db.add_callback(sid, url)
+        return sid
+
+    slow = [batch("tenant-a", f"{HOOKS}/slow/{i}") for i in range(PER_TENANT + 1)]
+    fast = batch("tenant-b", f"{HOOKS}/fast")  # due last
+    allowed, _secret = world.service.workers.callback_config()
+    sender = CallbackSender(world.db, post, SECRET, allowed, poll=0.01)
+    stop = threading.Event()
+    thread = threading.Thread(target=sender.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert fast_done.wait(5), "tenant b's callback waited for tenant a's receiver"
+        time.sleep(0.3)  # rounds go by while tenant a's receiver hangs
+        with lock:
+            hanging = {url: n for url, n in calls.items() if "/slow/" in url}
+        assert sum(hanging.values()) == PER_TENANT  # tenant a holds its own slots, no more
+        assert set(hanging.values()) == {1}  # a delivery in flight is not taken again
+        until(lambda: world.db.callbacks[fast][3] is True, "tenant b's callback not settled")
+        assert not any(world.db.callbacks[sid][3] for sid in slow)
+        release.set()
+        until(lambda: all(world.db.callbacks[sid][3] for sid in slow), "tenant a's did not follow")
+    finally:
+        release.set()
+        stop.set()
+        thread.join(5)
+    assert calls == Counter({f"{HOOKS}/slow/{i}": 1 for i in range(PER_TENANT + 1)}) + Counter(
+        {f"{HOOKS}/fast": 1}
+    )
+
+
+def test_a_post_that_raises_is_a_failed_attempt(world: FakeWorld) -> None:
+    sid = world.service.submit([], queue_only=True).session_id
+    world.db.add_callback(sid, f"{HOOKS}/x")
+
+    def broken(url: str, body: bytes, headers: Mapping[str, str]) -> int:
+        raise RuntimeError("boom")
+
+    sender = CallbackSender(world.db, broken, SECRET, allowed_callbacks(HOOKS))
+    assert sender.run_once() == 0 and sender.in_flight() == 0
+    _url, attempts, next_at, done = world.db.callbacks[sid]
+    assert attempts == 1 and not done and next_at > datetime.now(UTC)  # type: ignore[operator]
+
+
+def test_a_delivery_that_settles_while_a_round_reads_the_list_is_not_sent_twice() -> None:
+    answer = threading.Event()
+    reads: list[int] = []
+
+    class Racing(MemoryResultsDatabase):
+        """The second read of the due list is returned only after the delivery in flight
+        has answered and settled: it still names that callback."""
+
+        def due_callbacks(self, now: datetime) -> list[tuple[str, str, int]]:
+            due = super().due_callbacks(now)
+            reads.append(len(due))
+            if len(reads) == 2:
+                answer.set()
+                until(lambda: sender.in_flight() == 0, "the first delivery did not settle")
+            return due
+
+    db = Racing()
+    db.add_session(SessionRecord("s1", datetime.now(UTC), 0, owner="tenant-a"))
+    db.add_callback("s1", f"{HOOKS}/x")
+    calls: list[str] = []
+
+    def post(url: str, body: bytes, headers: Mapping[str, str]) -> int:
+        calls.append(url)
+        assert answer.wait(5)
+        return 200
+
+    sender = CallbackSender(db, post, SECRET, allowed_callbacks(HOOKS))
+    first = sender.dispatch()  # takes s1; its POST answers during the next round's read
+    assert len(first) == 1
+    sender.run_once()  # that round's list names s1, delivered and settled meanwhile
+    first[0].join(5)
+    assert reads == [1, 1] and calls == [f"{HOOKS}/x"] and db.callbacks["s1"][3] is True

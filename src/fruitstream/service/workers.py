@@ -13,7 +13,7 @@ from fruitstream.errors import ConfigError
 from fruitstream.housekeeping import HOUSEKEEPING_SECONDS, Housekeeping, worker_id
 from fruitstream.ports import PhotoClassifier
 from fruitstream.service.backends import Backends
-from fruitstream.service.callbacks import CallbackSender, CallbackSettings
+from fruitstream.service.callbacks import AllowedCallback, CallbackSender, CallbackSettings
 from fruitstream.service.health import live_workers, owner_is_dead
 from fruitstream.worker import Worker, WorkerStats
 
@@ -140,9 +140,10 @@ class Workers:
     def _callback_settings(self) -> CallbackSettings:
         return CallbackSettings.of(self.settings)
 
-    def callback_config(self) -> tuple[list[str], str | None]:
-        """The hosts callbacks may go to, and the secret that signs them."""
-        return self._callback_settings.host_list, self._callback_settings.secret_text
+    def callback_config(self) -> tuple[list[AllowedCallback], str | None]:
+        """Where callbacks may go (``ConfigError`` for a bad entry), and the secret that
+        signs them."""
+        return self._callback_settings.allowed, self._callback_settings.secret_text
 
     def ensure_callbacks(self) -> bool:
         """Start this process's callback sender when callbacks are configured; whether one
