@@ -42,7 +42,8 @@ class KilledError(RuntimeError):
 def test_a_retry_after_a_crash_mid_submit_gets_the_repaired_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    world = fake_world(tmp_path, start_workers=False)
+    stalled = 1.0  # room for the early retry on a busy machine
+    world = fake_world(tmp_path, start_workers=False, stalled_submit_seconds=stalled)
     publish = world.queue.publish
 
     def crash(_messages: Sequence[ImageMessage]) -> dict[str, str]:
@@ -59,7 +60,7 @@ def test_a_retry_after_a_crash_mid_submit_gets_the_repaired_batch(
         # At once: the submit may still be moving (another process), so the key is taken.
         early = client.post("/v1/batches", files=_files(), headers=_headers("order-1"))
         assert early.status_code == 409, early.text
-        time.sleep(STALLED + 0.1)  # the submit stalled: its claimer is dead
+        time.sleep(stalled + 0.1)  # the submit stalled: its claimer is dead
         late = client.post("/v1/batches", files=_files(), headers=_headers("order-1"))
         assert late.status_code == 202, late.text
         assert late.headers["idempotent-replayed"] == "true"
