@@ -452,6 +452,18 @@ class SubmitLogContract:
         time.sleep(0.01)
         assert database.stalled(0) == {}
 
+    def test_the_photo_list_reads_back_in_submit_order(self, database: ResultsDatabase) -> None:
+        record = SessionRecord(new_id(), utcnow(), 5)
+        names = ["z.jpg", "a.jpg", "m.jpg", "a.jpg", "b.jpg"]  # neither sorted nor unique
+        photos = [message(record.session_id, n) for n in names]
+        database.add_session(record, photos)
+        database.add_session(session())  # another session's list is not in it
+        database.mark_queued(record.session_id, [photos[1].image_id], finished=True)
+        got = database.photo_list(record.session_id)
+        assert [m.image_id for m in got] == [m.image_id for m in photos]  # queued or not
+        assert got[0] == replace(photos[0], content_sha256="")
+        assert database.photo_list("no-such-session") == []
+
     def test_progress_makes_a_submit_young_again(self, database: ResultsDatabase) -> None:
         sid, photos = self._submitting(database, 2)
         time.sleep(0.3)
@@ -485,21 +497,48 @@ class HeartbeatsContract:
 
 
 class IdempotencyKeysContract:
-    """``claim`` a key: None when new, "" while its first request runs, then its answer."""
+    """``claim`` a key: None when new, then the claim as it stands: its request's fingerprint,
+    when it was claimed, the batch recorded for it, its answer once settled."""
 
     def test_a_key_is_claimed_once_then_answers(self, database: ResultsDatabase) -> None:
-        assert database.claim("k1") is None
-        assert database.claim("k1") == ""  # the first request still runs
+        before = datetime.now(UTC)
+        assert database.claim("k1", "fp1") is None
+        running = database.claim("k1", "fp2")  # the first request still runs
+        assert running is not None and running.answer is None and running.session_id is None
+        assert running.fingerprint == "fp1"  # the first request's, whoever asks
+        assert before <= running.claimed_at <= datetime.now(UTC)
         database.settle("k1", '{"session_id": "s1"}')
-        assert database.claim("k1") == '{"session_id": "s1"}'
+        settled = database.claim("k1", "fp1")
+        assert settled is not None and settled.answer == '{"session_id": "s1"}'
         database.release("k1")  # settled: kept
-        assert database.claim("k1") == '{"session_id": "s1"}'
+        assert database.claim("k1") == settled
         assert database.claim("k2") is None  # keys are independent
+
+    def test_a_claim_records_its_batch_before_it_settles(self, database: ResultsDatabase) -> None:
+        assert database.claim("k1", "fp") is None
+        database.bind("k1", "s1")
+        found = database.claim("k1", "fp")
+        assert found is not None and found.session_id == "s1" and found.answer is None
+        database.settle("k1", "answer")
+        database.bind("k1", "s2")  # a settled claim keeps its batch
+        found = database.claim("k1", "fp")
+        assert found is not None and (found.session_id, found.answer) == ("s1", "answer")
+        database.bind("k2", "s3")  # never claimed: nothing recorded
+        assert database.claim("k2") is None
 
     def test_a_released_key_is_free_again(self, database: ResultsDatabase) -> None:
         assert database.claim("k1") is None
         database.release("k1")
         assert database.claim("k1") is None
+
+    def test_a_release_before_a_time_spares_a_newer_claim(self, database: ResultsDatabase) -> None:
+        assert database.claim("k1", "fp") is None
+        first = database.claim("k1", "fp")
+        assert first is not None
+        database.release("k1", claimed_before=first.claimed_at - timedelta(seconds=1))
+        assert database.claim("k1", "fp") == first  # claimed after: kept
+        database.release("k1", claimed_before=first.claimed_at)  # the claim as read back
+        assert database.claim("k1", "fp") is None  # claimed anew
 
     def test_settling_a_key_never_claimed_records_nothing(self, database: ResultsDatabase) -> None:
         database.settle("k1", "answer")

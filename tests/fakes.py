@@ -36,7 +36,7 @@ from fruitstream.errors import (
     UnsupportedImageError,
 )
 from fruitstream.model.bundle import HEAD_FILE, ModelBundle, PreprocessConfig
-from fruitstream.ports import Delivery, Health
+from fruitstream.ports import Delivery, Health, KeyClaim
 
 if TYPE_CHECKING:
     from fruitstream.service import FruitService
@@ -176,7 +176,7 @@ class MemoryResultsDatabase:
         self.photos: dict[str, dict[str, tuple[ImageMessage, bool]]] = {}
         self.submitting: dict[str, float] = {}  # session id -> last progress (monotonic)
         self.beats: dict[str, tuple[str, datetime, dict[str, Any]]] = {}
-        self.answers: dict[str, str | None] = {}  # idempotency key -> answer
+        self.claims: dict[str, KeyClaim] = {}  # idempotency key -> its claim
         self.callbacks: dict[str, list[object]] = {}  # session id -> [url, attempts, at, done]
         self.label_rows: list[Label] = []
         self.model_versions: list[ModelVersion] = []
@@ -282,22 +282,45 @@ class MemoryResultsDatabase:
             if now - since >= older_than
         }
 
+    def photo_list(self, session_id: str) -> list[ImageMessage]:
+        self._check()
+        # As the SQL photo list: in submit order, no content hash nor URL.
+        return [
+            replace(m, content_sha256="", image_url=None)
+            for m, _queued in self.photos.get(session_id, {}).values()
+        ]
+
     # IdempotencyKeys
-    def claim(self, key: str) -> str | None:
+    def claim(self, key: str, fingerprint: str = "") -> KeyClaim | None:
         self._check()
         with self._lock:
-            if key in self.answers:
-                return self.answers[key] or ""
-            self.answers[key] = None
+            if key in self.claims:
+                return self.claims[key]
+            self.claims[key] = KeyClaim(fingerprint, datetime.now(UTC))
             return None
 
-    def settle(self, key: str, answer: str) -> None:
-        if key in self.answers:  # as SQL: a key never claimed records nothing
-            self.answers[key] = answer
+    def bind(self, key: str, session_id: str) -> None:
+        self._check()
+        with self._lock:
+            found = self.claims.get(key)
+            if found is not None and found.answer is None:
+                self.claims[key] = replace(found, session_id=session_id)
 
-    def release(self, key: str) -> None:
-        if self.answers.get(key) is None:
-            self.answers.pop(key, None)
+    def settle(self, key: str, answer: str) -> None:
+        self._check()
+        with self._lock:
+            found = self.claims.get(key)
+            if found is not None:  # as SQL: a key never claimed records nothing
+                self.claims[key] = replace(found, answer=answer)
+
+    def release(self, key: str, claimed_before: datetime | None = None) -> None:
+        self._check()
+        with self._lock:
+            found = self.claims.get(key)
+            if found is None or found.answer is not None:
+                return
+            if claimed_before is None or found.claimed_at <= claimed_before:
+                del self.claims[key]
 
     # LabelStore
     def add_label(self, label: Label) -> None:

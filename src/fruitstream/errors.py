@@ -17,6 +17,7 @@
     ├── NotFoundError                a session, image or object does not exist
     ├── CursorError                  a page cursor that names no row of the listing
     ├── ConflictError                the same request is already being carried out
+    ├── IdempotencyMismatchError     an idempotency key used again with another request
     ├── CallbackError                a callback URL this server may not call
     ├── LabelError                   a label that cannot name a fruit (empty, absurd)
     └── MessageError                 a queue message breaks the contract (docs/ARCHITECTURE.md)
@@ -105,6 +106,10 @@ class CursorError(FruitstreamError):
 
 class ConflictError(FruitstreamError):
     """The same request (its idempotency key) is already being carried out."""
+
+
+class IdempotencyMismatchError(FruitstreamError):
+    """An idempotency key sent again with another request (other files, name or callback)."""
 
 
 class CallbackError(FruitstreamError):

@@ -179,8 +179,16 @@ class Pipeline:
         # Called at each step of ``submit`` by name: the fault tests kill the process there.
         self._failpoint = failpoint or (lambda _step: None)
 
-    def submit(self, uploads: Sequence[Upload], name: str = "", owner: str = "") -> SubmitReport:
+    def submit(
+        self,
+        uploads: Sequence[Upload],
+        name: str = "",
+        owner: str = "",
+        session_id: str | None = None,
+    ) -> SubmitReport:
         """Record the session and its photo list, then store and announce photo by photo.
+        ``session_id``: the batch's id, when the caller made it beforehand (to record it
+        elsewhere first, as an idempotency claim does); a new one otherwise.
 
         The order makes every session converge, whatever stops the submitter: the photo list
         is written first (one transaction), a photo is marked queued once announced, and
@@ -192,7 +200,7 @@ class Pipeline:
         if not health.ok:
             raise StorageError(f"nothing submitted: the object store is down ({health.detail})")
         now = utcnow()
-        session_id = new_id()
+        session_id = session_id or new_id()
         report = SubmitReport(session_id)
         planned = []
         for up in uploads:

@@ -47,6 +47,18 @@ class Delivery:
     last_error: str | None = None
 
 
+@dataclass(frozen=True)
+class KeyClaim:
+    """An idempotency key already claimed: by whom (the request's fingerprint), when, the
+    batch its request made (recorded before any photo is stored) and, once settled, its
+    answer."""
+
+    fingerprint: str  # "" when not recorded (a claim of an older release)
+    claimed_at: datetime
+    session_id: str | None = None
+    answer: str | None = None  # None while its request has not settled
+
+
 class PhotoClassifier(Protocol):
     """What the service and the workers need of the classifier core (``core.Classifier``):
     one photo or many, each outcome a prediction or the reason it has none."""
@@ -136,6 +148,10 @@ class SubmitLog(Protocol):
 
     def mark_queued(self, session_id: str, image_ids: Sequence[str], finished: bool) -> None: ...
     def stalled(self, older_than: float) -> dict[str, list[ImageMessage]]: ...
+    def photo_list(self, session_id: str) -> list[ImageMessage]:
+        """A session's photo list in the order submitted (no content hash: the bytes are in
+        the store); empty for an unknown session."""
+        ...
 
 
 class SessionLog(SessionStore, SubmitLog, Protocol):
@@ -150,14 +166,20 @@ class Heartbeats(Protocol):
 class IdempotencyKeys(Protocol):
     """Answers recorded by key, so that a request sent twice is carried out once."""
 
-    def claim(self, key: str) -> str | None:
-        """Reserve ``key``: None when it is new (carry the request out, then ``settle``), else
-        the answer recorded for it, "" while the first request is still running."""
+    def claim(self, key: str, fingerprint: str = "") -> KeyClaim | None:
+        """Reserve ``key`` for the request ``fingerprint`` names: None when it is new (carry
+        the request out, then ``settle``), else the claim as it stands."""
+        ...
+
+    def bind(self, key: str, session_id: str) -> None:
+        """Record the batch an unsettled claim's request makes, before it stores anything."""
         ...
 
     def settle(self, key: str, answer: str) -> None: ...
-    def release(self, key: str) -> None:
-        """The first request failed: the key is free for the next attempt."""
+    def release(self, key: str, claimed_before: datetime | None = None) -> None:
+        """The first request failed: the key is free for the next attempt (unsettled claims
+        only; with ``claimed_before``, only one claimed at or before it, so that of two
+        retries taking a dead claim over, one wins)."""
         ...
 
 

@@ -60,9 +60,13 @@ def test_pages_owners_and_rows(db: SqlDatabase) -> None:
 
 def test_idempotency_keys_and_callbacks(db: SqlDatabase) -> None:
     key = uuid.uuid4().hex
-    assert db.claim(key) is None and db.claim(key) == ""
+    assert db.claim(key, "fp") is None
+    running = db.claim(key, "fp")
+    assert running is not None and running.answer is None and running.fingerprint == "fp"
+    db.bind(key, "s1")
     db.settle(key, "answer")
-    assert db.claim(key) == "answer"
+    settled = db.claim(key, "fp")
+    assert settled is not None and (settled.answer, settled.session_id) == ("answer", "s1")
     sid = new_id()
     db.add_callback(sid, "https://hooks.example/x")
     later = utcnow() + timedelta(seconds=1)

@@ -347,13 +347,13 @@ def test_a_failed_first_attempt_frees_its_key_and_a_running_one_is_a_conflict(
 
     world = fake_world(tmp_path)
     with pytest.raises(StorageError):
-        world.service.once("k", lambda: (_ for _ in ()).throw(StorageError("down")))
-    assert world.service.once("k", lambda: "answer") == ("answer", False)
-    assert world.service.once("k", lambda: "other") == ("answer", True)
+        world.service.once("k", lambda _sid: (_ for _ in ()).throw(StorageError("down")))
+    assert world.service.once("k", lambda _sid: "answer") == ("answer", False)
+    assert world.service.once("k", lambda _sid: "other") == ("answer", True)
     # the first request has claimed it
     assert world.db.claim(idempotency_key("running", OPERATOR)) is None
     with pytest.raises(ConflictError):
-        world.service.once("running", lambda: "x")
+        world.service.once("running", lambda _sid: "x")
 
 
 def test_idempotency_keys_on_sql(tmp_path: Path) -> None:
@@ -361,9 +361,11 @@ def test_idempotency_keys_on_sql(tmp_path: Path) -> None:
 
     db = SqlDatabase.from_url(f"sqlite:///{tmp_path / 'k.db'}")
     assert db.claim("k1") is None
-    assert db.claim("k1") == ""  # still running
+    running = db.claim("k1")
+    assert running is not None and running.answer is None  # still running
     db.settle("k1", '{"session_id": "s"}')
-    assert db.claim("k1") == '{"session_id": "s"}'
+    settled = db.claim("k1")
+    assert settled is not None and settled.answer == '{"session_id": "s"}'
     assert db.claim("k2") is None
     db.release("k2")
     assert db.claim("k2") is None

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from fruitstream.adapters.sql_engine import SqlEngine, aware
 from fruitstream.adapters.sql_schema import callbacks_table, heartbeats_table, idempotency_table
 from fruitstream.errors import ResultStoreError
+from fruitstream.ports import KeyClaim
 
 
 class SqlOps(SqlEngine):
@@ -17,30 +18,51 @@ class SqlOps(SqlEngine):
 
     # --- IdempotencyKeys ------------------------------------------------------------------
 
-    def claim(self, key: str) -> str | None:
+    def claim(self, key: str, fingerprint: str = "") -> KeyClaim | None:
         t = idempotency_table
         try:
             with self.begin() as conn:
                 conn.execute(
-                    sa.insert(t).values(key=key, answer=None, created_at=datetime.now(UTC))
+                    sa.insert(t).values(
+                        key=key, answer=None, created_at=datetime.now(UTC), fingerprint=fingerprint
+                    )
                 )
             return None
         except ResultStoreError as exc:
             if not isinstance(exc.__cause__, sa.exc.IntegrityError):
                 raise
         with self.begin() as conn:
-            answer = conn.execute(sa.select(t.c.answer).where(t.c.key == key)).scalar()
-        return answer or ""
+            row = conn.execute(sa.select(t).where(t.c.key == key)).mappings().first()
+        if row is None:  # released between the two: claim it now
+            return self.claim(key, fingerprint)
+        return KeyClaim(
+            fingerprint=row["fingerprint"] or "",
+            claimed_at=aware(row["created_at"]),
+            session_id=row["session_id"],
+            answer=row["answer"],
+        )
+
+    def bind(self, key: str, session_id: str) -> None:
+        t = idempotency_table
+        with self.begin() as conn:
+            conn.execute(
+                sa.update(t)
+                .where(t.c.key == key, t.c.answer.is_(None))
+                .values(session_id=session_id)
+            )
 
     def settle(self, key: str, answer: str) -> None:
         t = idempotency_table
         with self.begin() as conn:
             conn.execute(sa.update(t).where(t.c.key == key).values(answer=answer))
 
-    def release(self, key: str) -> None:
+    def release(self, key: str, claimed_before: datetime | None = None) -> None:
         t = idempotency_table
+        where = [t.c.key == key, t.c.answer.is_(None)]
+        if claimed_before is not None:
+            where.append(t.c.created_at <= claimed_before)
         with self.begin() as conn:
-            conn.execute(sa.delete(t).where(t.c.key == key, t.c.answer.is_(None)))
+            conn.execute(sa.delete(t).where(*where))
 
     # --- Callbacks ------------------------------------------------------------------------
 

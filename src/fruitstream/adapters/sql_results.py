@@ -116,8 +116,9 @@ class SqlResults(SqlEngine):
                             "filename": m.filename,
                             "object_key": m.object_key,
                             "submitted_at": m.submitted_at,
+                            "position": i,
                         }
-                        for m in photos
+                        for i, m in enumerate(photos)
                     ],
                 )
 
@@ -180,14 +181,23 @@ class SqlResults(SqlEngine):
             rows = conn.execute(q).mappings().all()
         found: dict[str, list[ImageMessage]] = {s: [] for s in sessions}
         for r in rows:
-            found[r["session_id"]].append(
-                ImageMessage(
-                    image_id=r["image_id"],
-                    session_id=r["session_id"],
-                    object_key=r["object_key"],
-                    filename=r["filename"],
-                    content_sha256="",
-                    submitted_at=aware(r["submitted_at"]),
-                )
-            )
+            found[r["session_id"]].append(_photo(r))
         return found
+
+    def photo_list(self, session_id: str) -> list[ImageMessage]:
+        t = photos_table
+        q = sa.select(t).where(t.c.session_id == session_id).order_by(t.c.position, t.c.image_id)
+        with self.begin() as conn:
+            return [_photo(r) for r in conn.execute(q).mappings().all()]
+
+
+def _photo(r: Any) -> ImageMessage:
+    """A row of the photo list as the message it was planned as (no content hash)."""
+    return ImageMessage(
+        image_id=r["image_id"],
+        session_id=r["session_id"],
+        object_key=r["object_key"],
+        filename=r["filename"],
+        content_sha256="",
+        submitted_at=aware(r["submitted_at"]),
+    )

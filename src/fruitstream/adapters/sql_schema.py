@@ -43,6 +43,8 @@ photos_table = sa.Table(
     sa.Column("object_key", sa.Text, nullable=False),
     sa.Column("submitted_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("queued", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Its place in the submit (the receipts' order); null in sessions of older releases.
+    sa.Column("position", sa.Integer),
 )
 
 _SQL_TYPES: dict[str, Any] = {
@@ -86,6 +88,12 @@ idempotency_table = sa.Table(
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("answer", sa.Text),  # null while the first request runs
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # What the request was (a hash of its name, callback and files): another request with
+    # the same key is refused, not answered with the first one's answer.
+    sa.Column("fingerprint", sa.String(64)),
+    # The batch the request makes, recorded before any photo is stored: a retry after the
+    # claimer died answers with that batch as repair left it.
+    sa.Column("session_id", sa.String(64)),
 )
 
 # Completion callbacks still to deliver (POST /v1/batches?callback=URL).
@@ -165,6 +173,9 @@ ADDED_COLUMNS: list[tuple[sa.Table, str]] = [
     (sessions_table, "updated_at"),
     (sessions_table, "owner"),
     (queue_table, "last_error"),
+    (photos_table, "position"),
+    (idempotency_table, "fingerprint"),
+    (idempotency_table, "session_id"),
 ]
 # Columns that were VARCHAR(n) and are TEXT now (PostgreSQL enforces the length).
 WIDENED_COLUMNS = [(results_table, "filename"), (results_table, "object_key")]

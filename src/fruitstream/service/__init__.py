@@ -33,7 +33,7 @@ from fruitstream.domain import (
 from fruitstream.pipeline import Pipeline, SubmitReport, Upload
 from fruitstream.ports import Health, PhotoClassifier
 from fruitstream.service.backends import Backends
-from fruitstream.service.batches import Batches, SessionSummary
+from fruitstream.service.batches import Batches, SessionSummary, request_fingerprint
 from fruitstream.service.classify import Bar, Classifying, FileResult, file_result
 from fruitstream.service.labels import TeachReport
 from fruitstream.service.models import Models
@@ -107,8 +107,11 @@ class FruitService:
         callback: str | None = None,
         *,
         caller: Caller = OPERATOR,
+        session_id: str | None = None,
     ) -> SubmitReport:
-        return self.batches.submit(uploads, name, queue_only, callback, caller=caller)
+        return self.batches.submit(
+            uploads, name, queue_only, callback, caller=caller, session_id=session_id
+        )
 
     def keep(
         self, filename: str, data: bytes, prediction: Prediction, *, caller: Caller = OPERATOR
@@ -119,9 +122,21 @@ class FruitService:
         return self.batches.session(session_id, caller=caller)
 
     def once(
-        self, key: str, work: Callable[[], str], *, caller: Caller = OPERATOR
+        self,
+        key: str,
+        work: Callable[[str], str],
+        *,
+        fingerprint: str = "",
+        recover: Callable[[SubmitReport], str] | None = None,
+        caller: Caller = OPERATOR,
     ) -> tuple[str, bool]:
-        return self.batches.once(key, work, caller=caller)
+        return self.batches.once(key, work, fingerprint=fingerprint, recover=recover, caller=caller)
+
+    def fingerprint(
+        self, uploads: Sequence[Upload], name: str = "", callback: str | None = None
+    ) -> str:
+        """What a submit asks for, as the hash ``once`` compares (``request_fingerprint``)."""
+        return request_fingerprint(uploads, name, callback)
 
     def progress(self, session_id: str, *, caller: Caller = OPERATOR) -> Progress:
         return self.batches.progress(session_id, caller=caller)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from fruitstream.domain import OPERATOR, Caller
-from fruitstream.entrypoints.api.guard import token_accepted
+from fruitstream.entrypoints.api.guard import owner_id, token_accepted
 from fruitstream.entrypoints.api.metrics import Metrics
 from fruitstream.entrypoints.api.problems import UnauthorizedError
 from fruitstream.entrypoints.api.settings import ApiSettings
@@ -39,11 +38,6 @@ def tokens_of(app: Any) -> list[str]:
     if tokens is None:
         tokens = api_settings_of(app).token_list
     return [*tokens, *admin_tokens_of(app)]
-
-
-def owner_id(token: str) -> str:
-    """The opaque id a token's batches are recorded under (the token itself never is)."""
-    return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
 def get_caller(request: Request) -> Caller:

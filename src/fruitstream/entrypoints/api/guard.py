@@ -37,15 +37,30 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs"})
 OPEN_PREFIXES = ("/docs/",)
 
 
+def matched_token(authorization: str | None, tokens: Sequence[str]) -> str | None:
+    """The one of ``tokens`` an ``Authorization`` header carries as a bearer token (the
+    scheme in any case, spaces around the token ignored; compared in constant time with
+    each), else None."""
+    scheme, _, given = (authorization or "").partition(" ")
+    given = given.strip()
+    if scheme.lower() != "bearer" or not given:
+        return None
+    found = None
+    for token in tokens:  # every one compared: the time says nothing of which matched
+        if hmac.compare_digest(given.encode(), token.encode()):
+            found = token
+    return found
+
+
 def token_accepted(authorization: str | None, tokens: Sequence[str]) -> bool:
     """Whether an ``Authorization`` header carries one of ``tokens`` as a bearer token
     (compared in constant time); no tokens configured means no authentication."""
-    if not tokens:
-        return True
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not given:
-        return False
-    return any(hmac.compare_digest(given.strip().encode(), t.encode()) for t in tokens)
+    return not tokens or matched_token(authorization, tokens) is not None
+
+
+def owner_id(token: str) -> str:
+    """The opaque id a token's batches are recorded under (the token itself never is)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
 def body_limit(method: str, path: str, limits: ImageLimits, api: ApiSettings) -> int:
@@ -59,23 +74,42 @@ def body_limit(method: str, path: str, limits: ImageLimits, api: ApiSettings) ->
 
 
 class RateLimiter:
-    """A token bucket per caller: ``rate`` requests a second on average, ``burst`` at once."""
+    """A token bucket per caller: ``rate`` requests a second on average, ``burst`` at once.
 
-    def __init__(self) -> None:
-        self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, at)
+    The table stays small: a bucket untouched for ``burst / rate`` seconds is full again,
+    the same as no bucket, and is dropped; past ``max_buckets`` the least recently used ones
+    are dropped too (those callers start again with a full burst)."""
+
+    def __init__(
+        self, max_buckets: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        # caller -> (tokens, at), least recently used first
+        self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
+        self.max_buckets = max_buckets
+        self._clock = clock
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
     def wait_for(self, caller: str, rate: float, burst: int) -> float:
         """0 when the caller may go on now (one request taken), else the seconds until it may."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
-            tokens, at = self._buckets.get(caller, (float(burst), now))
+            tokens, at = self._buckets.pop(caller, (float(burst), now))
+            self._evict(now, burst / rate)
             tokens = min(float(burst), tokens + (now - at) * rate)
-            if tokens >= 1.0:
-                self._buckets[caller] = (tokens - 1.0, now)
-                return 0.0
-            self._buckets[caller] = (tokens, now)
-            return (1.0 - tokens) / rate
+            wait = 0.0 if tokens >= 1.0 else (1.0 - tokens) / rate
+            self._buckets[caller] = (tokens - 1.0 if wait == 0.0 else tokens, now)  # last used
+            return wait
+
+    def _evict(self, now: float, idle: float) -> None:
+        """Drop full buckets (untouched for ``idle`` s), then the oldest past the bound."""
+        while self._buckets:
+            oldest, (_tokens, at) = next(iter(self._buckets.items()))
+            if now - at < idle and len(self._buckets) < self.max_buckets:
+                return
+            del self._buckets[oldest]
 
 
 class RequestGuard:
@@ -90,7 +124,8 @@ class RequestGuard:
         self.app = app
         self.settings = settings
         self.tokens = tokens
-        self.limiter = RateLimiter()
+        self.limiter = RateLimiter()  # by token owner (or address, without tokens)
+        self.failures = RateLimiter()  # failed authentications, by address
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -103,21 +138,25 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if not token_accepted(headers.get("authorization"), self.tokens(scope)):
-            refused = UnauthorizedError()
-            answer = problem(kind_of(refused), str(refused), request_id=request_id_of(scope))
-            await answer(scope, receive, send)
-            return
+        tokens = self.tokens(scope)
+        token = matched_token(headers.get("authorization"), tokens)
         limits, api = self.settings(scope)
-        if api.rate_limit > 0:
-            caller = _caller(headers.get("authorization"), scope)
-            wait = self.limiter.wait_for(caller, api.rate_limit, api.rate_burst)
-            if wait > 0:
-                retry = str(max(1, math.ceil(wait)))
-                detail = f"over {api.rate_limit:g} requests a second; retry in {retry} s"
-                answer = problem(RATE_LIMITED, detail, {"Retry-After": retry}, request_id_of(scope))
+        address = _address(scope)
+        if tokens and token is None:
+            # Failed (or missing) authentications count per client address, in a table of
+            # their own (so that many addresses never push a token's bucket out): a flood of
+            # guesses gets 429 after the burst.
+            if not await self._limited(
+                self.failures, f"address:{address}", api, scope, receive, send
+            ):
+                refused = UnauthorizedError()
+                answer = problem(kind_of(refused), str(refused), request_id=request_id_of(scope))
                 await answer(scope, receive, send)
-                return
+            return
+        # The token's owner, however the header spells it; without tokens, the address.
+        caller = f"owner:{owner_id(token)}" if token is not None else f"address:{address}"
+        if await self._limited(self.limiter, caller, api, scope, receive, send):
+            return
         limit = body_limit(scope["method"], scope["path"], limits, api)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -126,6 +165,27 @@ class RequestGuard:
             await answer(scope, receive, send)
             return
         await _bounded(self.app, scope, receive, send, limit)
+
+    @staticmethod
+    async def _limited(
+        limiter: RateLimiter,
+        caller: str,
+        api: ApiSettings,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> bool:
+        """Whether ``caller`` is over the rate limit (and was answered 429)."""
+        if api.rate_limit <= 0:
+            return False
+        wait = limiter.wait_for(caller, api.rate_limit, api.rate_burst)
+        if wait <= 0:
+            return False
+        retry = str(max(1, math.ceil(wait)))
+        detail = f"over {api.rate_limit:g} requests a second; retry in {retry} s"
+        answer = problem(RATE_LIMITED, detail, {"Retry-After": retry}, request_id_of(scope))
+        await answer(scope, receive, send)
+        return True
 
 
 async def _bounded(app: App, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
@@ -165,9 +225,8 @@ async def _bounded(app: App, scope: Scope, receive: Receive, send: Send, limit: 
         await answer(scope, receive, send)
 
 
-def _caller(authorization: str | None, scope: Scope) -> str:
-    """Whom a rate limit counts: the token (hashed, never kept as is), else the address."""
-    if authorization:
-        return "token:" + hashlib.sha256(authorization.encode()).hexdigest()[:16]
+def _address(scope: Scope) -> str:
+    """The client's address (behind a proxy: the proxy's, unless the server is told to
+    trust its forwarded headers)."""
     client = scope.get("client") or ("unknown", 0)
-    return f"address:{client[0]}"
+    return str(client[0])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -174,21 +173,34 @@ async def submit(
             for i, f in enumerate(files)
         ]
 
-        def work() -> str:
-            report = service.submit(uploads, name, callback=callback, caller=caller)
+        def work(session_id: str | None = None) -> str:
+            report = service.submit(
+                uploads, name, callback=callback, caller=caller, session_id=session_id
+            )
             metrics.batch(queued=len(report.queued), rejected=report.submitted - len(report.queued))
             return _batch_out(report).model_dump_json()
+
+        def once(key: str) -> tuple[str, bool]:
+            # The same key with other files, name or callback is another request: 422; a
+            # batch whose request died is answered as repair left it.
+            fingerprint = service.fingerprint(uploads, name, callback)
+            return service.once(
+                key, work, fingerprint=fingerprint, recover=_batch_json, caller=caller
+            )
 
         if idempotency_key is None:
             answer, replayed = await run_in_threadpool(work), False
         else:
-            once = functools.partial(service.once, idempotency_key, work, caller=caller)
-            answer, replayed = await run_in_threadpool(once)
+            answer, replayed = await run_in_threadpool(once, idempotency_key)
     finally:
         if form is not None:
             await form.close()
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
     return Response(answer, 202, headers, "application/json")
+
+
+def _batch_json(report: SubmitReport) -> str:
+    return _batch_out(report).model_dump_json()
 
 
 def _batch_out(report: SubmitReport) -> BatchOut:
