@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fruitstream.bootstrap import build_service
 from fruitstream.config import Settings, load_settings
@@ -31,7 +32,36 @@ from fruitstream.entrypoints.api.deps import tokens_of
 from fruitstream.entrypoints.api.guard import RequestGuard
 from fruitstream.entrypoints.api.metrics import Metrics
 from fruitstream.entrypoints.api.routes import allowed_methods, router
+from fruitstream.entrypoints.api.schemas import LabelIn, Problem
 from fruitstream.entrypoints.api.settings import ApiSettings
+
+
+class _App(FastAPI):
+    """FastAPI, with a document that says what the server sends: the schemas its routes refer
+    to by hand in the components (FastAPI adds only those of the models it reads or writes
+    itself: the problem document, and a label's JSON body, which the route reads itself to
+    take two media types), and without the 422 FastAPI adds to a route with parameters
+    (``HTTPValidationError``, application/json): a route that can refuse its input declares
+    its own 422, a problem document; one that cannot has none."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is not None:
+            return self.openapi_schema
+        document = super().openapi()
+        for item in document.get("paths", {}).values():
+            for operation in item.values():
+                invalid = operation.get("responses", {}).get("422", {})
+                if "HTTPValidationError" in str(invalid.get("content", "")):
+                    del operation["responses"]["422"]
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        if "HTTPValidationError" not in str(document["paths"]):
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
+        ref = "#/components/schemas/{model}"
+        schemas.setdefault("Problem", Problem.model_json_schema(ref_template=ref))
+        schemas.setdefault("LabelIn", LabelIn.model_json_schema(ref_template=ref))
+        document["components"]["schemas"] = dict(sorted(schemas.items()))
+        return document
 
 
 def create_app(
@@ -61,7 +91,7 @@ def create_app(
         yield
         svc.stop()
 
-    app = FastAPI(
+    app = _App(
         generate_unique_id_function=_operation_id,
         docs_url=None,  # served below from the package's own Swagger UI files, not a CDN
         redoc_url=None,

@@ -46,6 +46,16 @@ def best_match(accept: str | None, offered: Sequence[str]) -> str | None:
     return best
 
 
+# What the document says of the headers of a page that has a next one.
+PAGE_HEADERS: dict[str, object] = {
+    "X-Next-Cursor": {
+        "description": "the cursor of the next page; absent on the last page",
+        "schema": {"type": "string"},
+    },
+    "Link": {"description": 'the next page, rel="next"', "schema": {"type": "string"}},
+}
+
+
 def next_page(request: Request, cursor: str) -> dict[str, str]:
     """The headers that point to the page after this one: the same query, with ``cursor``."""
     query = {**request.query_params, "cursor": cursor}

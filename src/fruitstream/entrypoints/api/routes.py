@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import inspect
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -23,12 +25,13 @@ from fruitstream.domain import ImageLimits, check_size
 from fruitstream.entrypoints.api.deps import GUARD, Api, CallerOf, Counters, Service, tokens_of
 from fruitstream.entrypoints.api.guard import token_accepted
 from fruitstream.entrypoints.api.labels import labels_router
-from fruitstream.entrypoints.api.media import best_match, next_page
+from fruitstream.entrypoints.api.media import PAGE_HEADERS, best_match, next_page
 from fruitstream.entrypoints.api.problems import (
-    PROBLEM_RESPONSES,
+    GUARDED,
     NotAcceptableError,
     TooManyFilesError,
     UnsupportedMediaTypeError,
+    problem_responses,
 )
 from fruitstream.entrypoints.api.schemas import (
     BINARY,
@@ -58,7 +61,7 @@ _PHOTO_TYPES = ("multipart/form-data", "application/octet-stream", "image/")
     tags=["photos"],
     response_model=ClassifyOut,
     dependencies=GUARD,
-    responses=PROBLEM_RESPONSES,
+    responses=problem_responses(*GUARDED, 400, 415, 422, 503),
     openapi_extra={
         "requestBody": {
             "content": {
@@ -67,6 +70,7 @@ _PHOTO_TYPES = ("multipart/form-data", "application/octet-stream", "image/")
                         "type": "object",
                         "properties": {"file": {"type": "string", "format": "binary"}},
                         "required": ["file"],
+                        "additionalProperties": False,
                     }
                 },
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
@@ -105,7 +109,7 @@ async def classify(
     status_code=202,
     dependencies=GUARD,
     responses={
-        **PROBLEM_RESPONSES,
+        **problem_responses(*GUARDED, 400, 409, 415, 422, 503),
         202: {
             "description": "the batch is queued (or, for a repeated Idempotency-Key, was)",
             "headers": {
@@ -201,21 +205,15 @@ def _batch_out(report: SubmitReport) -> BatchOut:
     )
 
 
-_PAGE_HEADERS = {
-    "X-Next-Cursor": {
-        "description": "the cursor of the next page; absent on the last page",
-        "schema": {"type": "string"},
-    },
-    "Link": {"description": 'the next page, rel="next"', "schema": {"type": "string"}},
-}
-
-
 @router.get(
     "/v1/batches",
     tags=["batches"],
     response_model=list[SessionOut],
     dependencies=GUARD,
-    responses={**PROBLEM_RESPONSES, 200: {"description": "a page", "headers": _PAGE_HEADERS}},
+    responses={
+        **problem_responses(*GUARDED, 404, 422, 503),
+        200: {"description": "a page", "headers": PAGE_HEADERS},
+    },
 )
 def history(
     request: Request,
@@ -251,7 +249,7 @@ def history(
     tags=["batches"],
     response_model=ProgressOut,
     dependencies=GUARD,
-    responses=PROBLEM_RESPONSES,
+    responses=problem_responses(*GUARDED, 404, 503),
 )
 def progress(session_id: str, service: Service, caller: CallerOf) -> ProgressOut:
     """How far a batch is."""
@@ -276,17 +274,17 @@ _PENDING_HEADERS: dict[str, object] = {
     tags=["batches"],
     dependencies=GUARD,
     responses={
-        **PROBLEM_RESPONSES,
+        **problem_responses(*GUARDED, 404, 406, 422, 503),
         200: {
             "description": "every photo has its row",
             "model": list[ResultOut],
-            "headers": {**_PENDING_HEADERS, **_PAGE_HEADERS},
+            "headers": {**_PENDING_HEADERS, **PAGE_HEADERS},
             "content": {"text/csv": {"schema": {"type": "string"}}},
         },
         202: {
             "description": "the batch is still running: the rows so far",
             "model": list[ResultOut],
-            "headers": {**_PENDING_HEADERS, **_PAGE_HEADERS},
+            "headers": {**_PENDING_HEADERS, **PAGE_HEADERS},
             "content": {"text/csv": {"schema": {"type": "string"}}},
         },
     },
@@ -321,7 +319,7 @@ def results(
     return JSONResponse([r.to_dict() for r in rows], status, headers)
 
 
-@router.get("/healthz", tags=["operations"])
+@router.get("/healthz", tags=["operations"], responses=problem_responses(405))
 def healthz() -> dict[str, str]:
     """The process answers."""
     return {"status": "ok"}
@@ -331,7 +329,7 @@ def healthz() -> dict[str, str]:
     "/readyz",
     tags=["operations"],
     response_model=ReadyOut,
-    responses={503: {"model": ReadyOut}},
+    responses={**problem_responses(405), 503: {"model": ReadyOut}},
 )
 def readyz(request: Request, service: Service) -> JSONResponse:
     """Every backend: 200 when storage, queue and results database answer, else 503. The
@@ -361,7 +359,7 @@ def readyz(request: Request, service: Service) -> JSONResponse:
     tags=["operations"],
     response_class=PlainTextResponse,
     dependencies=GUARD,
-    responses=PROBLEM_RESPONSES,
+    responses=problem_responses(*GUARDED, 503),
 )
 def prometheus(service: Service, metrics: Counters) -> PlainTextResponse:
     """Prometheus text format: requests by route and status with their latency, photos by
@@ -399,7 +397,7 @@ def _answer_head_and_options(router: APIRouter) -> None:
         allow = ", ".join(sorted(methods | {"OPTIONS"}))
         router.add_api_route(
             path,
-            _options(allow),
+            _options(allow, path),
             methods=["OPTIONS"],
             name="".join(c if c.isalnum() else "_" for c in path).strip("_") or "root",
             status_code=204,
@@ -407,18 +405,26 @@ def _answer_head_and_options(router: APIRouter) -> None:
             summary="The methods this path allows",
             tags=["http"],
             responses={
+                **problem_responses(),
                 204: {
                     "description": "no body; the Allow header lists the methods",
                     "headers": {"Allow": {"schema": {"type": "string"}, "example": allow}},
-                }
+                },
             },
         )
 
 
-def _options(allow: str) -> Callable[[], Response]:
-    def options() -> Response:
+def _options(allow: str, path: str) -> Callable[..., Response]:
+    """The ``OPTIONS`` endpoint of ``path``: it takes the path's parameters (so that the
+    document declares them), and answers with ``allow``."""
+
+    def options(**_parameters: str) -> Response:
         return Response(status_code=204, headers={"Allow": allow})
 
+    names = re.findall(r"{(\w+)(?::\w+)?}", path)
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [inspect.Parameter(name, keyword, annotation=str) for name in names]
+    options.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     return options
 
 
@@ -438,6 +444,10 @@ async def _one_photo(request: Request, name: str, limits: ImageLimits) -> tuple[
         )
     if kind.startswith("multipart/form-data"):
         form = await request.form(max_files=1, max_fields=4)
+        unknown = sorted(set(form.keys()) - {"file"})
+        if unknown:
+            where = {"loc": ("body", unknown[0]), "msg": "unknown form field: only a 'file' part"}
+            raise RequestValidationError([where])
         part = form.get("file")
         if part is None or isinstance(part, str):
             raise ImageError("no 'file' part in the multipart body")
@@ -449,18 +459,24 @@ async def _one_photo(request: Request, name: str, limits: ImageLimits) -> tuple[
         body += chunk
         if len(body) > limit:
             raise ImageTooLargeError(f"body is over the limit of {limit:,} bytes")
+    if not body:
+        missing = {"loc": ("body",), "msg": "a photo is required: the body is empty"}
+        raise RequestValidationError([missing])
     return name, bytes(body)
 
 
-router.include_router(labels_router)
+# Each router answers HEAD and OPTIONS on its own paths (an included router's routes are not
+# among the including one's).
 _answer_head_and_options(router)
+_answer_head_and_options(labels_router)
+router.include_router(labels_router)
 
 
 def allowed_methods(scope: Scope) -> str:
     """The methods the request's path allows, for the ``Allow`` of a 405 (Starlette lists only
     those of the first route that matched the path)."""
     methods: set[str] = set()
-    for route in router.routes:
+    for route in [*router.routes, *labels_router.routes]:
         match, _ = route.matches(scope)
         if match != Match.NONE and isinstance(route, APIRoute):
             methods |= route.methods or set()
