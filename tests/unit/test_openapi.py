@@ -153,13 +153,15 @@ def test_the_server_answers_as_its_document_says_every_check(tmp_path: Path) -> 
                 for nodes in event.recorder.checks.values():
                     for node in nodes:
                         if node.failure_info is not None:
-                            key = (str(event.label), node.failure_info.failure.title)
-                            failures.setdefault(key, node.failure_info.code_sample)
+                            failure = node.failure_info.failure
+                            key = (str(event.label), failure.title)
+                            how = f"{failure.message}\n{node.failure_info.code_sample}"
+                            failures.setdefault(key, how)
             elif isinstance(event, events.NonFatalError):
                 errors.append(f"{event.label}: {event.info}")
             elif isinstance(event, events.FatalError):
                 errors.append(repr(event.exception))
     world.service.stop(timeout=5)
     assert errors == []
-    assert failures == {}
+    assert failures == {}, "\n\n".join(f"{k}: {v}" for k, v in failures.items())
     assert time.monotonic() - started < 60

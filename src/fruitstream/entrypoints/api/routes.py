@@ -15,21 +15,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile as StarletteUpload
-from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
 from starlette.routing import Match
 from starlette.types import Scope
 
 from fruitstream.domain import ImageLimits, check_size
 from fruitstream.entrypoints.api.deps import GUARD, Api, CallerOf, Counters, Service, tokens_of
+from fruitstream.entrypoints.api.forms import read_batch
 from fruitstream.entrypoints.api.guard import token_accepted
 from fruitstream.entrypoints.api.labels import labels_router
 from fruitstream.entrypoints.api.media import PAGE_HEADERS, best_match, next_page
 from fruitstream.entrypoints.api.problems import (
     GUARDED,
     NotAcceptableError,
-    TooManyFilesError,
     UnsupportedMediaTypeError,
     problem_responses,
 )
@@ -45,7 +42,7 @@ from fruitstream.entrypoints.api.schemas import (
     SessionOut,
 )
 from fruitstream.errors import ImageError, ImageTooLargeError
-from fruitstream.pipeline import OpenFile, SubmitReport, Upload
+from fruitstream.pipeline import SubmitReport
 from fruitstream.service import FileResult
 from fruitstream.stats import csv_bytes
 
@@ -156,27 +153,13 @@ async def submit(
     kind = request.headers.get("content-type", "")
     if kind and not kind.startswith("multipart/form-data"):
         raise UnsupportedMediaTypeError(f"a batch is multipart/form-data, not {kind}")
+    per_photo = service.settings.limits.max_bytes
+    form = await read_batch(request.stream(), kind, limit, per_photo) if kind else None
     try:
-        form = await request.form(max_files=limit, max_fields=8) if kind else None
-    except (MultiPartException, HTTPException) as exc:  # Starlette turns the first into 400s
-        why = str(getattr(exc, "detail", None) or getattr(exc, "message", None) or exc)
-        if "Too many files" in why:
-            raise TooManyFilesError(f"too many files: over the limit of {limit} per batch") from exc
-        raise RequestValidationError([{"loc": ("body",), "msg": why}]) from exc
-    try:
-        items = form.multi_items() if form is not None else []
-        unknown = sorted({k for k, _ in items if k != "files"})
-        if unknown:
-            where = {"loc": ("body", unknown[0]), "msg": "unknown form field: only 'files' parts"}
-            raise RequestValidationError([where])
-        files = [f for _k, f in items if isinstance(f, StarletteUpload)]
-        if not files:
+        uploads = form.uploads if form is not None else []
+        if not uploads:
             missing = {"loc": ("body", "files"), "msg": "at least one file part is required"}
             raise RequestValidationError([missing])
-        uploads = [
-            Upload(f.filename or f"photo-{i}", OpenFile(f.file, f.size))
-            for i, f in enumerate(files)
-        ]
 
         def work() -> str:
             report = service.submit(uploads, name, callback=callback, caller=caller)
