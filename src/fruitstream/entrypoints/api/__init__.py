@@ -8,7 +8,8 @@ traceback ever reaches a client. Modules: ``schemas`` (documents), ``problems`` 
 
 from __future__ import annotations
 
-import sys
+import logging
+import logging.config
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -34,6 +35,8 @@ from fruitstream.entrypoints.api.metrics import Metrics
 from fruitstream.entrypoints.api.routes import allowed_methods, router
 from fruitstream.entrypoints.api.schemas import LabelIn, Problem
 from fruitstream.entrypoints.api.settings import ApiSettings
+
+log = logging.getLogger("fruitstream.api")
 
 
 class _App(FastAPI):
@@ -121,9 +124,9 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=origins,
-            allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "X-Results-Complete", "X-Results-Pending"],
+            allow_methods=["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_RESPONSE_HEADERS,
         )
     return app
 
@@ -133,6 +136,19 @@ def _service(settings: Settings, api: ApiSettings) -> FruitService:
     return build_service(settings, start_workers=api.worker)
 
 
+# What a browser page may send (beyond the CORS-safelisted ones) and read of an answer.
+CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"]
+CORS_RESPONSE_HEADERS = [
+    "X-Request-ID",
+    "X-Results-Complete",
+    "X-Results-Pending",
+    "X-Next-Cursor",
+    "Link",
+    "Idempotent-Replayed",
+    "Retry-After",
+    "Content-Disposition",
+    "Allow",
+]
 DOCS_ASSETS = "/docs/assets"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -143,18 +159,19 @@ def serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     api = ApiSettings.of(settings)
+    json_lines = settings.log_format == "json"
+    # From here every line on stderr is in the log's format (dictConfig consumes its dict:
+    # uvicorn gets its own below).
+    logging.config.dictConfig(logging_config(json_lines))
+    logging.captureWarnings(True)
     secured = bool(api.token_list or api.admin_token_list)
     if not secured and host not in LOOPBACK:
-        print(
-            f"no FRUITSTREAM_API_TOKENS configured: binding to 127.0.0.1, not {host}",
-            file=sys.stderr,
-        )
+        log.warning("no FRUITSTREAM_API_TOKENS configured: binding to 127.0.0.1, not %s", host)
         host = "127.0.0.1"
     auth = "bearer tokens required" if secured else "no authentication"
     print(f"fruitstream API at http://{host}:{port} ({auth}); docs at /docs", flush=True)
     app = create_app(_service(settings, api), settings=api)
-    config = logging_config(json_lines=settings.log_format == "json")
-    uvicorn.run(app, host=host, port=port, log_config=config, access_log=False)
+    uvicorn.run(app, host=host, port=port, log_config=logging_config(json_lines), access_log=False)
 
 
 def _operation_id(route: APIRoute) -> str:

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from fruitstream.entrypoints.api.deps import GUARD, Service
-from fruitstream.entrypoints.api.media import PAGE_HEADERS, next_page
+from fruitstream.entrypoints.api.media import PAGE_HEADERS, is_json, media_type, next_page
 from fruitstream.entrypoints.api.problems import (
     GUARDED,
     UnsupportedMediaTypeError,
@@ -52,7 +52,7 @@ async def add_label(request: Request, service: Service) -> LabelOut:
     label (multipart ``file`` + ``label``). A fruit, ``not-fruit``, or a new fruit's name;
     a confirmation is a label too."""
     kind = request.headers.get("content-type", "")
-    if kind.startswith("application/json"):
+    if is_json(kind):
         try:
             given = LabelIn.model_validate_json(await request.body())
         except ValueError as exc:
@@ -60,7 +60,7 @@ async def add_label(request: Request, service: Service) -> LabelOut:
         made = await run_in_threadpool(
             lambda: service.label(given.label, image_id=given.image_id, source="api")
         )
-    elif kind.startswith("multipart/form-data"):
+    elif media_type(kind) == "multipart/form-data":
         form = await request.form(max_files=1, max_fields=2)
         try:
             unknown = sorted(set(form.keys()) - {"file", "label"})

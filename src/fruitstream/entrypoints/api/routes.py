@@ -23,7 +23,7 @@ from fruitstream.entrypoints.api.deps import GUARD, Api, CallerOf, Counters, Ser
 from fruitstream.entrypoints.api.forms import read_batch
 from fruitstream.entrypoints.api.guard import token_accepted
 from fruitstream.entrypoints.api.labels import labels_router
-from fruitstream.entrypoints.api.media import PAGE_HEADERS, best_match, next_page
+from fruitstream.entrypoints.api.media import PAGE_HEADERS, best_match, media_type, next_page
 from fruitstream.entrypoints.api.problems import (
     GUARDED,
     NotAcceptableError,
@@ -49,8 +49,8 @@ from fruitstream.stats import csv_bytes
 router = APIRouter()
 # Media types of the results: JSON first (the default), or CSV.
 RESULT_TYPES = ("application/json", "text/csv")
-# What a classify body may be: a multipart form, raw bytes, or an image type.
-_PHOTO_TYPES = ("multipart/form-data", "application/octet-stream", "image/")
+# What a classify body may be: a multipart form, raw bytes, or an image type (image/*).
+_PHOTO_TYPES = ("multipart/form-data", "application/octet-stream")
 
 
 @router.post(
@@ -151,7 +151,7 @@ async def submit(
     ``batch.complete`` document there once the batch is complete."""
     limit = api.max_batch_files
     kind = request.headers.get("content-type", "")
-    if kind and not kind.startswith("multipart/form-data"):
+    if kind and media_type(kind) != "multipart/form-data":
         raise UnsupportedMediaTypeError(f"a batch is multipart/form-data, not {kind}")
     per_photo = service.settings.limits.max_bytes
     form = await read_batch(request.stream(), kind, limit, per_photo) if kind else None
@@ -415,7 +415,8 @@ async def _one_photo(request: Request, name: str, limits: ImageLimits) -> tuple[
     """The photo of a classify request, refused past the byte limit before it is all read."""
     limit = limits.max_bytes
     kind = request.headers.get("content-type", "")
-    if kind and not kind.lower().startswith(_PHOTO_TYPES):
+    given = media_type(kind)
+    if kind and not (given in _PHOTO_TYPES or given.startswith("image/")):
         raise UnsupportedMediaTypeError(
             f"a photo is sent as multipart/form-data, application/octet-stream or image/*,"
             f" not {kind}"
@@ -425,7 +426,7 @@ async def _one_photo(request: Request, name: str, limits: ImageLimits) -> tuple[
         raise ImageTooLargeError(
             f"request is {int(declared):,} bytes, over the limit of {limit:,} bytes"
         )
-    if kind.startswith("multipart/form-data"):
+    if given == "multipart/form-data":
         form = await request.form(max_files=1, max_fields=4)
         unknown = sorted(set(form.keys()) - {"file"})
         if unknown:
