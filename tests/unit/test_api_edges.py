@@ -72,6 +72,12 @@ def test_a_label_is_json_only_when_its_media_type_is(client: TestClient) -> None
     assert client.post("/v1/classify", content=b"fruit:apple", headers=spaced).status_code == 200
 
 
+def test_a_label_may_bring_a_photo_of_ordinary_size(client: TestClient) -> None:
+    photo = b"fruit:apple" + b" " * 300_000  # over the 64 KiB of a body without a photo
+    made = client.post("/v1/labels", files={"file": ("p.jpg", photo)}, data={"label": "apple"})
+    assert made.status_code == 201, made.text
+
+
 @pytest.fixture
 def logging_restored() -> Iterator[None]:
     """The logging configuration of the test process, as it was (dictConfig replaces it)."""

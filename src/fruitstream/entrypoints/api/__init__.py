@@ -3,7 +3,9 @@
 Every route only translates: HTTP in, a ``FruitService`` call, JSON (or CSV) out. Errors are
 RFC 9457 problem documents (``application/problem+json``) with a readable ``detail``; no
 traceback ever reaches a client. Modules: ``schemas`` (documents), ``problems`` (errors),
-``metrics``, ``deps`` (service, guard), ``routes``.
+``metrics``, ``deps`` (service, guard), ``routes``, ``labels``, ``forms`` (a batch's multipart
+body, streamed), ``media`` (content types, paging), ``guard`` (auth and size before the body),
+``access`` (request ids, the log).
 """
 
 from __future__ import annotations
