@@ -78,6 +78,9 @@ class Upload:
 
     filename: str
     data: bytes | Path | Source
+    # Why the entrypoint already refused it (an HTTP part without a file name, a name too
+    # long): it is an entry of the batch, rejected with this reason, and never read.
+    refused: str | None = None
 
     def size(self) -> int:
         if isinstance(self.data, bytes):
@@ -270,7 +273,7 @@ class Pipeline:
         errors: list[ResultRow] = []
         for up, msg in chunk:
             try:
-                reason = precheck(up.size(), self.limits)
+                reason = up.refused or precheck(up.size(), self.limits)
                 if reason is None:
                     data = up.read()
                     reason = precheck(len(data), self.limits)  # it may have changed since

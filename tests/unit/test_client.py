@@ -51,7 +51,9 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[FakeWorld]:
-    w = fake_world(tmp_path, api_callback_hosts="https://hooks.example", api_callback_secret="s" * 24)
+    w = fake_world(
+        tmp_path, api_callback_hosts="https://hooks.example", api_callback_secret="s" * 24
+    )
     yield w
     w.service.stop(timeout=5)
 

@@ -3,14 +3,18 @@
 Every route only translates: HTTP in, a ``FruitService`` call, JSON (or CSV) out. Errors are
 RFC 9457 problem documents (``application/problem+json``) with a readable ``detail``; no
 traceback ever reaches a client. Modules: ``schemas`` (documents), ``problems`` (errors),
-``metrics``, ``deps`` (service, guard), ``routes``.
+``metrics``, ``deps`` (service, guard), ``routes``, ``labels``, ``forms`` (a batch's multipart
+body, streamed), ``media`` (content types, paging), ``guard`` (auth and size before the body),
+``access`` (request ids, the log).
 """
 
 from __future__ import annotations
 
-import sys
+import logging
+import logging.config
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fruitstream.bootstrap import build_service
 from fruitstream.config import Settings, load_settings
@@ -31,7 +35,38 @@ from fruitstream.entrypoints.api.deps import tokens_of
 from fruitstream.entrypoints.api.guard import RequestGuard
 from fruitstream.entrypoints.api.metrics import Metrics
 from fruitstream.entrypoints.api.routes import allowed_methods, router
+from fruitstream.entrypoints.api.schemas import LabelIn, Problem
 from fruitstream.entrypoints.api.settings import ApiSettings
+
+log = logging.getLogger("fruitstream.api")
+
+
+class _App(FastAPI):
+    """FastAPI, with a document that says what the server sends: the schemas its routes refer
+    to by hand in the components (FastAPI adds only those of the models it reads or writes
+    itself: the problem document, and a label's JSON body, which the route reads itself to
+    take two media types), and without the 422 FastAPI adds to a route with parameters
+    (``HTTPValidationError``, application/json): a route that can refuse its input declares
+    its own 422, a problem document; one that cannot has none."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is not None:
+            return self.openapi_schema
+        document = super().openapi()
+        for item in document.get("paths", {}).values():
+            for operation in item.values():
+                invalid = operation.get("responses", {}).get("422", {})
+                if "HTTPValidationError" in str(invalid.get("content", "")):
+                    del operation["responses"]["422"]
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        if "HTTPValidationError" not in str(document["paths"]):
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
+        ref = "#/components/schemas/{model}"
+        schemas.setdefault("Problem", Problem.model_json_schema(ref_template=ref))
+        schemas.setdefault("LabelIn", LabelIn.model_json_schema(ref_template=ref))
+        document["components"]["schemas"] = dict(sorted(schemas.items()))
+        return document
 
 
 def create_app(
@@ -61,7 +96,7 @@ def create_app(
         yield
         svc.stop()
 
-    app = FastAPI(
+    app = _App(
         generate_unique_id_function=_operation_id,
         docs_url=None,  # served below from the package's own Swagger UI files, not a CDN
         redoc_url=None,
@@ -91,9 +126,9 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=origins,
-            allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "X-Results-Complete", "X-Results-Pending"],
+            allow_methods=["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_RESPONSE_HEADERS,
         )
     return app
 
@@ -103,6 +138,19 @@ def _service(settings: Settings, api: ApiSettings) -> FruitService:
     return build_service(settings, start_workers=api.worker)
 
 
+# What a browser page may send (beyond the CORS-safelisted ones) and read of an answer.
+CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"]
+CORS_RESPONSE_HEADERS = [
+    "X-Request-ID",
+    "X-Results-Complete",
+    "X-Results-Pending",
+    "X-Next-Cursor",
+    "Link",
+    "Idempotent-Replayed",
+    "Retry-After",
+    "Content-Disposition",
+    "Allow",
+]
 DOCS_ASSETS = "/docs/assets"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -113,18 +161,19 @@ def serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     api = ApiSettings.of(settings)
+    json_lines = settings.log_format == "json"
+    # From here every line on stderr is in the log's format (dictConfig consumes its dict:
+    # uvicorn gets its own below).
+    logging.config.dictConfig(logging_config(json_lines))
+    logging.captureWarnings(True)
     secured = bool(api.token_list or api.admin_token_list)
     if not secured and host not in LOOPBACK:
-        print(
-            f"no FRUITSTREAM_API_TOKENS configured: binding to 127.0.0.1, not {host}",
-            file=sys.stderr,
-        )
+        log.warning("no FRUITSTREAM_API_TOKENS configured: binding to 127.0.0.1, not %s", host)
         host = "127.0.0.1"
     auth = "bearer tokens required" if secured else "no authentication"
     print(f"fruitstream API at http://{host}:{port} ({auth}); docs at /docs", flush=True)
     app = create_app(_service(settings, api), settings=api)
-    config = logging_config(json_lines=settings.log_format == "json")
-    uvicorn.run(app, host=host, port=port, log_config=config, access_log=False)
+    uvicorn.run(app, host=host, port=port, log_config=logging_config(json_lines), access_log=False)
 
 
 def _operation_id(route: APIRoute) -> str:

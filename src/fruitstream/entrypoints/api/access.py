@@ -98,8 +98,9 @@ class TextFormatter(logging.Formatter):
 
 
 def logging_config(json_lines: bool) -> dict[str, object]:
-    """``logging.config.dictConfig`` for the server: ours and uvicorn's lines, timestamped,
-    on stderr; JSON when asked."""
+    """``logging.config.dictConfig`` for the server: ours, uvicorn's (its HTTP parser's
+    "Invalid HTTP request received." included) and any other logger's, timestamped, on
+    stderr; one JSON object a line when asked."""
     formatter = "fruitstream.entrypoints.api.access." + (
         "JsonFormatter" if json_lines else "TextFormatter"
     )
@@ -113,6 +114,9 @@ def logging_config(json_lines: bool) -> dict[str, object]:
         "disable_existing_loggers": False,
         "formatters": {"default": {"()": formatter}},
         "handlers": {"default": handler},
+        # Every other logger's warnings (asyncio's, a library's, Python's own warnings) in
+        # the same format: no bare line in a JSON log.
+        "root": {"handlers": ["default"], "level": "WARNING"},
         "loggers": {
             "fruitstream": {"handlers": ["default"], "level": "INFO", "propagate": False},
             "uvicorn": {"handlers": ["default"], "level": "WARNING", "propagate": False},

@@ -66,7 +66,7 @@ def owner_id(token: str) -> str:
 def body_limit(method: str, path: str, limits: ImageLimits, api: ApiSettings) -> int:
     """The most bytes a request to ``path`` may send."""
     per_file = limits.max_bytes + PART_OVERHEAD
-    if method == "POST" and path == "/v1/classify":
+    if method == "POST" and path in ("/v1/classify", "/v1/labels"):  # a label may bring its photo
         return per_file
     if method == "POST" and path == "/v1/batches":
         return min(api.max_batch_files * per_file, api.max_request_bytes)

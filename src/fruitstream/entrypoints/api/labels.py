@@ -10,8 +10,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from fruitstream.entrypoints.api.deps import GUARD, Service
-from fruitstream.entrypoints.api.media import next_page
-from fruitstream.entrypoints.api.problems import PROBLEM_RESPONSES, UnsupportedMediaTypeError
+from fruitstream.entrypoints.api.media import PAGE_HEADERS, is_json, media_type, next_page
+from fruitstream.entrypoints.api.problems import (
+    GUARDED,
+    UnsupportedMediaTypeError,
+    problem_responses,
+)
 from fruitstream.entrypoints.api.schemas import BINARY, LABEL_PATTERN, LabelIn, LabelOut
 
 labels_router = APIRouter(tags=["labels"])
@@ -22,7 +26,7 @@ labels_router = APIRouter(tags=["labels"])
     status_code=201,
     response_model=LabelOut,
     dependencies=GUARD,
-    responses=PROBLEM_RESPONSES,
+    responses=problem_responses(*GUARDED, 400, 404, 415, 422, 503),
     openapi_extra={
         "requestBody": {
             "content": {
@@ -48,7 +52,7 @@ async def add_label(request: Request, service: Service) -> LabelOut:
     label (multipart ``file`` + ``label``). A fruit, ``not-fruit``, or a new fruit's name;
     a confirmation is a label too."""
     kind = request.headers.get("content-type", "")
-    if kind.startswith("application/json"):
+    if is_json(kind):
         try:
             given = LabelIn.model_validate_json(await request.body())
         except ValueError as exc:
@@ -56,9 +60,13 @@ async def add_label(request: Request, service: Service) -> LabelOut:
         made = await run_in_threadpool(
             lambda: service.label(given.label, image_id=given.image_id, source="api")
         )
-    elif kind.startswith("multipart/form-data"):
+    elif media_type(kind) == "multipart/form-data":
         form = await request.form(max_files=1, max_fields=2)
         try:
+            unknown = sorted(set(form.keys()) - {"file", "label"})
+            if unknown:
+                where = {"loc": ("body", unknown[0]), "msg": "unknown form field"}
+                raise RequestValidationError([where])
             part, text = form.get("file"), form.get("label")
             if not isinstance(part, UploadFile) or not isinstance(text, str):
                 where = {"loc": ("body",), "msg": "a 'file' part and a 'label' field"}
@@ -75,7 +83,13 @@ async def add_label(request: Request, service: Service) -> LabelOut:
 
 
 @labels_router.get(
-    "/v1/labels", response_model=list[LabelOut], dependencies=GUARD, responses=PROBLEM_RESPONSES
+    "/v1/labels",
+    response_model=list[LabelOut],
+    dependencies=GUARD,
+    responses={
+        **problem_responses(*GUARDED, 404, 422, 503),
+        200: {"description": "a page", "headers": PAGE_HEADERS},
+    },
 )
 def list_labels(
     request: Request,
@@ -97,7 +111,7 @@ def list_labels(
     status_code=204,
     response_class=Response,
     dependencies=GUARD,
-    responses=PROBLEM_RESPONSES,
+    responses=problem_responses(*GUARDED, 404, 503),
 )
 def remove_label(label_id: str, service: Service) -> Response:
     """Take a label back; the photo's previous label, if any, is current again."""

@@ -8,6 +8,21 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 
 
+def media_type(content_type: str | None) -> str:
+    """The media type of a ``Content-Type`` header, lower case, without its parameters:
+    ``"application/json"`` of ``"Application/JSON; charset=utf-8"``; "" when none."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def is_json(content_type: str | None) -> bool:
+    """``application/json`` or a ``+json`` type (``application/merge-patch+json``), and
+    nothing that merely begins like one (``application/jsonx``)."""
+    kind = media_type(content_type)
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
+
+
 def _preferences(accept: str) -> list[tuple[str, float]]:
     prefs = []
     for part in accept.split(","):
@@ -44,6 +59,16 @@ def best_match(accept: str | None, offered: Sequence[str]) -> str | None:
         if quality is not None and quality > best_q:
             best, best_q = offer, quality
     return best
+
+
+# What the document says of the headers of a page that has a next one.
+PAGE_HEADERS: dict[str, object] = {
+    "X-Next-Cursor": {
+        "description": "the cursor of the next page; absent on the last page",
+        "schema": {"type": "string"},
+    },
+    "Link": {"description": 'the next page, rel="next"', "schema": {"type": "string"}},
+}
 
 
 def next_page(request: Request, cursor: str) -> dict[str, str]:

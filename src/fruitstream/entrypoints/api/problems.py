@@ -99,17 +99,66 @@ RATE_LIMITED = Kind(429, "Too many requests", "rate-limited")
 INVALID_REQUEST = Kind(422, "Invalid request", "invalid-request")
 INTERNAL = Kind(500, "Internal error", "internal-error")
 _HTTP = {
+    400: Kind(400, "Bad request", "bad-request"),  # a body the parser cannot read
     404: Kind(404, "Not found", "not-found"),
     405: Kind(405, "Method not allowed", "method-not-allowed"),
 }
-# Statuses a route can answer with a problem document (for the OpenAPI schema).
-PROBLEM_STATUSES = (400, 401, 404, 406, 409, 413, 415, 422, 429, 503)
+# Any other status the framework raises: its own title, this type.
+HTTP_ERROR = "http-error"
 _HEADERS = {401: {"WWW-Authenticate": "Bearer"}}
 _PROBLEM_SCHEMA = {"schema": {"$ref": "#/components/schemas/Problem"}}
-# The problem answers every /v1 route declares in the document.
-PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {
-    code: {"model": Problem, "content": {PROBLEM: _PROBLEM_SCHEMA}} for code in PROBLEM_STATUSES
+# What the document says of the headers some problems come with.
+_DOCUMENTED_HEADERS: dict[int, dict[str, object]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "the scheme to authenticate with: Bearer",
+            "schema": {"type": "string"},
+        }
+    },
+    405: {
+        "Allow": {
+            "description": "the methods the path allows",
+            "schema": {"type": "string"},
+        }
+    },
+    429: {
+        "Retry-After": {
+            "description": "seconds to wait before the next request",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
 }
+# Every kind the API answers with (``http-error`` aside: its status is the framework's).
+KINDS = [kind for _cls, kind in PROBLEMS] + [
+    REQUEST_TOO_LARGE,
+    RATE_LIMITED,
+    INVALID_REQUEST,
+    INTERNAL,
+    *_HTTP.values(),
+]
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
+    """The problem answers an operation declares in the document: each of ``statuses`` (the
+    ones its route can send), and 500, which any can; each as ``application/problem+json``
+    with the types it may carry and its headers (401: ``WWW-Authenticate``, 405: ``Allow``,
+    429: ``Retry-After``)."""
+    declared: dict[int | str, dict[str, object]] = {}
+    for status in sorted({*statuses, 500}):
+        slugs = sorted({k.slug for k in KINDS if k.status == status})
+        answer: dict[str, object] = {
+            "description": "a problem document; type: " + ", ".join(slugs),
+            "content": {PROBLEM: _PROBLEM_SCHEMA},
+        }
+        if status in _DOCUMENTED_HEADERS:
+            answer["headers"] = _DOCUMENTED_HEADERS[status]
+        declared[status] = answer
+    return declared
+
+
+# What every route behind the guard can answer before its own code runs: no valid token, a
+# body over the route's limit, over the rate limit; and a method the path does not allow.
+GUARDED = (401, 405, 413, 429)
 
 
 def problem(
@@ -155,7 +204,7 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    kind = _HTTP.get(exc.status_code) or Kind(exc.status_code, str(exc.detail), "http-error")
+    kind = _HTTP.get(exc.status_code) or Kind(exc.status_code, str(exc.detail), HTTP_ERROR)
     headers = dict(exc.headers or {})
     allow = getattr(request.app.state, "allowed_methods", None)
     if exc.status_code == 405 and allow is not None:

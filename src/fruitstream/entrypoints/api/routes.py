@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -12,22 +14,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile as StarletteUpload
-from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
 from starlette.routing import Match
 from starlette.types import Scope
 
 from fruitstream.domain import ImageLimits, check_size
 from fruitstream.entrypoints.api.deps import GUARD, Api, CallerOf, Counters, Service, tokens_of
+from fruitstream.entrypoints.api.forms import read_batch
 from fruitstream.entrypoints.api.guard import token_accepted
 from fruitstream.entrypoints.api.labels import labels_router
-from fruitstream.entrypoints.api.media import best_match, next_page
+from fruitstream.entrypoints.api.media import PAGE_HEADERS, best_match, media_type, next_page
 from fruitstream.entrypoints.api.problems import (
-    PROBLEM_RESPONSES,
+    GUARDED,
     NotAcceptableError,
-    TooManyFilesError,
     UnsupportedMediaTypeError,
+    problem_responses,
 )
 from fruitstream.entrypoints.api.schemas import (
     BINARY,
@@ -41,15 +41,15 @@ from fruitstream.entrypoints.api.schemas import (
     SessionOut,
 )
 from fruitstream.errors import ImageError, ImageTooLargeError
-from fruitstream.pipeline import OpenFile, SubmitReport, Upload
+from fruitstream.pipeline import SubmitReport
 from fruitstream.service import FileResult
 from fruitstream.stats import csv_bytes
 
 router = APIRouter()
 # Media types of the results: JSON first (the default), or CSV.
 RESULT_TYPES = ("application/json", "text/csv")
-# What a classify body may be: a multipart form, raw bytes, or an image type.
-_PHOTO_TYPES = ("multipart/form-data", "application/octet-stream", "image/")
+# What a classify body may be: a multipart form, raw bytes, or an image type (image/*).
+_PHOTO_TYPES = ("multipart/form-data", "application/octet-stream")
 
 
 @router.post(
@@ -57,7 +57,7 @@ _PHOTO_TYPES = ("multipart/form-data", "application/octet-stream", "image/")
     tags=["photos"],
     response_model=ClassifyOut,
     dependencies=GUARD,
-    responses=PROBLEM_RESPONSES,
+    responses=problem_responses(*GUARDED, 400, 415, 422, 503),
     openapi_extra={
         "requestBody": {
             "content": {
@@ -66,6 +66,7 @@ _PHOTO_TYPES = ("multipart/form-data", "application/octet-stream", "image/")
                         "type": "object",
                         "properties": {"file": {"type": "string", "format": "binary"}},
                         "required": ["file"],
+                        "additionalProperties": False,
                     }
                 },
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
@@ -104,7 +105,7 @@ async def classify(
     status_code=202,
     dependencies=GUARD,
     responses={
-        **PROBLEM_RESPONSES,
+        **problem_responses(*GUARDED, 400, 409, 415, 422, 503),
         202: {
             "description": "the batch is queued (or, for a repeated Idempotency-Key, was)",
             "headers": {
@@ -149,29 +150,15 @@ async def submit(
     ``batch.complete`` document there once the batch is complete."""
     limit = api.max_batch_files
     kind = request.headers.get("content-type", "")
-    if kind and not kind.startswith("multipart/form-data"):
+    if kind and media_type(kind) != "multipart/form-data":
         raise UnsupportedMediaTypeError(f"a batch is multipart/form-data, not {kind}")
+    per_photo = service.settings.limits.max_bytes
+    form = await read_batch(request.stream(), kind, limit, per_photo) if kind else None
     try:
-        form = await request.form(max_files=limit, max_fields=8) if kind else None
-    except (MultiPartException, HTTPException) as exc:  # Starlette turns the first into 400s
-        why = str(getattr(exc, "detail", None) or getattr(exc, "message", None) or exc)
-        if "Too many files" in why:
-            raise TooManyFilesError(f"too many files: over the limit of {limit} per batch") from exc
-        raise RequestValidationError([{"loc": ("body",), "msg": why}]) from exc
-    try:
-        items = form.multi_items() if form is not None else []
-        unknown = sorted({k for k, _ in items if k != "files"})
-        if unknown:
-            where = {"loc": ("body", unknown[0]), "msg": "unknown form field: only 'files' parts"}
-            raise RequestValidationError([where])
-        files = [f for _k, f in items if isinstance(f, StarletteUpload)]
-        if not files:
+        uploads = form.uploads if form is not None else []
+        if not uploads:
             missing = {"loc": ("body", "files"), "msg": "at least one file part is required"}
             raise RequestValidationError([missing])
-        uploads = [
-            Upload(f.filename or f"photo-{i}", OpenFile(f.file, f.size))
-            for i, f in enumerate(files)
-        ]
 
         def work(session_id: str | None = None) -> str:
             report = service.submit(
@@ -213,21 +200,15 @@ def _batch_out(report: SubmitReport) -> BatchOut:
     )
 
 
-_PAGE_HEADERS = {
-    "X-Next-Cursor": {
-        "description": "the cursor of the next page; absent on the last page",
-        "schema": {"type": "string"},
-    },
-    "Link": {"description": 'the next page, rel="next"', "schema": {"type": "string"}},
-}
-
-
 @router.get(
     "/v1/batches",
     tags=["batches"],
     response_model=list[SessionOut],
     dependencies=GUARD,
-    responses={**PROBLEM_RESPONSES, 200: {"description": "a page", "headers": _PAGE_HEADERS}},
+    responses={
+        **problem_responses(*GUARDED, 404, 422, 503),
+        200: {"description": "a page", "headers": PAGE_HEADERS},
+    },
 )
 def history(
     request: Request,
@@ -263,7 +244,7 @@ def history(
     tags=["batches"],
     response_model=ProgressOut,
     dependencies=GUARD,
-    responses=PROBLEM_RESPONSES,
+    responses=problem_responses(*GUARDED, 404, 503),
 )
 def progress(session_id: str, service: Service, caller: CallerOf) -> ProgressOut:
     """How far a batch is."""
@@ -288,17 +269,17 @@ _PENDING_HEADERS: dict[str, object] = {
     tags=["batches"],
     dependencies=GUARD,
     responses={
-        **PROBLEM_RESPONSES,
+        **problem_responses(*GUARDED, 404, 406, 422, 503),
         200: {
             "description": "every photo has its row",
             "model": list[ResultOut],
-            "headers": {**_PENDING_HEADERS, **_PAGE_HEADERS},
+            "headers": {**_PENDING_HEADERS, **PAGE_HEADERS},
             "content": {"text/csv": {"schema": {"type": "string"}}},
         },
         202: {
             "description": "the batch is still running: the rows so far",
             "model": list[ResultOut],
-            "headers": {**_PENDING_HEADERS, **_PAGE_HEADERS},
+            "headers": {**_PENDING_HEADERS, **PAGE_HEADERS},
             "content": {"text/csv": {"schema": {"type": "string"}}},
         },
     },
@@ -333,7 +314,7 @@ def results(
     return JSONResponse([r.to_dict() for r in rows], status, headers)
 
 
-@router.get("/healthz", tags=["operations"])
+@router.get("/healthz", tags=["operations"], responses=problem_responses(405))
 def healthz() -> dict[str, str]:
     """The process answers."""
     return {"status": "ok"}
@@ -343,7 +324,7 @@ def healthz() -> dict[str, str]:
     "/readyz",
     tags=["operations"],
     response_model=ReadyOut,
-    responses={503: {"model": ReadyOut}},
+    responses={**problem_responses(405), 503: {"model": ReadyOut}},
 )
 def readyz(request: Request, service: Service) -> JSONResponse:
     """Every backend: 200 when storage, queue and results database answer, else 503. The
@@ -373,7 +354,7 @@ def readyz(request: Request, service: Service) -> JSONResponse:
     tags=["operations"],
     response_class=PlainTextResponse,
     dependencies=GUARD,
-    responses=PROBLEM_RESPONSES,
+    responses=problem_responses(*GUARDED, 503),
 )
 def prometheus(service: Service, metrics: Counters) -> PlainTextResponse:
     """Prometheus text format: requests by route and status with their latency, photos by
@@ -411,7 +392,7 @@ def _answer_head_and_options(router: APIRouter) -> None:
         allow = ", ".join(sorted(methods | {"OPTIONS"}))
         router.add_api_route(
             path,
-            _options(allow),
+            _options(allow, path),
             methods=["OPTIONS"],
             name="".join(c if c.isalnum() else "_" for c in path).strip("_") or "root",
             status_code=204,
@@ -419,18 +400,26 @@ def _answer_head_and_options(router: APIRouter) -> None:
             summary="The methods this path allows",
             tags=["http"],
             responses={
+                **problem_responses(),
                 204: {
                     "description": "no body; the Allow header lists the methods",
                     "headers": {"Allow": {"schema": {"type": "string"}, "example": allow}},
-                }
+                },
             },
         )
 
 
-def _options(allow: str) -> Callable[[], Response]:
-    def options() -> Response:
+def _options(allow: str, path: str) -> Callable[..., Response]:
+    """The ``OPTIONS`` endpoint of ``path``: it takes the path's parameters (so that the
+    document declares them), and answers with ``allow``."""
+
+    def options(**_parameters: str) -> Response:
         return Response(status_code=204, headers={"Allow": allow})
 
+    names = re.findall(r"{(\w+)(?::\w+)?}", path)
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [inspect.Parameter(name, keyword, annotation=str) for name in names]
+    options.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     return options
 
 
@@ -438,7 +427,8 @@ async def _one_photo(request: Request, name: str, limits: ImageLimits) -> tuple[
     """The photo of a classify request, refused past the byte limit before it is all read."""
     limit = limits.max_bytes
     kind = request.headers.get("content-type", "")
-    if kind and not kind.lower().startswith(_PHOTO_TYPES):
+    given = media_type(kind)
+    if kind and not (given in _PHOTO_TYPES or given.startswith("image/")):
         raise UnsupportedMediaTypeError(
             f"a photo is sent as multipart/form-data, application/octet-stream or image/*,"
             f" not {kind}"
@@ -448,8 +438,12 @@ async def _one_photo(request: Request, name: str, limits: ImageLimits) -> tuple[
         raise ImageTooLargeError(
             f"request is {int(declared):,} bytes, over the limit of {limit:,} bytes"
         )
-    if kind.startswith("multipart/form-data"):
+    if given == "multipart/form-data":
         form = await request.form(max_files=1, max_fields=4)
+        unknown = sorted(set(form.keys()) - {"file"})
+        if unknown:
+            where = {"loc": ("body", unknown[0]), "msg": "unknown form field: only a 'file' part"}
+            raise RequestValidationError([where])
         part = form.get("file")
         if part is None or isinstance(part, str):
             raise ImageError("no 'file' part in the multipart body")
@@ -461,18 +455,24 @@ async def _one_photo(request: Request, name: str, limits: ImageLimits) -> tuple[
         body += chunk
         if len(body) > limit:
             raise ImageTooLargeError(f"body is over the limit of {limit:,} bytes")
+    if not body:
+        missing = {"loc": ("body",), "msg": "a photo is required: the body is empty"}
+        raise RequestValidationError([missing])
     return name, bytes(body)
 
 
-router.include_router(labels_router)
+# Each router answers HEAD and OPTIONS on its own paths (an included router's routes are not
+# among the including one's).
 _answer_head_and_options(router)
+_answer_head_and_options(labels_router)
+router.include_router(labels_router)
 
 
 def allowed_methods(scope: Scope) -> str:
     """The methods the request's path allows, for the ``Allow`` of a 405 (Starlette lists only
     those of the first route that matched the path)."""
     methods: set[str] = set()
-    for route in router.routes:
+    for route in [*router.routes, *labels_router.routes]:
         match, _ = route.matches(scope)
         if match != Match.NONE and isinstance(route, APIRoute):
             methods |= route.methods or set()

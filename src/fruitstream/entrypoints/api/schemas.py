@@ -201,6 +201,8 @@ class Problem(BaseModel):
 class LabelIn(BaseModel):
     """A label of a batch photo: its ``image_id`` (from the 202 or the results)."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not ignored
+
     image_id: str = Field(min_length=1, max_length=64)
     # A fruit's name, "not-fruit", or a new fruit's name (stored in lower case).
     label: str = Field(pattern=LABEL_PATTERN)
