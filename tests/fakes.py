@@ -274,7 +274,7 @@ class MemoryResultsDatabase:
         # As the SQL photo list: no content hash (repair reads the bytes again) nor URL.
         return {
             sid: [
-                replace(m, content_sha256="", image_url=None)
+                replace(m, content_sha256="")
                 for m, queued in self.photos[sid].values()
                 if not queued and m.image_id not in self.rows
             ]
@@ -286,8 +286,7 @@ class MemoryResultsDatabase:
         self._check()
         # As the SQL photo list: in submit order, no content hash nor URL.
         return [
-            replace(m, content_sha256="", image_url=None)
-            for m, _queued in self.photos.get(session_id, {}).values()
+            replace(m, content_sha256="") for m, _queued in self.photos.get(session_id, {}).values()
         ]
 
     # IdempotencyKeys

@@ -104,7 +104,6 @@ class ImageMessage:
     filename: str
     content_sha256: str
     submitted_at: datetime
-    image_url: str | None = None
     schema: int = MESSAGE_SCHEMA
 
     def to_json(self) -> bytes:
@@ -134,7 +133,6 @@ class ImageMessage:
                 filename=str(data["filename"]),
                 content_sha256=str(data["content_sha256"]),
                 submitted_at=submitted if submitted.tzinfo else submitted.replace(tzinfo=UTC),
-                image_url=data.get("image_url"),
             )
         except KeyError as exc:
             raise MessageError(f"message has no field {exc.args[0]!r}") from None
