@@ -12,6 +12,7 @@ that trust it.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -173,6 +174,20 @@ class QueueContract:
     def test_an_empty_queue_gives_nothing(self, queue: QueueUnderTest) -> None:
         assert queue.consumer("a").take(10, 0.0) == []
         assert queue.depth() == 0
+
+    def test_take_waits_its_timeout_for_a_message(self, queue: QueueUnderTest) -> None:
+        """A worker's loop relies on it: a take that returned at once would spin the CPU."""
+        started = time.monotonic()
+        assert queue.consumer("a").take(10, 0.3) == []
+        assert time.monotonic() - started >= 0.25
+
+    def test_a_waiting_take_gets_a_message_published_meanwhile(self, queue: QueueUnderTest) -> None:
+        later = threading.Timer(0.1, lambda: queue.publisher.publish([message()]))
+        later.start()
+        started = time.monotonic()
+        taken = queue.consumer("a").take(10, 5.0)
+        later.join()
+        assert len(taken) == 1 and time.monotonic() - started < 4.0
 
     def test_acked_messages_are_gone(self, queue: QueueUnderTest) -> None:
         queue.publisher.publish([message(filename=f"{i}.jpg") for i in range(3)])

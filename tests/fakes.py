@@ -101,7 +101,7 @@ class MemoryQueue:
         self._attempts: dict[int, int] = {}
         self._reasons: dict[int, str] = {}
         self._seq = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()  # publish and hand-backs wake a waiting take
         self.fail_ids: set[str] = set()
 
     def publish(self, messages: Sequence[ImageMessage]) -> dict[str, str]:
@@ -117,11 +117,19 @@ class MemoryQueue:
         with self._lock:
             self._seq += 1
             self._items.append((self._seq, payload))
+            self._lock.notify_all()
 
     def take(self, max_messages: int, timeout: float = 0.0) -> list[Delivery]:
+        """As SqlQueue: waits up to ``timeout`` for a message when none is due."""
+        deadline = time.monotonic() + timeout
         with self._lock:
-            now = time.monotonic()
-            due = [i for i in self._items if self._not_before.get(i[0], 0.0) <= now]
+            while True:
+                now = time.monotonic()
+                due = [i for i in self._items if self._not_before.get(i[0], 0.0) <= now]
+                if due or now >= deadline:
+                    break
+                waits = [t - now for t in self._not_before.values() if t > now]
+                self._lock.wait(min([deadline - now, *waits]))
             batch = due[:max_messages]
             taken = {seq for seq, _ in batch}
             self._items = [i for i in self._items if i[0] not in taken]
@@ -152,6 +160,7 @@ class MemoryQueue:
                     self._reasons[d.handle] = reason
                     self._not_before[d.handle] = time.monotonic() + seconds
                     bisect.insort(self._items, (d.handle, payload))
+            self._lock.notify_all()
 
     def depth(self) -> int:
         return len(self._items) + len(self._taken)
