@@ -53,8 +53,13 @@ lint:  ## ruff lint, format check, mypy
 
 # The fast tier is tests/unit: logic over the fakes, with no model file, no dataset and no
 # server (tests/unit/conftest.py refuses a test marked otherwise); its time is printed.
+# Hypothesis and schemathesis register pytest plugins that take seconds to import; the unit tier
+# uses neither.
+NO_FUZZ_PLUGINS := -p no:schemathesis -p no:hypothesispytest
+
 fast:  ## the fast tier: tests/unit, logic over tests/fakes.py (under 30 s)
-	@start=$$(date +%s.%N); $(BIN)/pytest -q tests/unit --durations=5; status=$$?; \
+	@start=$$(date +%s.%N); $(BIN)/pytest -q tests/unit --durations=5 $(NO_FUZZ_PLUGINS); \
+		status=$$?; \
 		echo "fast tier: $$(awk "BEGIN {printf \"%.1f\", $$(date +%s.%N) - $$start}") s"; \
 		exit $$status
 

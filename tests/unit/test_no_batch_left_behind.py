@@ -113,6 +113,7 @@ def test_the_serving_process_replaces_a_killed_worker_without_a_new_submit(
     world: FakeWorld = fake_world(tmp_path)
     try:
         world.db.beat("worker-process", "worker", _beat(child.pid, process_started(child.pid)))
+        world.service.workers.watch_seconds = 0.2  # the shipped 2 s, shortened for the test
         world.service.start()
         report = world.service.submit(_photos(5))
         assert not report.classified_here  # the other process is alive: nothing here

@@ -42,6 +42,7 @@ class Workers:
         follow: Callable[[PhotoClassifier], None],
         repair: Callable[[], object],
         start_workers: bool = True,
+        watch_seconds: float = WATCH_SECONDS,
     ) -> None:
         self.settings = settings
         self.backends = backends
@@ -49,6 +50,7 @@ class Workers:
         self._follow = follow
         self._repair = repair
         self.start_workers = start_workers
+        self.watch_seconds = watch_seconds
         self._thread: threading.Thread | None = None
         self._callbacks: threading.Thread | None = None
         self._watch: threading.Thread | None = None
@@ -175,10 +177,10 @@ class Workers:
                     self._watch.start()
 
     def _watching(self) -> None:
-        """Every ``WATCH_SECONDS``, see that something classifies the queue: a worker killed
+        """Every ``watch_seconds``, see that something classifies the queue: a worker killed
         (``kill -9`` of a ``fruitstream worker``, of this process's thread's work) or never
         there is replaced by one here, so a batch never waits for the next submit."""
-        while not self._stop.wait(WATCH_SECONDS):
+        while not self._stop.wait(self.watch_seconds):
             try:
                 self.needed()
             except Exception as exc:  # a backend restarting: the next round tries again
