@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,20 +84,36 @@ class AppServer:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        # Read as it comes: a pipe nobody reads fills (64 KiB) and then blocks the app's next
+        # log line, which a long session can reach.
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         if is_up(self.url, wait, poll=0.1):
             return
         self.proc.kill()
-        raise AssertionError(f"the app did not start: {self.proc.communicate()[0][-2000:]}")
+        raise AssertionError(f"the app did not start: {self.log()[-2000:]}")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.append(line)
+
+    def log(self) -> str:
+        """What the app has written so far (all of it once it has stopped)."""
+        if self.proc.poll() is not None:
+            self._reader.join(timeout=10)
+        return "".join(self._lines)
 
     def stop(self) -> str:
         """Stops the server; returns its log."""
         self.proc.terminate()
         try:
-            out, _ = self.proc.communicate(timeout=30)
+            self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, _ = self.proc.communicate()
-        return out
+            self.proc.wait()
+        return self.log()
 
 
 @pytest.fixture(scope="session")
