@@ -120,7 +120,9 @@ def logging_config(json_lines: bool) -> dict[str, object]:
         "loggers": {
             "fruitstream": {"handlers": ["default"], "level": "INFO", "propagate": False},
             "uvicorn": {"handlers": ["default"], "level": "WARNING", "propagate": False},
-            "uvicorn.error": {"level": "WARNING"},
+            # Said outright: uvicorn's own default configuration (applied by anything that
+            # made a uvicorn.Config before) stops this logger's propagation.
+            "uvicorn.error": {"level": "WARNING", "propagate": True},
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
         },
     }
