@@ -161,10 +161,7 @@ class Settings(FruitstreamSettings):
     def given(self) -> dict[str, Any]:
         return self._given
 
-    @field_validator("model_dir", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: Any) -> Any:
-        return None if value == "" else value
+    _paths = field_validator("model_dir", mode="before")(lambda value: empty_is_none(value))
 
     @property
     def limits(self) -> ImageLimits:
