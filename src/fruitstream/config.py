@@ -24,6 +24,13 @@ MASK = "**********"
 SETTINGS_FILE_VARIABLE = "FRUITSTREAM_SETTINGS_FILE"
 
 
+def part_config(prefix: str) -> SettingsConfigDict:
+    """A settings part's configuration: its variables' prefix, the shared ``.env`` file."""
+    return SettingsConfigDict(
+        env_prefix=prefix, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+
 class FruitstreamSettings(BaseSettings):
     """What every settings class shares: ``FRUITSTREAM_*`` variables, a ``.env`` file (or
     ``FRUITSTREAM_SETTINGS_FILE``), secrets as ``SecretStr``. Each backend and entrypoint
@@ -31,9 +38,7 @@ class FruitstreamSettings(BaseSettings):
     ``FRUITSTREAM_S3_*``); ``of(settings)`` reads it with whatever the core settings were
     given, so that one ``Settings(**values)`` configures every part."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="FRUITSTREAM_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
+    model_config = part_config("FRUITSTREAM_")
     # Settings the Spark executors' settings file leaves out (names without the prefix).
     executor_skip: ClassVar[tuple[str, ...]] = ()
 

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import SettingsConfigDict
 
-from fruitstream.config import FruitstreamSettings, empty_is_none
+from fruitstream.config import FruitstreamSettings, empty_is_none, part_config
 from fruitstream.domain import ImageMessage
 from fruitstream.errors import MissingDependencyError, QueueError
 from fruitstream.ports import Health
@@ -27,9 +26,7 @@ _RDKAFKA_LOG.setLevel(logging.ERROR)
 class KafkaSettings(FruitstreamSettings):
     """Where the brokers are, how to reach them, and the topic (``FRUITSTREAM_KAFKA_*``)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="FRUITSTREAM_KAFKA_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
+    model_config = part_config("FRUITSTREAM_KAFKA_")
 
     bootstrap_servers: str = "127.0.0.1:9092"
     topic: str = "fruit-images"

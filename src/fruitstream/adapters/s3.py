@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import SecretStr
-from pydantic_settings import SettingsConfigDict
 
-from fruitstream.config import FruitstreamSettings
+from fruitstream.config import FruitstreamSettings, part_config
 from fruitstream.errors import MissingDependencyError, NotFoundError, StorageError
 from fruitstream.ports import Health
 
@@ -24,9 +23,7 @@ def _reason(exc: Exception) -> str:
 class S3Settings(FruitstreamSettings):
     """The bucket and how to reach it (``FRUITSTREAM_S3_*``); no keys: boto3's own chain."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="FRUITSTREAM_S3_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
+    model_config = part_config("FRUITSTREAM_S3_")
 
     endpoint_url: str | None = None
     region: str = "us-east-1"

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from pydantic import Field, field_validator
-from pydantic_settings import SettingsConfigDict
 
 from fruitstream.bootstrap import build_stream, kafka_reader_options, settings_parts
 from fruitstream.config import (
@@ -40,6 +39,7 @@ from fruitstream.config import (
     Settings,
     empty_is_none,
     load_settings,
+    part_config,
 )
 from fruitstream.domain import ResultRow, result_columns
 from fruitstream.errors import (
@@ -69,9 +69,7 @@ RESULT_SCHEMA = ", ".join(f"{name} {kind}" for name, kind in RESULT_COLUMNS)
 class SparkSettings(FruitstreamSettings):
     """How the job runs on Spark (``FRUITSTREAM_SPARK_*``)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="FRUITSTREAM_SPARK_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
+    model_config = part_config("FRUITSTREAM_SPARK_")
 
     master: str = "local[2]"
     checkpoint: str = "data/spark-checkpoint"

@@ -43,9 +43,8 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from pydantic import SecretStr, field_validator
-from pydantic_settings import SettingsConfigDict
 
-from fruitstream.config import FruitstreamSettings, items
+from fruitstream.config import FruitstreamSettings, items, part_config
 from fruitstream.errors import CallbackError, FruitstreamError, NotFoundError
 from fruitstream.ports import ResultsDatabase
 
@@ -112,12 +111,7 @@ def allowed_callbacks(value: str) -> list[AllowedCallback]:
 class CallbackSettings(FruitstreamSettings):
     """Where callbacks may go and how they are signed (``FRUITSTREAM_API_CALLBACK_*``)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="FRUITSTREAM_API_CALLBACK_",
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-    )
+    model_config = part_config("FRUITSTREAM_API_CALLBACK_")
 
     # Where a batch's completion callback may be sent (POST /v1/batches?callback=URL):
     # comma-separated scheme://host[:port][/path] entries (the module's docstring says how

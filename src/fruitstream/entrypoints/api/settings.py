@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
-from pydantic_settings import SettingsConfigDict
 
-from fruitstream.config import FruitstreamSettings, items
+from fruitstream.config import FruitstreamSettings, items, part_config
 
 
 class ApiSettings(FruitstreamSettings):
     """Read once per app (``ApiSettings.of(service.settings)``)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="FRUITSTREAM_API_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
+    model_config = part_config("FRUITSTREAM_API_")
 
     # Bearer tokens, comma-separated (secret). None configured: the server binds to
     # 127.0.0.1 only.
